@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
@@ -75,7 +76,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .codec import MidiError
+    from .codec import MidiError  # a ValueError; named for the reader
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     run = getattr(importlib.import_module(COMMANDS[args.command][0]), f"run_{args.command}")
     try:
         return int(run(args) or 0)
-    except MidiError as e:  # bad input: one clear line, no traceback
+    except (MidiError, ValueError, FileNotFoundError) as e:  # bad input: one clear line
+        if os.environ.get("HF_MIDI_DEBUG"):
+            raise
         print(f"hf-midi {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,9 +1,21 @@
-"""Hub-ready folders: the tokenizer folder with its remote code (and, later, whole model folders)."""
+"""Hub-ready folders: the tokenizer folder, whole model folders with their remote code, and push.
+
+A model folder exported here loads from the Hub the way users expect::
+
+    tok = AutoTokenizer.from_pretrained("user/name", trust_remote_code=True)   # our tokenizer code
+    model = AutoModelForCausalLM.from_pretrained("user/name")                # plain GPT-2: no code
+    pipe = pipeline("midi-generation", model="user/name", trust_remote_code=True)
+
+The code that travels is found by following the relative imports of the entry files, so the Hub
+folder holds exactly what the tokenizer, the pipeline and (for the LSTM) the model need.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,7 +60,167 @@ def write_tokenizer_folder(
     return out
 
 
-__all__ = ["TOKENIZER_CODE", "add_tokenizer_code", "write_tokenizer_folder"]
+
+class HubError(ValueError):
+    """A folder that cannot be exported or pushed: the message names the file or the problem."""
+
+
+PIPELINE_TASK = "midi-generation"
+PIPELINE_FILE = "pipeline_midi_generation.py"
+PIPELINE_CLASS = "MidiGenerationPipeline"
+LSTM_FILE = "modeling_musicrnn.py"
+_RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.(\w+)\s+import", re.MULTILINE)
+# Files a trained folder may hold besides the weights; anything else (checkpoints, logs) stays behind.
+_MODEL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "vocab.json",
+                "special_tokens_map.json")
+
+
+def code_closure(*entries: str) -> list[str]:
+    """The package files that ``entries`` need, following ``from .x import`` recursively."""
+    seen: list[str] = []
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = PACKAGE_DIR / name
+        if not path.is_file():
+            raise HubError(f"{path}: remote-code file is missing from the package")
+        seen.append(name)
+        todo += [f"{m}.py" for m in _RELATIVE_IMPORT.findall(path.read_text(encoding="utf-8"))]
+    return sorted(seen)
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [index, *(model_dir / s for s in shards)]
+    if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
+        raise HubError(f"{model_dir}: only safetensors weights are exported (found pickle-based weights)")
+    raise HubError(f"{model_dir}: no model.safetensors (or sharded index) to export")
+
+
+def export_model_folder(
+    model_dir: str | os.PathLike, out: str | os.PathLike, card: str | os.PathLike | None = None
+) -> Path:
+    """Assemble a Hub-ready model folder from a trained folder (written atomically).
+
+    Copies the weights, config, generation config and tokenizer; adds the tokenizer's code and
+    ``auto_map``, the pipeline's code and a ``custom_pipelines`` entry, the LSTM's modeling code
+    when the model is a MusicRNN, and ``card`` as ``README.md``.
+    """
+    model_dir, out = Path(model_dir), Path(out)
+    if not model_dir.is_dir():
+        raise HubError(f"{model_dir}: no such model folder")
+    for required in ("config.json", "generation_config.json", "tokenizer_config.json"):
+        if not (model_dir / required).is_file():
+            raise HubError(f"{model_dir}: {required} is missing (not a complete hf-midi model folder)")
+    if card is not None and not Path(card).is_file():
+        raise HubError(f"{card}: model card not found")
+    weights = _weight_files(model_dir)
+    if out.resolve() == model_dir.resolve():
+        raise HubError(f"{out}: the export folder must differ from the model folder")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for f in [*weights, *(model_dir / n for n in _MODEL_FILES if (model_dir / n).is_file())]:
+            shutil.copyfile(f, tmp / f.name)
+        add_tokenizer_code(tmp)
+        config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+        entries = [PIPELINE_FILE]
+        if config.get("model_type") == "musicrnn":
+            entries.append(LSTM_FILE)
+            config["auto_map"] = {
+                "AutoConfig": "modeling_musicrnn.MusicRNNConfig",
+                "AutoModelForCausalLM": "modeling_musicrnn.MusicRNNForCausalLM",
+            }
+        for name in code_closure(*entries):
+            shutil.copyfile(PACKAGE_DIR / name, tmp / name)
+        # Only in exported folders: in-process, a config with custom_pipelines makes transformers
+        # demand trust_remote_code even though hf_midi registered the task itself.
+        config["custom_pipelines"] = {
+            PIPELINE_TASK: {
+                "impl": f"{Path(PIPELINE_FILE).stem}.{PIPELINE_CLASS}",
+                "pt": ["AutoModelForCausalLM"],
+                "tf": [],
+                "type": "multimodal",
+            }
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if card is not None:
+            shutil.copyfile(card, tmp / "README.md")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def push_folder(
+    folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False,
+    commit_message: str = "Upload hf-midi model",
+) -> str:
+    """Upload ``folder`` to the Hub repo ``repo_id`` (created if needed); returns the commit URL.
+
+    The token comes from ``token``, else the usual places (``HF_TOKEN``, ``hf auth login``).
+    """
+    from huggingface_hub import HfApi, get_token
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise HubError(f"{folder}: not an exported model folder (no config.json); run `hf-midi export` first")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise HubError(f"repo id {repo_id!r} is not of the form 'user/name'")
+    token = token or get_token()
+    if not token:
+        raise HubError(
+            "no Hugging Face token: run `hf auth login`, set HF_TOKEN, or pass --token"
+        )
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                             commit_message=commit_message)
+    return str(getattr(info, "commit_url", info))
+
+
+def configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", help="a trained model folder (train.py's --output_dir)")
+    p.add_argument("out", help="the Hub-ready folder to write")
+    p.add_argument("--card", default=None, help="model card to ship as README.md (default: model_card.md if present)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    card = args.card
+    if card is None and Path("model_card.md").is_file():
+        card = "model_card.md"
+    out = export_model_folder(args.model_dir, args.out, card)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return 0
+
+
+def configure_push(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="a folder written by `hf-midi export`")
+    p.add_argument("repo_id", help="user/name on the Hugging Face Hub")
+    p.add_argument("--token", default=None, help="a Hub token (default: HF_TOKEN or the saved login)")
+    p.add_argument("--private", action="store_true")
+
+
+def run_push(args: argparse.Namespace) -> int:
+    print(push_folder(args.folder, args.repo_id, token=args.token, private=args.private))
+    return 0
+
+
+__all__ = [
+    "HubError", "TOKENIZER_CODE", "add_tokenizer_code", "code_closure", "export_model_folder",
+    "push_folder", "write_tokenizer_folder",
+]
 
 if __name__ == "__main__":  # python -m hf_midi.hub [OUT]: regenerate the top-level tokenizer/ folder
     import sys
