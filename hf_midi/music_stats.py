@@ -1,0 +1,102 @@
+"""Simple statistics of a piece, to compare generated samples with real music.
+
+Each statistic is computed from the notes that ``codec.ids_to_notes`` gives (times in 10 ms steps),
+so samples and reference pieces go through the same quantisation. Reference pieces are cut into
+windows as long as the samples: statistics such as pitch range grow with length, so comparing a
+30 s sample with a 3 min song would be unfair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from .codec import STEPS_PER_SECOND, ids_to_notes
+
+STATS = ("notes_per_second", "mean_polyphony", "pitch_range", "pitch_class_entropy", "velocity_std")
+
+
+def note_stats(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, velocity: np.ndarray) -> dict[str, float]:
+    """The five statistics of one set of notes (times in steps). NaN for an empty set.
+
+    - ``notes_per_second``: onsets per second over the span from the first onset to the last end;
+    - ``mean_polyphony``: notes sounding at once, averaged over the time at least one sounds;
+    - ``pitch_range``: highest minus lowest pitch, in semitones;
+    - ``pitch_class_entropy``: entropy (bits) of the 12 pitch classes of the onsets (0..log2 12);
+    - ``velocity_std``: standard deviation of the MIDI velocities.
+    """
+    if len(start) == 0:
+        return dict.fromkeys(STATS, float("nan"))
+    span = max(int(end.max() - start.min()), 1)
+    # Sweep: +1 at each start, -1 at each end; time-weighted count where the count is > 0.
+    t = np.concatenate((start, end))
+    d = np.concatenate((np.ones(len(start)), -np.ones(len(end))))
+    order = np.lexsort((d, t))  # ends before starts at the same step
+    t, count = t[order], np.cumsum(d[order])
+    dt = np.diff(t)
+    sounding = count[:-1] > 0
+    poly = float((count[:-1] * dt)[sounding].sum() / max(dt[sounding].sum(), 1))
+    hist = np.bincount(pitch % 12, minlength=12).astype(np.float64)
+    p = hist[hist > 0] / hist.sum()
+    return {
+        "notes_per_second": float(len(start) / (span / STEPS_PER_SECOND)),
+        "mean_polyphony": poly,
+        "pitch_range": float(pitch.max() - pitch.min()),
+        "pitch_class_entropy": float(-(p * np.log2(p)).sum()),
+        "velocity_std": float(np.std(velocity)),
+    }
+
+
+def ids_stats(ids) -> dict[str, float]:
+    """Statistics of a piece given as event ids."""
+    n = ids_to_notes(ids)
+    return note_stats(n["start"], n["end"], n["pitch"], n["velocity"])
+
+
+def window_stats(ids, seconds: float, min_notes: int = 10) -> list[dict[str, float]]:
+    """Statistics of consecutive ``seconds``-long windows of a piece, from its first onset.
+
+    Notes belong to the window of their onset (ends are clipped to it); windows with fewer than
+    ``min_notes`` notes (silence, a trailing fragment) are left out.
+    """
+    n = ids_to_notes(ids)
+    if not len(n["start"]):
+        return []
+    width = int(round(seconds * STEPS_PER_SECOND))
+    first = int(n["start"].min())
+    which = (n["start"] - first) // width
+    out = []
+    for w in range(int(which.max()) + 1):
+        sel = which == w
+        if sel.sum() < min_notes:
+            continue
+        lo, hi = first + w * width, first + (w + 1) * width
+        end = np.minimum(n["end"][sel], hi)
+        out.append(note_stats(n["start"][sel] - lo, end - lo, n["pitch"][sel], n["velocity"][sel]))
+    return out
+
+
+def band_report(
+    samples: Iterable[dict[str, float]], reference: Iterable[dict[str, float]], low: float = 5, high: float = 95
+) -> dict[str, dict[str, float]]:
+    """For each statistic: the reference's [low, high] percentile band and the fraction of samples inside."""
+    samples, reference = list(samples), list(reference)
+    report = {}
+    for k in STATS:
+        ref = np.array([r[k] for r in reference], dtype=np.float64)
+        ref = ref[np.isfinite(ref)]
+        val = np.array([s[k] for s in samples], dtype=np.float64)
+        lo, hi = np.percentile(ref, [low, high])
+        inside = np.isfinite(val) & (val >= lo) & (val <= hi)
+        report[k] = {
+            "band_low": float(lo), "band_high": float(hi),
+            "sample_median": float(np.nanmedian(val)) if np.isfinite(val).any() else float("nan"),
+            "reference_median": float(np.median(ref)),
+            "inside": int(inside.sum()), "total": int(len(val)),
+            "fraction_inside": float(inside.mean()) if len(val) else float("nan"),
+        }
+    return report
+
+
+__all__ = ["STATS", "band_report", "ids_stats", "note_stats", "window_stats"]

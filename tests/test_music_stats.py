@@ -1,0 +1,50 @@
+"""Sample statistics used to compare generated music with the test set (issue 6)."""
+
+import math
+
+import numpy as np
+from conftest import POP909_FIXTURES
+
+from hf_midi import codec, music_stats
+
+
+def test_hand_built_notes():
+    # Two notes: [0, 100) and [50, 100) steps; pitches 60 and 64 (two pitch classes, equal counts).
+    s = music_stats.note_stats(np.array([0, 50]), np.array([100, 100]), np.array([60, 64]), np.array([60, 80]))
+    assert s["notes_per_second"] == 2.0  # 2 onsets over 1 s
+    assert s["mean_polyphony"] == 1.5  # 1 note for 0.5 s, then 2 for 0.5 s
+    assert s["pitch_range"] == 4.0
+    assert math.isclose(s["pitch_class_entropy"], 1.0)
+    assert s["velocity_std"] == 10.0
+
+
+def test_silence_does_not_dilute_polyphony():
+    # A chord of 3 for 1 s, 10 s of silence, a chord of 3 for 1 s: polyphony 3 while anything sounds.
+    start = np.array([0, 0, 0, 1100, 1100, 1100])
+    s = music_stats.note_stats(start, start + 100, np.array([60, 64, 67] * 2), np.full(6, 64))
+    assert s["mean_polyphony"] == 3.0
+
+
+def test_empty_is_nan():
+    s = music_stats.ids_stats([])
+    assert all(math.isnan(v) for v in s.values())
+
+
+def test_windows_cover_a_real_piece():
+    ids = codec.encode(POP909_FIXTURES[0])
+    notes = codec.ids_to_notes(ids)
+    windows = music_stats.window_stats(ids, 30.0, min_notes=1)
+    span = (notes["end"].max() - notes["start"].min()) / 100
+    assert len(windows) == math.ceil((notes["start"].max() - notes["start"].min() + 1) / 3000)
+    assert len(windows) >= int(span // 30)
+    total = sum(w["notes_per_second"] for w in windows)
+    assert total > 0
+
+
+def test_band_report_counts_inside():
+    ref = [{k: float(v) for k in music_stats.STATS} for v in range(100)]
+    samples = [{k: v for k in music_stats.STATS} for v in (50.0, 2.0, 97.0, float("nan"))]
+    rep = music_stats.band_report(samples, ref)
+    for k in music_stats.STATS:
+        assert rep[k]["inside"] == 1 and rep[k]["total"] == 4
+        assert math.isclose(rep[k]["band_low"], 4.95) and math.isclose(rep[k]["band_high"], 94.05)
