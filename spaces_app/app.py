@@ -1,0 +1,409 @@
+"""The hf-midi Space: compose or continue expressive piano music, listen to it, see it, download it.
+
+    python spaces_app/app.py [--model DIR_OR_REPO] [--host 127.0.0.1] [--port 7860]
+
+The logic is plain functions that tests call without a browser: ``read_upload`` (validate an
+upload), ``make_settings`` (clamp the knobs), ``generate`` (the pipeline), ``package`` (MIDI, WAV
+and piano-roll PNG on disk) and ``make_music`` (all of them). ``build_demo`` wires them to a
+``gr.Blocks`` page; ``main`` parses the command line and launches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+try:
+    import hf_midi  # the copy beside app.py in a deployed Space, else the installed package
+except ImportError:  # a source checkout run without `pip install -e .`
+    sys.path.insert(0, str(HERE.parent))
+    import hf_midi
+
+import gradio as gr
+from hf_midi.codec import MidiError, load_score, score_to_performance
+
+log = logging.getLogger("hf_midi.space")
+
+# ---------------------------------------------------------------------------------------- limits
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # hours of piano fit in 1 MB; more is not a prompt
+MIN_SECONDS, MAX_SECONDS, DEFAULT_SECONDS = 2.0, 60.0, 20.0  # new music per request
+MAX_PROMPT_SECONDS, DEFAULT_PROMPT_SECONDS = 30.0, 10.0  # how much of an upload to keep
+MAX_VARIATIONS = 4
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
+MAX_TOP_K = 390  # the number of events; larger is the same as off
+MAX_SEED = 2**31 - 1
+# Free Spaces have 2 vCPUs and torch runs one thread a request, so 2 requests at once use the
+# machine; more would only slow each other down. The rest wait in the queue.
+DEFAULT_CONCURRENCY = 2
+QUEUE_SIZE = 32
+OUTPUT_ROOT = Path(tempfile.gettempdir()) / "hf-midi-space"
+KEEP_OUTPUTS_SECONDS = 3600  # request folders older than this are deleted
+
+COMPOSE, UPLOAD, LAST = "Compose from scratch", "Continue a MIDI file", "Continue the last result"
+SOURCES = (COMPOSE, UPLOAD, LAST)
+EXAMPLES_DIR = HERE / "examples"
+NO_MODEL = (
+    "**No model is available.** This copy has no bundled model (`hf_midi/pretrained/default`). "
+    "Start the app with `python app.py --model DIR_OR_REPO_ID`, or set `HF_MIDI_MODEL`."
+)
+
+
+class InputError(ValueError):
+    """Something the user asked for that the app cannot do; its message is shown in the page."""
+
+
+class Stopped(Exception):
+    """Raised from the progress callback when the user pressed Stop."""
+
+
+# ---------------------------------------------------------------------------------------- logic
+@dataclass(frozen=True)
+class Prompt:
+    """A validated upload."""
+
+    data: bytes
+    name: str
+    seconds: float
+    notes: int
+
+
+def read_upload(path: str | os.PathLike | None, max_bytes: int = MAX_UPLOAD_BYTES) -> Prompt:
+    """Read and check an uploaded MIDI file; ``InputError``/``MidiError`` with a readable message."""
+    if path is None or str(path) == "":
+        raise InputError("Upload a MIDI file to continue, or choose “Compose from scratch”.")
+    path = Path(path)
+    name = path.name  # gradio keeps the uploaded file's own name inside a per-upload folder
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InputError(f"{name} is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
+    data = path.read_bytes()
+    perf = score_to_performance(load_score(data, source=name))  # MidiReadError names the file
+    if perf.num_notes == 0:
+        raise InputError(f"{name} has no notes to continue (drum tracks are ignored).")
+    return Prompt(data, name, perf.duration, perf.num_notes)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The knobs of one request, clamped to the app's limits."""
+
+    seconds: float
+    temperature: float
+    top_p: float | None  # None: off
+    top_k: int | None  # None: off
+    seed: int
+    variations: int
+    prompt_seconds: float | None  # None: the whole prompt
+
+
+def _number(value, what: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number, got {value!r}.") from None
+    if not math.isfinite(x):
+        raise InputError(f"{what} must be a finite number, got {value!r}.")
+    return x
+
+
+def make_settings(
+    seconds=DEFAULT_SECONDS,
+    temperature=1.0,
+    top_p=1.0,
+    top_k=0,
+    seed=None,
+    variations=1,
+    prompt_seconds=None,
+) -> Settings:
+    """Clamp every knob into its range (API callers can send anything); a random seed for None."""
+    top_p = _number(top_p, "top-p")
+    top_k = int(_number(top_k, "top-k"))
+    seed = random.randint(0, MAX_SEED) if seed is None or seed == "" else int(_number(seed, "Seed"))
+    return Settings(
+        seconds=min(max(_number(seconds, "Length"), MIN_SECONDS), MAX_SECONDS),
+        temperature=min(max(_number(temperature, "Temperature"), MIN_TEMPERATURE), MAX_TEMPERATURE),
+        top_p=None if top_p >= 1 else max(top_p, 0.01),
+        top_k=None if top_k <= 0 or top_k >= MAX_TOP_K else top_k,
+        seed=seed % (MAX_SEED + 1),
+        variations=min(max(int(_number(variations, "Variations")), 1), MAX_VARIATIONS),
+        prompt_seconds=None
+        if prompt_seconds is None
+        else min(max(_number(prompt_seconds, "Prompt length"), 1.0), MAX_PROMPT_SECONDS),
+    )
+
+
+def generate(pipe, settings: Settings, prompt: bytes | None = None, progress=None, stop=None) -> list[dict]:
+    """Run the pipeline. ``progress(done, total)`` in music seconds; a set ``stop`` event ends it."""
+
+    def report(done: float, total: float) -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped
+        if progress is not None:
+            progress(done, total)
+
+    return pipe(
+        prompt=prompt,
+        prompt_seconds=settings.prompt_seconds if prompt is not None else None,
+        seconds=settings.seconds,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        seed=settings.seed,
+        num_return_sequences=settings.variations,
+        return_prompt=True,
+        progress=report,
+    )
+
+
+@dataclass(frozen=True)
+class Variation:
+    """One generated piece on disk."""
+
+    midi: Path
+    wav: Path
+    png: Path
+    seconds: float  # music length, prompt included
+    notes: int
+    data: bytes  # the MIDI, kept to continue it later
+
+
+def package(result: dict, folder: Path, stem: str) -> Variation:
+    """Write a pipeline result as ``stem``.mid, .wav and .png in ``folder``."""
+    from hf_midi.render import piano_roll_png, render_wav
+
+    folder.mkdir(parents=True, exist_ok=True)
+    midi, wav, png = (folder / f"{stem}.{ext}" for ext in ("mid", "wav", "png"))
+    midi.write_bytes(result["midi"])
+    render_wav(result["score"], path=wav)
+    piano_roll_png(result["score"], path=png)
+    notes = sum(len(t.notes) for t in result["score"].tracks)
+    return Variation(midi, wav, png, float(result["seconds"]), notes, result["midi"])
+
+
+def _prune_outputs(root: Path, keep_seconds: float) -> None:
+    """Delete request folders older than ``keep_seconds`` (gradio keeps its own copies it serves)."""
+    cutoff = time.time() - keep_seconds
+    for folder in root.glob("*"):
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:  # another request pruned it first
+            pass
+
+
+def make_music(pipe, settings: Settings, prompt: bytes | None = None, progress=None, stop=None,
+               out_root: Path = OUTPUT_ROOT) -> list[Variation]:
+    """Generate, render and package every variation into a fresh folder under ``out_root``."""
+    results = generate(pipe, settings, prompt, progress=progress, stop=stop)
+    _prune_outputs(out_root, KEEP_OUTPUTS_SECONDS)
+    folder = out_root / uuid.uuid4().hex
+    return [package(r, folder, f"hf-midi-{settings.seed}-{i + 1}") for i, r in enumerate(results)]
+
+
+def load_pipeline(model: str | None):
+    """The ``midi-generation`` pipeline for a folder or repo id; None = the bundled model, or
+    ``None`` back when there is none (the page then says so)."""
+    from hf_midi.generation import default_model_path
+    from transformers import pipeline
+
+    if model is None and default_model_path() is None:
+        return None
+    return pipeline("midi-generation", model=model)
+
+
+# ---------------------------------------------------------------------------------------- page
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(round(seconds % 60)):02d}"
+
+
+def describe_upload(path) -> str:
+    """The line under the uploader: what the file holds, or what is wrong with it."""
+    if not path:
+        return ""
+    try:
+        p = read_upload(path)
+    except (InputError, MidiError) as e:
+        return f"⚠️ {e}"
+    return f"**{p.name}**: {p.notes} notes, {_minutes(p.seconds)} long."
+
+
+def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
+    """The page. ``model`` is a folder or repo id (None: the bundled model); or pass a ``pipe``."""
+    import torch
+
+    # One thread a request: on 2 shared cores, 2 torch threads ran 4-35x slower under load.
+    torch.set_num_threads(1)
+    if pipe is None:
+        pipe = load_pipeline(model)
+    stops: dict[str, threading.Event] = {}  # session -> its running request's stop flag
+
+    def on_generate(source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed,
+                    new_seed, variations, request: gr.Request, progress=gr.Progress()):
+        stop = stops[request.session_hash] = threading.Event()
+        try:
+            if pipe is None:
+                raise InputError("No model is loaded; see the note at the top of the page.")
+            settings = make_settings(seconds, temperature, top_p, top_k, None if new_seed else seed,
+                                     variations, keep if source == UPLOAD else None)
+            prompt = None
+            if source == UPLOAD:
+                prompt = read_upload(upload).data
+            elif source == LAST:
+                if not last:
+                    raise InputError("There is no result to continue yet: compose something first.")
+                prompt = last[min(int(which or 1), len(last)) - 1]
+            progress((0, int(settings.seconds)), desc="Composing", unit="s of music")
+            start = time.perf_counter()
+            pieces = make_music(
+                pipe, settings, prompt, stop=stop,
+                progress=lambda done, total: progress(
+                    (min(int(done), int(total)), int(total)), desc="Composing", unit="s of music"),
+            )
+            took = time.perf_counter() - start
+        except (InputError, MidiError) as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Stopped:
+            raise gr.Error("Stopped.", print_exception=False) from None
+        finally:
+            if stops.get(request.session_hash) is stop:
+                del stops[request.session_hash]
+        status = f"Seed {settings.seed}, made in {took:.1f} s. " + " · ".join(
+            f"Variation {i + 1}: {_minutes(v.seconds)}, {v.notes} notes" for i, v in enumerate(pieces))
+        out = [status, [v.data for v in pieces], gr.update(choices=list(range(1, len(pieces) + 1)), value=1),
+               settings.seed]
+        for i in range(MAX_VARIATIONS):
+            v = pieces[i] if i < len(pieces) else None
+            out += [gr.update(visible=v is not None), str(v.wav) if v else None,
+                    str(v.png) if v else None, str(v.midi) if v else None]
+        return out
+
+    def on_stop(request: gr.Request):
+        flag = stops.get(request.session_hash)
+        if flag is not None:
+            flag.set()
+        return "Stopped."
+
+    def on_source(source):
+        return gr.update(visible=source == UPLOAD), gr.update(visible=source == UPLOAD), gr.update(
+            visible=source == UPLOAD), gr.update(visible=source == LAST)
+
+    with gr.Blocks(title="hf-midi piano", delete_cache=(1800, KEEP_OUTPUTS_SECONDS)) as demo:
+        gr.Markdown(
+            "# hf-midi: expressive piano\n"
+            "A GPT-2 over performance events (Oore et al. 2018) composes piano music with timing and "
+            "dynamics. Compose from scratch or continue a MIDI file; listen, look, download."
+        )
+        if pipe is None:
+            gr.Markdown(NO_MODEL, elem_id="no-model")
+        last = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                source = gr.Radio(list(SOURCES), value=COMPOSE, label="Start from", elem_id="source")
+                upload = gr.File(label="MIDI file (.mid, up to 4 MB)", type="filepath", visible=False,
+                                 elem_id="upload")
+                upload_info = gr.Markdown(visible=False, elem_id="upload-info")
+                keep = gr.Slider(1, MAX_PROMPT_SECONDS, value=DEFAULT_PROMPT_SECONDS, step=1,
+                                 label="Seconds of the file to keep as the prompt", visible=False)
+                which = gr.Radio([1], value=1, label="Variation to continue", visible=False)
+                seconds = gr.Slider(MIN_SECONDS, MAX_SECONDS, value=DEFAULT_SECONDS, step=1,
+                                    label="Length of new music (seconds)")
+                variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations")
+                with gr.Accordion("Sampling", open=False):
+                    temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=1.0, step=0.05,
+                                            label="Temperature (higher: bolder)")
+                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p (1: off)")
+                    top_k = gr.Slider(0, MAX_TOP_K, value=0, step=1, label="Top-k (0: off)")
+                    with gr.Row():
+                        seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                        dice = gr.Button("Random seed", size="sm")
+                    new_seed = gr.Checkbox(value=True, label="New random seed each time")
+                with gr.Row():
+                    go = gr.Button("Generate", variant="primary", interactive=pipe is not None,
+                                   elem_id="generate")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+            with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="status", min_height=60)
+                slots = []
+                for i in range(MAX_VARIATIONS):
+                    with gr.Group(visible=False, elem_id=f"variation-{i + 1}") as group:
+                        audio = gr.Audio(label=f"Variation {i + 1}", type="filepath", interactive=False,
+                                         buttons=["download"], elem_id=f"audio-{i + 1}")
+                        roll = gr.Image(label="Piano roll", type="filepath", interactive=False,
+                                        format="png", elem_id=f"roll-{i + 1}")
+                        midi = gr.File(label="MIDI", interactive=False, elem_id=f"midi-{i + 1}")
+                    slots += [group, audio, roll, midi]
+        inputs = [source, upload, keep, seconds, temperature, top_p, top_k, seed, new_seed, variations]
+        gr.Examples(
+            examples=[
+                [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 7, False, 1],
+                [COMPOSE, None, 10, 30, 0.8, 0.9, 0, 42, False, 2],
+                [UPLOAD, str(EXAMPLES_DIR / "pop909-720.mid"), 10, 20, 1.0, 0.95, 0, 1, False, 1],
+                [UPLOAD, str(EXAMPLES_DIR / "pop909-860.mid"), 6, 15, 1.1, 1.0, 40, 3, False, 2],
+            ],
+            example_labels=["Compose 20 s", "Two calm takes", "Continue POP909 #720",
+                            "Continue POP909 #860, bolder"],
+            inputs=inputs,
+        )
+
+        source.change(on_source, source, [upload, upload_info, keep, which], api_visibility="private")
+        upload.change(describe_upload, upload, upload_info, api_visibility="private")
+        dice.click(lambda: random.randint(0, MAX_SEED), None, seed, api_visibility="private")
+        event = go.click(
+            on_generate,
+            [source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed, new_seed,
+             variations],
+            [status, last, which, seed, *slots],
+            api_name="generate",
+            concurrency_limit=concurrency,
+            # progress and errors on the status line only, not an "Error" badge on every output
+            show_progress_on=[status],
+        )
+        # cancels frees the page at once; the flag stops the worker thread at its next progress call.
+        stop_btn.click(on_stop, None, status, cancels=[event], queue=False, api_visibility="private")
+    demo.queue(max_size=QUEUE_SIZE)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs):
+    """Start the server (the same settings for ``main`` and the tests)."""
+    return demo.launch(
+        server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_BYTES,
+        theme=gr.themes.Soft(), **kwargs,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The hf-midi Gradio app.")
+    parser.add_argument("--model", default=os.environ.get("HF_MIDI_MODEL"),
+                        help="a model folder or Hub repo id (default: $HF_MIDI_MODEL, else the bundled model)")
+    # Spaces set GRADIO_SERVER_NAME=0.0.0.0; anywhere else the app stays on this machine.
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--share", action="store_true", help="ask gradio for a public share link")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                        help="requests generating at once (one CPU core each); the rest queue")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    try:
+        pipe = load_pipeline(args.model)
+    except (OSError, ValueError) as e:
+        print(f"app.py: error: cannot load model {args.model!r}: {e}", file=sys.stderr)
+        return 1
+    launch(build_demo(pipe=pipe, concurrency=args.concurrency), args.host, args.port, args.share)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
