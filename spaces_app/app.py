@@ -24,16 +24,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-try:
-    import hf_midi  # the copy beside app.py in a deployed Space, else the installed package
-except ImportError:  # a source checkout run without `pip install -e .`
-    sys.path.insert(0, str(HERE.parent))
-    import hf_midi
-
 import gradio as gr
+
+# In a deployed Space this is the copy of hf_midi beside app.py (python puts the script's folder
+# first on sys.path); in a checkout, the installed package.
 from hf_midi.codec import MidiError, load_score, score_to_performance
 
+HERE = Path(__file__).resolve().parent
 log = logging.getLogger("hf_midi.space")
 
 # ---------------------------------------------------------------------------------------- limits
@@ -54,6 +51,14 @@ KEEP_OUTPUTS_SECONDS = 3600  # request folders older than this are deleted
 COMPOSE, UPLOAD, LAST = "Compose from scratch", "Continue a MIDI file", "Continue the last result"
 SOURCES = (COMPOSE, UPLOAD, LAST)
 EXAMPLES_DIR = HERE / "examples"
+# Rows follow the page's inputs: source, upload, keep, seconds, temperature, top-p, top-k, seed,
+# new seed each time, variations. The MIDI files are POP909 test-split songs (MIT).
+EXAMPLES = [
+    ("Compose 20 s", [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 7, False, 1]),
+    ("Two calm takes", [COMPOSE, None, 10, 30, 0.8, 0.9, 0, 42, False, 2]),
+    ("Continue POP909 #720", [UPLOAD, str(EXAMPLES_DIR / "pop909-720.mid"), 10, 20, 1.0, 0.95, 0, 1, False, 1]),
+    ("Continue POP909 #860, bolder", [UPLOAD, str(EXAMPLES_DIR / "pop909-860.mid"), 6, 15, 1.1, 1.0, 40, 3, False, 2]),
+]
 NO_MODEL = (
     "**No model is available.** This copy has no bundled model (`hf_midi/pretrained/default`). "
     "Start the app with `python app.py --model DIR_OR_REPO_ID`, or set `HF_MIDI_MODEL`."
@@ -250,7 +255,8 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
     stops: dict[str, threading.Event] = {}  # session -> its running request's stop flag
 
     def on_generate(source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed,
-                    new_seed, variations, request: gr.Request, progress=gr.Progress()):
+                    new_seed, variations, request: gr.Request,
+                    progress=gr.Progress()):  # noqa: B008 (gradio injects the tracker here)
         stop = stops[request.session_hash] = threading.Event()
         try:
             if pipe is None:
@@ -272,6 +278,8 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                     (min(int(done), int(total)), int(total)), desc="Composing", unit="s of music"),
             )
             took = time.perf_counter() - start
+            log.info("%d variation(s) of %.0f s in %.1f s (seed %d, prompt: %s)", len(pieces),
+                     settings.seconds, took, settings.seed, source)
         except (InputError, MidiError) as e:
             raise gr.Error(str(e), print_exception=False) from None
         except Stopped:
@@ -345,17 +353,7 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                         midi = gr.File(label="MIDI", interactive=False, elem_id=f"midi-{i + 1}")
                     slots += [group, audio, roll, midi]
         inputs = [source, upload, keep, seconds, temperature, top_p, top_k, seed, new_seed, variations]
-        gr.Examples(
-            examples=[
-                [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 7, False, 1],
-                [COMPOSE, None, 10, 30, 0.8, 0.9, 0, 42, False, 2],
-                [UPLOAD, str(EXAMPLES_DIR / "pop909-720.mid"), 10, 20, 1.0, 0.95, 0, 1, False, 1],
-                [UPLOAD, str(EXAMPLES_DIR / "pop909-860.mid"), 6, 15, 1.1, 1.0, 40, 3, False, 2],
-            ],
-            example_labels=["Compose 20 s", "Two calm takes", "Continue POP909 #720",
-                            "Continue POP909 #860, bolder"],
-            inputs=inputs,
-        )
+        gr.Examples([row for _, row in EXAMPLES], inputs, example_labels=[label for label, _ in EXAMPLES])
 
         source.change(on_source, source, [upload, upload_info, keep, which], api_visibility="private")
         upload.change(describe_upload, upload, upload_info, api_visibility="private")
