@@ -32,11 +32,11 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .codec import SUSTAIN_MODES, VOCAB_SIZE, MidiError, MidiReadError
 
@@ -122,9 +122,9 @@ class PrepareReport:
 
 # --------------------------------------------------------------------------- pass 1: scan
 def _scan_one(root: str, rel: str) -> FileResult:
-    from .codec import check_smf, score_to_performance
-
     import symusic
+
+    from .codec import check_smf, score_to_performance
 
     try:
         with open(os.path.join(root, rel), "rb") as f:
@@ -178,6 +178,7 @@ def _robust_map(
             for i, r in zip(todo, ex.map(_call, [(fn, tasks[i]) for i in todo], chunksize=chunk)):
                 results[i], done[i] = r, True
                 progress(1)
+                _check_signal()
             break
         except BrokenProcessPool:
             pass
@@ -425,7 +426,9 @@ def _check_config(src: Path, out: Path, cfg: PrepareConfig) -> None:
         raise PrepareError(f"--num-workers {cfg.num_workers}: must be >= 0")
 
 
-def prepare_dataset(src: str | os.PathLike, out: str | os.PathLike, config: PrepareConfig | None = None) -> PrepareReport:
+def prepare_dataset(
+    src: str | os.PathLike, out: str | os.PathLike, config: PrepareConfig | None = None
+) -> PrepareReport:
     """Turn the MIDI files under ``src`` into the dataset folder ``out`` (see the module docstring).
 
     Raises ``PrepareError`` for bad arguments before any work starts. Bad files never stop the job:
@@ -490,9 +493,10 @@ def prepare_dataset(src: str | os.PathLike, out: str | os.PathLike, config: Prep
 
     # Pass 3: write into a hidden folder beside `out`, then rename it into place.
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     schema = _features(cfg.pretokenize).arrow_schema
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset is an ordinary folder
@@ -517,6 +521,7 @@ def prepare_dataset(src: str | os.PathLike, out: str | os.PathLike, config: Prep
         name = out.name
         (tmp / "README.md").write_text(_card(name, cfg, report, {k: tuple(v) for k, v in sizes.items()}),
                                        encoding="utf-8")
+        _check_signal()
         if out.exists():  # --overwrite: swap, so a failure here still leaves one complete dataset
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / "d")
@@ -525,7 +530,8 @@ def prepare_dataset(src: str | os.PathLike, out: str | os.PathLike, config: Prep
         else:
             os.replace(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
 
@@ -536,7 +542,7 @@ def _isolate_crash(root: str, rels: list[str]) -> list[FileResult]:
     for rel in rels:
         try:
             with ProcessPoolExecutor(1) as ex:
-                out.append(ex.submit(_scan_one, root, rel).result())
+                out.extend(ex.submit(_scan_batch, root, [rel]).result())
         except BrokenProcessPool:
             out.append(FileResult(rel, reason="parser crashed", detail="reading it killed the worker process"))
     return out
@@ -569,17 +575,34 @@ def configure_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+_signalled: list[int] = []
+
+
+def _on_signal(signum, frame):
+    # Python drops an exception raised while it runs some internal callbacks (at fork, say), so the
+    # signal is also remembered and checked again at every step of the job (`_check_signal`).
+    _signalled.append(signum)
+    raise KeyboardInterrupt
+
+
+def _check_signal() -> None:
+    if _signalled:
+        raise KeyboardInterrupt
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     import signal
 
     cfg = PrepareConfig(
         splits_file=args.splits_file, where=tuple(args.where), split_ratios=tuple(args.split_ratios),
         license=args.license, pretokenize=args.pretokenize, sustain=args.sustain,
-        num_workers=args.num_workers, shard_multiple=args.shard_multiple, max_shard_bytes=int(args.max_shard_mb * 2**20),
+        num_workers=args.num_workers, shard_multiple=args.shard_multiple,
+        max_shard_bytes=int(args.max_shard_mb * 2**20),
         overwrite=args.overwrite, progress=not args.quiet,
     )
     # SIGTERM (a killed job) cleans up like Ctrl-C: the temporary folder is removed.
-    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     report = prepare_dataset(args.src, args.out, cfg)
     print(f"wrote {report.out}\n{report.summary()}", file=sys.stderr)
     return 0
