@@ -26,8 +26,9 @@ parquet read + encode, or just the read for pre-tokenised data), never through a
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,8 +95,10 @@ def transpose_ids(ids: np.ndarray, semitones: int, sustain: str = "events") -> n
 
     When no note leaves 0..127 this is a shift of the NOTE_ON/NOTE_OFF ids (the in-step order is by
     pitch, which a common shift keeps). Otherwise the ids are decoded to notes in steps, transposed and
-    re-encoded; that is exact too, except that a sustain pedal never released in the source file
-    closes at the end of the last note *before* transposition instead of after.
+    re-encoded. The ids cannot tell a pedal never released (closed at the last note's end, SPEC rule
+    3) from one released at exactly that step; the first, common in practice, is assumed, so the
+    result differs from encoding the transposed MIDI only when the second coincides with the last
+    note being dropped.
     """
     if not semitones or not len(ids):
         return ids
@@ -109,6 +112,10 @@ def transpose_ids(ids: np.ndarray, semitones: int, sustain: str = "events") -> n
     step = 1.0 / codec.STEPS_PER_SECOND
     down = d["pedal_time"][d["pedal_value"] == 127] * step
     up = d["pedal_time"][d["pedal_value"] == 0] * step
+    if len(up) and len(d["end"]) and d["pedal_time"][-1] == d["end"].max() == d["end_step"]:
+        # A release exactly at the end of the last note is read as "never released" (SPEC rule 3),
+        # so it follows the last note that survives transposition; that is the common case.
+        up[-1] = np.inf
     perf = codec.Performance(
         d["start"] * step, d["end"] * step, d["pitch"].astype(np.int64), d["velocity"].astype(np.int64),
         down.astype(np.float64), up.astype(np.float64),
@@ -116,7 +123,8 @@ def transpose_ids(ids: np.ndarray, semitones: int, sustain: str = "events") -> n
     return codec.performance_to_ids(codec.transpose(perf, semitones), sustain)
 
 
-def _piece_rng(seed: int, epoch: int, sha256: str) -> np.random.Generator:
+def piece_rng(seed: int, epoch: int, sha256: str) -> np.random.Generator:
+    """The generator of every random choice about one piece in one epoch (augmentation, then crop)."""
     return np.random.default_rng([seed, epoch, int(sha256[:16], 16)])
 
 
@@ -235,6 +243,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         self.use_ids = self._choose_ids(features, use_pretokenized)
         self.columns = ["path", "sha256", "input_ids"] if self.use_ids else ["path", "sha256", "midi"]
         self._resume: dict | None = None  # the state to start the next pass of `epoch` from
+        self._rotation = 0  # which worker's share a DataLoader's worker 0 takes in a resumed pass
         self._yielded = 0  # blocks yielded in this process during the current pass
 
     # ------------------------------------------------------------------ configuration
@@ -274,6 +283,8 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the pass: shard order, shuffles and augmentation all depend on it."""
         self.epoch = int(epoch)
+        if self._resume is not None and self._resume["epoch"] != self.epoch:
+            self._resume, self._rotation = None, 0  # a resumed position belongs to its own epoch
 
     # ------------------------------------------------------------------ resume
     def _identity(self) -> dict:
@@ -285,31 +296,39 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
     def state_dict(self) -> dict:
         """Where this stream is: ``{"epoch", "num_workers", "blocks_per_worker", ...}``.
 
-        In the process that iterates (``num_workers=0``, or inside a DataLoader worker, which is where
-        ``torchdata``'s ``StatefulDataLoader`` asks) it is exact. In the main process of a plain
-        ``DataLoader`` with workers it cannot see the workers: build the state with
-        ``dataloader_state`` instead.
+        Exact in the process that iterates: with ``num_workers=0``, or inside a DataLoader worker (where
+        ``torchdata``'s ``StatefulDataLoader`` asks each worker for its own state). The main process
+        of a plain ``DataLoader`` with workers cannot see them: use ``dataloader_state`` there.
         """
         info = torch.utils.data.get_worker_info()
+        state = self._identity() | {"epoch": self.epoch, "rotation": self._rotation}
         if info is None:
-            return self._identity() | {"epoch": self.epoch, "num_workers": 1, "blocks_per_worker": [self._yielded]}
+            return state | {"num_workers": 1, "blocks_per_worker": [self._yielded]}
+        me = (info.id + self._rotation) % info.num_workers
         counts = [0] * info.num_workers
-        counts[info.id] = self._yielded
-        return self._identity() | {"epoch": self.epoch, "num_workers": info.num_workers,
-                                   "blocks_per_worker": counts, "worker_id": info.id}
+        counts[me] = self._yielded
+        return state | {"num_workers": info.num_workers, "blocks_per_worker": counts, "worker_id": me}
 
     def dataloader_state(self, batches: int, batch_size: int, num_workers: int, epoch: int | None = None) -> dict:
-        """The state after this rank's ``DataLoader(stream, batch_size, num_workers)`` gave ``batches``
-        batches in epoch ``epoch`` (default: the current one).
+        """The state after this rank's ``DataLoader(stream, batch_size=batch_size, num_workers=num_workers)``
+        has given ``batches`` batches of epoch ``epoch`` (default: the current one).
 
-        A DataLoader takes whole batches from its workers in turn (worker ``k % num_workers`` makes batch
-        ``k``), so this is exact while all workers still have data; only in the last few batches of an
-        epoch, after some worker has run out, can it be off (``batches=0`` of the next epoch is exact).
+        A DataLoader takes whole batches from its workers in turn (worker ``k % num_workers`` makes
+        batch ``k``). The state records each worker's block count and which worker is next, so a fresh
+        DataLoader over the resumed stream gives exactly the batches the old one would have given
+        next. Exact as long as no worker had run out of data before ``batches``: in the last few
+        batches of an epoch it may repeat or miss some (``batches=0`` of the next epoch is exact).
         """
-        w = max(1, num_workers)
-        counts = [batch_size * len(range(i, batches, w)) for i in range(w)]
-        return self._identity() | {"epoch": self.epoch if epoch is None else int(epoch),
-                                   "num_workers": w, "blocks_per_worker": counts}
+        w, epoch = max(1, num_workers), self.epoch if epoch is None else int(epoch)
+        resumed = self._resume is not None and self._resume["epoch"] == epoch
+        first = self._rotation if resumed else 0  # the worker that made this pass's first batch
+        counts = list(self._resume["blocks_per_worker"]) if resumed else [0] * w
+        if len(counts) != w:
+            raise ValueError(f"resumed with {len(counts)} DataLoader worker(s), not {w}")
+        for k in range(w):  # batch k, k + w, ... of this pass came from worker first + k
+            counts[(first + k) % w] += batch_size * len(range(k, batches, w))
+        return self._identity() | {"epoch": epoch, "rotation": (first + batches) % w, "num_workers": w,
+                                   "blocks_per_worker": counts}
 
     def load_state_dict(self, state: dict) -> None:
         """Start the next pass of ``state["epoch"]`` after the blocks the state says were yielded."""
@@ -318,6 +337,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
             diff = {k: (theirs[k], mine[k]) for k in mine if theirs[k] != mine[k]}
             raise ValueError(f"state does not belong to this stream: (saved, now) differ in {diff}")
         self.epoch = int(state["epoch"])
+        self._rotation = int(state.get("rotation", 0))
         self._resume = {"epoch": self.epoch, "num_workers": int(state["num_workers"]),
                         "blocks_per_worker": list(state["blocks_per_worker"]),
                         "worker_id": state.get("worker_id")}
@@ -331,8 +351,8 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
                 f"state saved with {r['num_workers']} DataLoader worker(s); resume with the same number "
                 f"(now {num_workers}): the workers' shares of the data depend on it"
             )
-        if r["worker_id"] is not None:  # a single worker's state (StatefulDataLoader)
-            return r["blocks_per_worker"][r["worker_id"]] if r["worker_id"] == worker else 0
+        if r["worker_id"] is not None and r["worker_id"] != worker:  # another worker's own state
+            return 0
         return r["blocks_per_worker"][worker]
 
     # ------------------------------------------------------------------ the pipeline
@@ -365,7 +385,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         def blocks():
             carry = np.empty(0, np.int64)
             for path, sha, midi, ids in rows:
-                rng = _piece_rng(self.seed, self.epoch, sha)
+                rng = piece_rng(self.seed, self.epoch, sha)
                 ids = self._encode(midi, ids, path, rng)
                 if ids is None:
                     continue
@@ -388,6 +408,8 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # A resumed DataLoader starts with its worker 0: let it play the worker that was next.
+        worker = (worker + self._rotation) % num_workers
         node, world = self.rank * num_workers + worker, self.world_size * num_workers
         skip = self._skip_for(worker, num_workers)
         self._yielded = 0
@@ -487,5 +509,5 @@ def iter_pieces(
 
 __all__ = [
     "AugmentConfig", "MidiBlockStream", "PrepareConfig", "PrepareError", "augment_performance",
-    "configure_prepare", "iter_pieces", "prepare_dataset", "run_prepare", "stream_blocks", "transpose_ids",
+    "configure_prepare", "iter_pieces", "piece_rng", "prepare_dataset", "run_prepare", "stream_blocks", "transpose_ids",
 ]
