@@ -43,6 +43,7 @@ from .codec import SUSTAIN_MODES, VOCAB_SIZE, MidiError, MidiReadError
 MIDI_SUFFIXES = (".mid", ".midi")
 STANDARD_SPLITS = ("train", "validation", "test")
 SKIPPED_FILE = "skipped.csv"
+CHOSEN_SKIPS = ("not in split file", "excluded by --where")  # left out on purpose, not problems
 
 
 class PrepareError(MidiError):
@@ -108,15 +109,22 @@ class PrepareReport:
     skipped: list[FileResult] = field(default_factory=list)
 
     def summary(self) -> str:
+        """Counts per split, skipped files by reason, and each file skipped for a problem (not by choice)."""
         lines = []
         for name, files in self.splits.items():
             hours = sum(f.duration for f in files) / 3600
             lines.append(f"  {name}: {len(files)} files, {hours:.2f} h, {self.num_shards[name]} shards")
-        lines.append(f"  skipped: {len(self.skipped)} files (see {self.out / SKIPPED_FILE})")
-        for f in self.skipped[:50]:
+        reasons: dict[str, int] = {}
+        for f in self.skipped:
+            reasons[f.reason] = reasons.get(f.reason, 0) + 1
+        counts = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+        lines.append(f"  skipped: {len(self.skipped)} files{' (' + counts + ')' if counts else ''}, "
+                     f"listed in {self.out / SKIPPED_FILE}")
+        problems = [f for f in self.skipped if f.reason not in CHOSEN_SKIPS]
+        for f in problems[:50]:
             lines.append(f"    {f.path}: {f.reason}" + (f" ({f.detail})" if f.detail else ""))
-        if len(self.skipped) > 50:
-            lines.append(f"    ... and {len(self.skipped) - 50} more")
+        if len(problems) > 50:
+            lines.append(f"    ... and {len(problems) - 50} more")
         return "\n".join(lines)
 
 
