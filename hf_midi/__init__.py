@@ -17,6 +17,50 @@ def _register() -> None:
     from transformers.models.auto import tokenization_auto
 
     tokenization_auto.REGISTERED_TOKENIZER_CLASSES.setdefault("MidiTokenizer", MidiTokenizer)
+    _register_pipeline_when_imported()
+
+
+def _register_pipeline_when_imported() -> None:
+    """Register the ``"midi-generation"`` task as soon as ``transformers.pipelines`` is imported.
+
+    That module takes ~1.7 s to import (measured), so instead of importing it here, a one-shot
+    import hook registers the task right after it loads (``from transformers import pipeline``).
+    """
+    import importlib.abc
+    import importlib.machinery
+    import sys
+
+    def register(registry=None) -> None:
+        try:
+            from .pipeline_midi_generation import register_pipeline_task
+
+            register_pipeline_task(registry)
+        except Exception as e:  # never break transformers' own import
+            import warnings
+
+            warnings.warn(f"hf_midi: could not register the midi-generation pipeline: {e}", stacklevel=2)
+
+    if "transformers.pipelines" in sys.modules:
+        register()
+        return
+
+    class RegisterAfterImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name != "transformers.pipelines":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is not None and spec.loader is not None:
+                exec_module = spec.loader.exec_module
+
+                def exec_and_register(module):
+                    exec_module(module)
+                    register(module.PIPELINE_REGISTRY)
+
+                spec.loader.exec_module = exec_and_register
+            return spec
+
+    sys.meta_path.insert(0, RegisterAfterImport())
 
 
 _register()

@@ -1,0 +1,565 @@
+"""Generation: the standard ``model.generate()`` plus what music needs, as its extension points.
+
+``generate()`` does the sampling (``<bos>`` start, ``<eos>`` stop, temperature / top-k / top-p from
+the generation config); this module only adds:
+
+- ``PerformanceState``: per-sequence state of a batch (music time, sounding pitches, pedal, last
+  token), updated one token a step and shared by the objects below;
+- ``PerformanceGrammarLogitsProcessor``: forbids what cannot be valid (a NOTE_OFF for a silent pitch,
+  two VELOCITY tokens in a row, a SUSTAIN_OFF while up / SUSTAIN_ON while down, ``<pad>``, ``<bos>``
+  and the padding rows past the vocabulary);
+- ``MusicTimeLimitLogitsProcessor`` + ``MusicTimeStoppingCriteria``: ask for seconds, not tokens;
+  every sequence of a batch ends at exactly its limit or earlier (at ``<eos>``);
+- ``MusicProgressCriteria``: reports music seconds to a callback; a ``stop_event`` ends generation
+  cleanly (what was made so far is kept);
+- ``generate_music``: the sliding window, for pieces longer than the model's context.
+
+It imports only torch, transformers and the codec (relatively), so it travels with the pipeline
+into a Hub folder. The ``hf-midi generate`` command (``configure_generate``/``run_generate``) is
+at the end and imports its helpers lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from .codec import (
+    BOS_ID,
+    EOS_ID,
+    MAX_SHIFT,
+    NOTE_OFF,
+    NOTE_ON,
+    PAD_ID,
+    STEPS_PER_SECOND,
+    SUSTAIN_OFF,
+    SUSTAIN_ON,
+    TIME_SHIFT,
+    VELOCITY,
+    VOCAB_SIZE,
+    MidiError,
+    shift_steps,
+)
+
+MAX_SECONDS = 3600.0  # one hour of music: more is taken as a typo
+# A token budget when only seconds are given: the densest 10 s of ASAP/POP909 hold ~130 events a
+# second, so a model that stops advancing time cannot run forever.
+MAX_TOKENS_PER_SECOND = 200
+MAX_RETURN_SEQUENCES = 64
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
+NO_DEFAULT_MODEL = (
+    f"no default model is installed ({DEFAULT_MODEL_DIR} has no config.json); "
+    "pass a model folder or Hub repo id (model=... / --model DIR_OR_REPO_ID)"
+)
+
+Progress = Callable[[float, "float | None"], object]
+
+
+class GenerationError(MidiError):
+    """Bad generation input (arguments, prompt, model folder), raised before any generation starts."""
+
+
+def default_model_path() -> Path | None:
+    """The model bundled in the package (``hf_midi/pretrained/default``), or None when not installed."""
+    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
+
+
+def seconds_to_steps(seconds: float) -> int:
+    return int(round(float(seconds) * STEPS_PER_SECOND))
+
+
+def context_length(model) -> int | None:
+    """Positions the model can attend to (GPT-2's ``n_positions``); None when unlimited (an LSTM)."""
+    cfg = model.config
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_generation_args(
+    seconds=None, max_new_tokens=None, temperature=None, top_k=None, top_p=None,
+    num_return_sequences=1, seed=None, prompt_seconds=None,
+) -> None:
+    """Raise ``GenerationError`` naming the first argument out of range (None = not given)."""
+
+    def number(name, value, ok, wanted):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not ok(value):
+            raise GenerationError(f"{name} must be {wanted}, got {value!r}")
+
+    def integer(name, value, lo, hi):
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise GenerationError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+
+    if seconds is None and max_new_tokens is None:
+        raise GenerationError("give seconds or max_new_tokens (both are None)")
+    if seconds is not None:
+        number("seconds", seconds, lambda v: 0 < v <= MAX_SECONDS, f"> 0 and at most {MAX_SECONDS:g}")
+        if seconds_to_steps(seconds) < 1:
+            raise GenerationError(f"seconds must be at least 0.01 (one 10 ms step), got {seconds!r}")
+    if max_new_tokens is not None:
+        integer("max_new_tokens", max_new_tokens, 1, int(MAX_SECONDS * MAX_TOKENS_PER_SECOND))
+    if temperature is not None:
+        number("temperature", temperature, lambda v: 0 < v <= 100, "> 0 (and at most 100)")
+    if top_k is not None:
+        integer("top_k", top_k, 0, VOCAB_SIZE)  # 0 turns top-k off, as in transformers
+    if top_p is not None:
+        number("top_p", top_p, lambda v: 0 < v <= 1, "in (0, 1]")
+    integer("num_return_sequences", num_return_sequences, 1, MAX_RETURN_SEQUENCES)
+    if seed is not None:
+        integer("seed", seed, 0, 2**63 - 1)
+    if prompt_seconds is not None:
+        number("prompt_seconds", prompt_seconds, lambda v: 0 < v <= MAX_SECONDS,
+               f"> 0 and at most {MAX_SECONDS:g}")
+
+
+def cut_events(ids, seconds: float) -> np.ndarray:
+    """The first ``seconds`` of event ids (no special tokens): the events before the cut, and time
+    advanced exactly to the cut when the piece goes on past it. Notes sounding at the cut stay open
+    (a continuation may end them)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    cut = seconds_to_steps(seconds)
+    steps = shift_steps(ids)
+    after = np.cumsum(steps)
+    before = after - steps  # the time at which each token happens (a shift starts there)
+    keep = np.flatnonzero(before < cut)
+    out = ids[keep].copy()
+    if len(keep) and after[keep[-1]] > cut:  # only the last kept token can be a shift past the cut
+        out[-1] = TIME_SHIFT - 1 + (cut - before[keep[-1]])
+    return out
+
+
+# --------------------------------------------------------------------------- state
+class PerformanceState:
+    """Per-sequence state of a batch of event ids, kept in step with ``generate()``.
+
+    ``sync(input_ids)`` costs a few tensor ops when one token was appended since the last call (the
+    case inside ``generate()``) and rebuilds from all ids otherwise (a new call, a new window).
+
+    Args:
+        start: position in the whole sequence (``history`` + ``input_ids``) from which music time is
+            counted; None counts from the end of each ``generate()`` call's prompt (the prompt's
+            own time is not counted).
+        lag: tokens already generated when a ``generate()`` call first syncs: 0 for logits
+            processors (called before sampling), 1 for stopping criteria (called after); it tells
+            where the prompt ends when ``start`` is None.
+
+    Attributes (tensors on the ids' device): ``elapsed`` (B,) steps since ``start``; ``sounding``
+    (B, 128) pitches on; ``pedal`` (B,) sustain down; ``last`` (B,) the last id; ``ended`` (B,) the
+    last id is ``<eos>`` or ``<pad>``.
+    """
+
+    def __init__(self, start: int | None = None, lag: int = 0):
+        self.start, self.lag = start, lag
+        self.history: torch.Tensor | None = None  # (B, H) ids before a sliding window's context
+        self._length = self._rows = -1
+
+    def set_history(self, history: torch.Tensor | None) -> None:
+        self.history = history
+        self._rows = -1  # next sync rebuilds
+
+    def sync(self, input_ids: torch.LongTensor) -> PerformanceState:
+        rows, length = input_ids.shape
+        if rows == self._rows:
+            if length == self._length:
+                return self
+            if length == self._length + 1 and bool((input_ids[:, -2] == self.last).all()):
+                self._length = length
+                self._advance(input_ids[:, -1], counted=self._offset + length - 1 >= self._start)
+                return self
+        self._rebuild(input_ids)
+        return self
+
+    @property
+    def sounding(self) -> torch.Tensor:
+        return self._sounding[:, :128]
+
+    @property
+    def ended(self) -> torch.Tensor:
+        return (self.last == EOS_ID) | (self.last == PAD_ID)
+
+    def _rebuild(self, input_ids: torch.LongTensor) -> None:
+        ids = input_ids if self.history is None else torch.cat([self.history.to(input_ids.device), input_ids], 1)
+        rows, length = ids.shape
+        start = length - self.lag if self.start is None else self.start
+        self._start, self._offset = start, length - input_ids.shape[1]
+        pos = torch.arange(length, device=ids.device).expand(rows, length)
+        is_shift = (ids >= TIME_SHIFT) & (ids < VELOCITY) & (pos >= start)
+        self.elapsed = torch.where(is_shift, ids - (TIME_SHIFT - 1), 0).sum(1)
+        # Last NOTE_ON and NOTE_OFF position of each pitch; column 128 collects every other id.
+        on_col = torch.where(ids < NOTE_OFF, ids - NOTE_ON, 128)
+        off_col = torch.where((ids >= NOTE_OFF) & (ids < TIME_SHIFT), ids - NOTE_OFF, 128)
+        empty = torch.full((rows, 129), -1, dtype=torch.long, device=ids.device)
+        last_on = empty.scatter_reduce(1, on_col, pos, "amax")
+        last_off = empty.scatter_reduce(1, off_col, pos, "amax")
+        self._sounding = last_on > last_off  # (B, 129)
+        pedal_on = torch.where(ids == SUSTAIN_ON, pos, -1).amax(1)
+        pedal_off = torch.where(ids == SUSTAIN_OFF, pos, -1).amax(1)
+        self.pedal = pedal_on > pedal_off
+        self.last = ids[:, -1].clone()
+        self._row_index = torch.arange(rows, device=ids.device)
+        self._rows, self._length = rows, input_ids.shape[1]
+
+    def _advance(self, token: torch.Tensor, counted: bool) -> None:  # token: (B,)
+        if counted:
+            is_shift = (token >= TIME_SHIFT) & (token < VELOCITY)
+            self.elapsed += torch.where(is_shift, token - (TIME_SHIFT - 1), 0)
+        column = torch.where(token < TIME_SHIFT, token % 128, 128)
+        self._sounding[self._row_index, column] = token < NOTE_OFF
+        self.pedal = torch.where(token == SUSTAIN_ON, True, torch.where(token == SUSTAIN_OFF, False, self.pedal))
+        self.last = token
+
+
+# --------------------------------------------------------------------------- processors, criteria
+class PerformanceGrammarLogitsProcessor(LogitsProcessor):
+    """Forbids tokens that cannot be valid at this point of a performance.
+
+    A NOTE_OFF of a silent pitch, a VELOCITY right after a VELOCITY, SUSTAIN_OFF while the pedal is
+    up and SUSTAIN_ON while it is down (decoding ignores all of these; encoding never writes them),
+    ``<pad>``, ``<bos>`` and ids past the 393-token vocabulary (padding rows of a wider embedding).
+    Vectorised over the batch; the state advances by one token a step.
+    """
+
+    def __init__(self, state: PerformanceState | None = None):
+        self.state = state if state is not None else PerformanceState()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        ninf = -math.inf
+        # In place: generate() hands each processor its own float32 copy of the logits.
+        scores[:, NOTE_OFF:TIME_SHIFT].masked_fill_(~s.sounding, ninf)
+        after_velocity = (s.last >= VELOCITY) & (s.last < SUSTAIN_ON)
+        scores[:, VELOCITY:SUSTAIN_ON].masked_fill_(after_velocity[:, None], ninf)
+        scores[:, SUSTAIN_ON].masked_fill_(s.pedal, ninf)
+        scores[:, SUSTAIN_OFF].masked_fill_(~s.pedal, ninf)
+        scores[:, PAD_ID:EOS_ID] = ninf  # <pad>, <bos>
+        scores[:, VOCAB_SIZE:] = ninf
+        return scores
+
+
+class MusicTimeLimitLogitsProcessor(LogitsProcessor):
+    """Keeps every sequence within ``seconds`` of music (counted from the state's ``start``).
+
+    A TIME_SHIFT that would pass the limit is not forbidden but *clipped*: its probability goes to
+    the shift that lands exactly on the limit, as if the piece were cut there. (Forbidding long shifts
+    would instead push the model to cram events into its last second.) ``MusicTimeStoppingCriteria``
+    then ends the sequence.
+    """
+
+    def __init__(self, seconds: float, state: PerformanceState | None = None):
+        self.limit = seconds_to_steps(seconds)
+        self.state = state if state is not None else PerformanceState()
+        self._k: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        if self._k is None or self._k.device != scores.device:
+            self._k = torch.arange(1, MAX_SHIFT + 1, device=scores.device)  # steps of each shift id
+        left = self.limit - s.elapsed  # (B,)
+        shifts = scores[:, TIME_SHIFT:VELOCITY]  # (B, 100) view
+        reach = self._k >= left[:, None]  # shifts that reach or pass the limit
+        folded = torch.logsumexp(shifts.masked_fill(~reach, -math.inf), 1)  # (B,)
+        shifts.masked_fill_(reach, -math.inf)
+        exact = (left >= 1) & (left <= MAX_SHIFT)
+        col = (left - 1).clamp(0, MAX_SHIFT - 1)[:, None]
+        shifts.scatter_(1, col, torch.where(exact[:, None], folded[:, None], shifts.gather(1, col)))
+        return scores
+
+
+class MusicTimeStoppingCriteria(StoppingCriteria):
+    """Done, per sequence, once its music time reaches ``seconds`` (``generate()`` pads it after)."""
+
+    def __init__(self, seconds: float, state: PerformanceState | None = None):
+        self.limit = seconds_to_steps(seconds)
+        self.state = state if state is not None else PerformanceState(lag=1)
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return self.state.sync(input_ids).elapsed >= self.limit
+
+
+class MusicProgressCriteria(StoppingCriteria):
+    """Calls ``progress(seconds_done, seconds_total)`` as music time advances; stops every sequence
+    once ``stop_event`` (anything with ``is_set()``, e.g. a ``threading.Event``) is set.
+
+    ``seconds_done`` is the slowest unfinished sequence's time (so it never goes back);
+    ``seconds_total`` is None when no time limit was given. An exception raised by ``progress``
+    propagates and aborts the call; ``stop_event`` is the way to stop and keep the music so far.
+    """
+
+    def __init__(self, seconds: float | None = None, progress: Progress | None = None, stop_event=None,
+                 state: PerformanceState | None = None):
+        self.limit = seconds_to_steps(seconds) if seconds is not None else None
+        self.progress, self.stop_event = progress, stop_event
+        self.state = state if state is not None else PerformanceState(lag=1)
+        self.reported = -1
+
+    def report(self, done_steps: int) -> None:
+        if self.progress is not None and done_steps != self.reported:
+            self.reported = done_steps
+            total = self.limit / STEPS_PER_SECOND if self.limit is not None else None
+            self.progress(done_steps / STEPS_PER_SECOND, total)
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        if self.progress is not None:
+            s = self.state.sync(input_ids)
+            if self.limit is None:
+                done = s.elapsed.max()
+            else:
+                done = torch.where(s.ended, self.limit, s.elapsed.clamp(max=self.limit)).min()
+            self.report(int(done))
+        stop = self.stop_event is not None and self.stop_event.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+# --------------------------------------------------------------------------- the generation loop
+def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> GenerationConfig:
+    """The model's generation config with sampling on; given values override it (None keeps it)."""
+    config = copy.deepcopy(model.generation_config)
+    config.do_sample = True
+    for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
+        if value is not None:
+            setattr(config, name, value)
+    for name, value in (("bos_token_id", BOS_ID), ("eos_token_id", EOS_ID), ("pad_token_id", PAD_ID)):
+        if getattr(config, name, None) is None:
+            setattr(config, name, value)
+    config.num_return_sequences = 1  # rows are expanded by the caller
+    return config
+
+
+def generate_music(
+    model,
+    input_ids: torch.LongTensor,
+    seconds: float | None = 30.0,
+    max_new_tokens: int | None = None,
+    grammar: bool = True,
+    generation_config: GenerationConfig | None = None,
+    progress: Progress | None = None,
+    stop_event=None,
+    window: int | None = None,
+    keep: int | None = None,
+) -> torch.LongTensor:
+    """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
+    each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
+
+    Each row gets ``seconds`` of new music (exactly, unless the model ends it earlier) and at most
+    ``max_new_tokens`` tokens (default ``seconds`` x 200). When a row outgrows ``window`` positions
+    (default: the model's context), generation continues from its last ``keep`` tokens (default half
+    the window): the sliding window. While everything fits, this is exactly one ``generate()`` call.
+    """
+    if seconds is None and max_new_tokens is None:
+        raise GenerationError("give seconds or max_new_tokens (both are None)")
+    budget = max_new_tokens if max_new_tokens is not None else math.ceil(seconds * MAX_TOKENS_PER_SECOND)
+    window = window if window is not None else context_length(model)
+    keep = keep if keep is not None else (window // 2 if window else None)
+    if window is not None and not 0 < keep < window:
+        raise GenerationError(f"keep must be in 1..{window - 1} (the window), got {keep}")
+    config = copy.deepcopy(generation_config) if generation_config is not None else music_generation_config(model)
+
+    state = PerformanceState(start=input_ids.shape[1])
+    processors = LogitsProcessorList()
+    criteria = StoppingCriteriaList()
+    if grammar:
+        processors.append(PerformanceGrammarLogitsProcessor(state))
+    if seconds is not None:
+        processors.append(MusicTimeLimitLogitsProcessor(seconds, state))
+        criteria.append(MusicTimeStoppingCriteria(seconds, state))
+    tracker = MusicProgressCriteria(seconds, progress, stop_event, state)
+    if progress is not None or stop_event is not None:
+        criteria.append(tracker)
+
+    rows = [input_ids[i] for i in range(input_ids.shape[0])]
+    alive = list(range(len(rows)))
+    made = 0
+    while alive and made < budget:
+        seqs = torch.stack([rows[i] for i in alive])  # alive rows all have the same length
+        if window is None or seqs.shape[1] < window:
+            context, history = seqs, None
+        else:
+            context, history = seqs[:, -keep:], seqs[:, :-keep]
+        n = budget - made if window is None else min(budget - made, window - context.shape[1])
+        state.set_history(history)
+        config.max_new_tokens = n
+        out = model.generate(
+            context, attention_mask=torch.ones_like(context), generation_config=config,
+            logits_processor=processors, stopping_criteria=criteria,
+        )
+        new = out[:, context.shape[1]:]
+        state.sync(out)
+        finished = (new == EOS_ID).any(1) | (new == PAD_ID).any(1)
+        if seconds is not None:
+            finished |= state.elapsed >= tracker.limit
+        if stop_event is not None and stop_event.is_set():
+            finished[:] = True
+        for j, i in enumerate(alive):
+            rows[i] = torch.cat([rows[i], new[j]])
+        made += new.shape[1]
+        alive = [i for j, i in enumerate(alive) if not finished[j]]
+    # Trim each row after its <eos> (or the padding generate() put after a time stop), then pad.
+    ends = []
+    for r in rows:
+        stop = ((r[input_ids.shape[1]:] == EOS_ID) | (r[input_ids.shape[1]:] == PAD_ID)).nonzero()
+        end = input_ids.shape[1] + (int(stop[0]) if len(stop) else len(r) - input_ids.shape[1])
+        ends.append(end + int(end < len(r) and r[end] == EOS_ID))
+    out = torch.full((len(rows), max(ends)), PAD_ID, dtype=input_ids.dtype, device=input_ids.device)
+    for i, (r, end) in enumerate(zip(rows, ends)):
+        out[i, :end] = r[:end]
+    # The last report: where the slowest row stopped (rows the model ended count as done).
+    new = out[:, input_ids.shape[1]:]
+    elapsed = torch.where((new >= TIME_SHIFT) & (new < VELOCITY), new - (TIME_SHIFT - 1), 0).sum(1)
+    if seconds is None:
+        tracker.report(int(elapsed.max()))
+    else:
+        tracker.report(int(torch.where((new == EOS_ID).any(1), tracker.limit, elapsed).min()))
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+def load_pipeline(model: str | Path | None = None, device=None, **kwargs):
+    """``pipeline("midi-generation")`` for a model folder or Hub repo id (None: the bundled model).
+
+    Checks a local folder first so a bad one gives a clear ``GenerationError``, and passes the
+    class explicitly so an exported folder (with ``custom_pipelines`` in its config) runs this
+    package's code instead of asking for ``trust_remote_code``.
+    """
+    from transformers import pipeline
+
+    from .pipeline_midi_generation import MidiGenerationPipeline
+
+    if model is None:
+        model = default_model_path()
+        if model is None:
+            raise GenerationError(NO_DEFAULT_MODEL)
+    check_model_folder(model)
+    return pipeline("midi-generation", model=str(model), pipeline_class=MidiGenerationPipeline,
+                    device=device, **kwargs)
+
+
+def check_model_folder(model: str | Path) -> None:
+    """A local model folder must hold a config and a tokenizer (repo ids are checked on loading)."""
+    path = Path(model)
+    if not path.exists():
+        if str(model).startswith((".", "/", "~")) or str(model).count("/") > 1:
+            raise GenerationError(f"model {model}: no such folder")
+        return  # a Hub repo id
+    if not path.is_dir():
+        raise GenerationError(f"model {model}: not a folder")
+    if not (path / "config.json").is_file():
+        raise GenerationError(f"model {model}: not a model folder (no config.json)")
+    if not (path / "tokenizer_config.json").is_file():
+        raise GenerationError(
+            f"model {model}: no tokenizer (tokenizer_config.json); save one beside the model with "
+            "MidiTokenizer().save_pretrained(folder)"
+        )
+
+
+# --------------------------------------------------------------------------- the command line
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"must be > 0 and at most {MAX_SECONDS:g}, got {text}")
+    return value
+
+
+def configure_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model folder or Hub repo id (default: the bundled model)")
+    p.add_argument("--prompt", default=None, help="a MIDI file to continue")
+    p.add_argument("--prompt-seconds", type=_positive_seconds, default=None,
+                   help="keep only the prompt's first S seconds")
+    p.add_argument("--seconds", type=_positive_seconds, default=30.0, help="seconds of new music (default 30)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="also stop after this many tokens")
+    p.add_argument("--temperature", type=float, default=None, help="default: the model's generation config")
+    p.add_argument("--top-k", type=int, default=None, help="0 turns it off; default: the generation config")
+    p.add_argument("--top-p", type=float, default=None, help="default: the model's generation config")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num", type=int, default=1, help="how many pieces (out.mid, or out-1.mid, out-2.mid, ...)")
+    p.add_argument("--no-grammar", action="store_true", help="sample without the grammar processor")
+    p.add_argument("--no-prompt-in-output", action="store_true", help="write only the continuation")
+    p.add_argument("-o", "--output", required=True, help="the MIDI file to write")
+    p.add_argument("--wav", default=None, help="also render audio to this WAV file")
+    p.add_argument("--png", default=None, help="also draw a piano roll to this PNG file")
+    p.add_argument("--soundfont", default=None, help="SoundFont for --wav (default: HF_MIDI_SOUNDFONT or "
+                   "/usr/share/sounds/sf2)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+def numbered(path: str | None, index: int, count: int) -> Path | None:
+    """``out.mid`` for one piece; ``out-1.mid``, ``out-2.mid``, ... for several."""
+    if path is None:
+        return None
+    path = Path(path)
+    return path if count == 1 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .render import find_soundfont, piano_roll_png, render_wav
+    from .utils import atomic_write_bytes
+
+    # Everything that can be checked is checked before the model loads.
+    check_generation_args(
+        seconds=args.seconds, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, num_return_sequences=args.num, seed=args.seed,
+        prompt_seconds=args.prompt_seconds,
+    )
+    if args.prompt_seconds is not None and args.prompt is None:
+        raise GenerationError("--prompt-seconds needs --prompt")
+    soundfont = find_soundfont(args.soundfont) if args.wav else None
+    if args.device in (None, "cpu") and not torch.cuda.is_available():
+        torch.set_num_threads(1)  # measured: two threads on a shared 2-core machine slow down 4-35x
+
+    pipe = load_pipeline(args.model, device=args.device)
+    bar = tqdm(total=args.seconds, unit="s", desc="music", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s "
+               "[{elapsed}<{remaining}]", file=sys.stderr)
+
+    def progress(done: float, total: float | None) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        results = pipe(
+            prompt=args.prompt, prompt_seconds=args.prompt_seconds, seconds=args.seconds,
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+            top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
+            return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
+        )
+    finally:
+        bar.close()
+    for i, r in enumerate(results):
+        midi = numbered(args.output, i, len(results))
+        atomic_write_bytes(midi, r["midi"])
+        written = [str(midi)]
+        if args.wav:
+            render_wav(r["score"], path=numbered(args.wav, i, len(results)), soundfont=soundfont)
+            written.append(str(numbered(args.wav, i, len(results))))
+        if args.png:
+            piano_roll_png(r["score"], path=numbered(args.png, i, len(results)))
+            written.append(str(numbered(args.png, i, len(results))))
+        print(f"{r['seconds']:.2f} s, {len(r['token_ids'])} tokens -> {', '.join(written)}", file=sys.stderr)
+    return 0
+
+
+__all__ = [
+    "GenerationError", "MAX_SECONDS", "MusicProgressCriteria", "MusicTimeLimitLogitsProcessor",
+    "MusicTimeStoppingCriteria", "PerformanceGrammarLogitsProcessor", "PerformanceState",
+    "check_generation_args", "check_model_folder", "configure_generate", "context_length", "cut_events",
+    "default_model_path", "generate_music", "load_pipeline", "music_generation_config", "run_generate",
+]

@@ -1,0 +1,238 @@
+"""MidiGenerationPipeline: the ``"midi-generation"`` task.
+
+    from transformers import pipeline
+    import hf_midi  # registers the task
+
+    pipe = pipeline("midi-generation", model="path/or/repo")   # model=None: the bundled model
+    [piece] = pipe(seconds=30, seed=0)                          # compose from scratch
+    pieces = pipe("song.mid", prompt_seconds=10, seconds=20, num_return_sequences=3)
+    piece["score"], piece["midi"], piece["token_ids"], piece["seconds"]
+
+Only torch, transformers, numpy, symusic and sibling files (relatively) are imported, so this file
+can be copied into a Hub folder as custom code with the files it imports.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import symusic
+import torch
+from transformers import Pipeline
+
+from .codec import (
+    BOS_ID,
+    NOTE_OFF,
+    PAD_ID,
+    STEPS_PER_SECOND,
+    TICKS_PER_STEP,
+    load_score,
+    performance_to_ids,
+    score_to_performance,
+    shift_steps,
+)
+from .generation import (
+    GenerationError,
+    check_generation_args,
+    context_length,
+    cut_events,
+    generate_music,
+    music_generation_config,
+)
+
+logger = logging.getLogger(__name__)
+_DEFAULT = object()  # tells "seconds not given" from seconds=None
+
+
+class MidiGenerationPipeline(Pipeline):
+    """Compose (no prompt) or continue a MIDI prompt with a causal event model (GPT-2, LSTM).
+
+    Call with ``prompt`` (None, a path, bytes or a ``symusic.Score``; a list of them is a batch) and:
+
+    - ``prompt_seconds``: keep only the prompt's first seconds (a prompt longer than the model's
+      context needs it; the model then sees the prompt's last part, as a sliding window would);
+    - ``seconds`` (default 30) of new music, and/or ``max_new_tokens`` (giving only
+      ``max_new_tokens`` turns the time limit off);
+    - ``temperature``, ``top_k``, ``top_p``: None keeps the model's generation config value;
+    - ``seed``: seeds torch before sampling, so the tokens equal a direct ``model.generate()``;
+    - ``num_return_sequences``; ``return_prompt`` (default True): the prompt stays in the output;
+    - ``grammar`` (default True): ``PerformanceGrammarLogitsProcessor`` on;
+    - ``progress(seconds_done, seconds_total)``: called as music time advances (raising aborts);
+    - ``stop_event``: a ``threading.Event``; once set, generation stops and keeps what it made.
+
+    Returns one dict per sequence: ``score`` (``symusic.Score``), ``midi`` (bytes), ``token_ids``
+    (with ``<bos>``/``<eos>`` when the prompt is returned; only the new ids otherwise) and
+    ``seconds`` (the returned music's length).
+    """
+
+    # Optional for transformers, so a folder without a tokenizer reaches our own clear error.
+    _load_tokenizer = None
+    _load_processor = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.tokenizer is None or not hasattr(self.tokenizer, "decode_midi"):
+            name = getattr(self.model, "name_or_path", "") or type(self.model).__name__
+            raise GenerationError(
+                f"model {name}: no MIDI tokenizer (tokenizer_config.json for MidiTokenizer); save one "
+                "beside the model with MidiTokenizer().save_pretrained(folder)"
+            )
+
+    def __call__(self, prompt=None, **kwargs):
+        if "max_new_tokens" in kwargs and "seconds" not in kwargs:
+            kwargs["seconds"] = None
+        if isinstance(prompt, (list, tuple)):
+            return super().__call__([{"prompt": p} for p in prompt], **kwargs)
+        return super().__call__({"prompt": prompt}, **kwargs)
+
+    def _sanitize_parameters(
+        self, prompt_seconds=None, seconds=_DEFAULT, max_new_tokens=None, temperature=None, top_k=None,
+        top_p=None, seed=None, num_return_sequences=None, return_prompt=None, grammar=None,
+        progress=None, stop_event=None,
+    ):
+        # Every value is checked here, before preprocessing reads a prompt or the model runs.
+        check_generation_args(
+            seconds=30.0 if seconds is _DEFAULT else seconds, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_k=top_k, top_p=top_p,
+            num_return_sequences=1 if num_return_sequences is None else num_return_sequences,
+            seed=seed, prompt_seconds=prompt_seconds,
+        )
+        if progress is not None and not callable(progress):
+            raise GenerationError(f"progress must be callable, got {type(progress).__name__}")
+        if stop_event is not None and not callable(getattr(stop_event, "is_set", None)):
+            raise GenerationError("stop_event must have is_set() (a threading.Event)")
+        preprocess = {} if prompt_seconds is None else {"prompt_seconds": prompt_seconds}
+        given = dict(seconds=seconds, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                     top_p=top_p, seed=seed, num_return_sequences=num_return_sequences, grammar=grammar,
+                     progress=progress, stop_event=stop_event)
+        forward = {k: v for k, v in given.items() if v is not None and v is not _DEFAULT}
+        if seconds is None:
+            forward["seconds"] = None
+        postprocess = {} if return_prompt is None else {"return_prompt": bool(return_prompt)}
+        return preprocess, forward, postprocess
+
+    # ------------------------------------------------------------------ steps
+    def preprocess(self, inputs, prompt_seconds=None):
+        prompt = inputs["prompt"] if isinstance(inputs, dict) else inputs
+        if prompt is None:
+            if prompt_seconds is not None:
+                raise GenerationError("prompt_seconds needs a prompt")
+            return {"input_ids": torch.tensor([[BOS_ID]]), "prompt_steps": 0}
+        source = f"prompt {prompt}" if isinstance(prompt, str) or hasattr(prompt, "__fspath__") else "prompt"
+        score = load_score(prompt, source=source if not isinstance(prompt, (bytes, bytearray)) else "prompt <bytes>")
+        events = performance_to_ids(score_to_performance(score), getattr(self.tokenizer, "sustain", "events"))
+        if prompt_seconds is not None:
+            events = cut_events(events, prompt_seconds)
+        if not (events < NOTE_OFF).any():
+            where = f" in its first {prompt_seconds:g} s" if prompt_seconds is not None else ""
+            raise GenerationError(f"{source}: has no notes{where}")
+        ids = np.concatenate(([BOS_ID], events))
+        window = context_length(self.model)
+        if window is not None and len(ids) > window:
+            if prompt_seconds is None:
+                raise GenerationError(
+                    f"{source}: {len(ids)} tokens ({shift_steps(events).sum() / STEPS_PER_SECOND:.1f} s) "
+                    f"are longer than the model's context of {window} tokens; pass prompt_seconds to keep "
+                    "its first seconds"
+                )
+            logger.warning("%s: %d tokens exceed the context of %d; the model sees the prompt's end",
+                           source, len(ids), window)
+        return {"input_ids": torch.tensor(ids[None], dtype=torch.long),
+                "prompt_steps": int(shift_steps(events).sum())}
+
+    def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
+                 top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None):
+        if seconds is None and max_new_tokens is None:
+            raise GenerationError("give seconds or max_new_tokens (both are None)")
+        input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
+        config = music_generation_config(self.model, temperature=temperature, top_k=top_k, top_p=top_p)
+        if seed is not None:
+            torch.manual_seed(seed)
+        sequences = generate_music(
+            self.model, input_ids, seconds=seconds, max_new_tokens=max_new_tokens, grammar=grammar,
+            generation_config=config, progress=progress, stop_event=stop_event,
+        )
+        return {"sequences": sequences, "prompt_length": input_ids.shape[1],
+                "prompt_steps": model_inputs["prompt_steps"]}
+
+    def postprocess(self, model_outputs, return_prompt=True):
+        results = []
+        for row in model_outputs["sequences"].tolist():
+            while row and row[-1] == PAD_ID:
+                row.pop()
+            if return_prompt:
+                token_ids, score = row, self.tokenizer.decode_midi(row)
+            else:
+                token_ids = row[model_outputs["prompt_length"]:]
+                score = continuation_score(self.tokenizer.decode_midi(row), model_outputs["prompt_steps"])
+            results.append({
+                "score": score,
+                "midi": score.dumps_midi(),
+                "token_ids": token_ids,
+                # decoded scores count 10 ticks a step; end() covers notes and the pedal
+                "seconds": score.end() / (TICKS_PER_STEP * STEPS_PER_SECOND),
+            })
+        return results
+
+
+def continuation_score(score: symusic.Score, cut_steps: int) -> symusic.Score:
+    """The part of a decoded score from ``cut_steps`` on, moved to time 0: notes that start there
+    or later, and the pedal (down at 0 if it was down at the cut)."""
+    cut = cut_steps * TICKS_PER_STEP
+    out = score.copy()
+    for track in out.tracks:
+        notes = track.notes.numpy()
+        keep = notes["time"] >= cut
+        track.notes = symusic.Note.from_numpy(
+            notes["time"][keep] - cut, notes["duration"][keep], notes["pitch"][keep], notes["velocity"][keep],
+            "tick",
+        )
+        cc = track.controls.numpy()
+        pedal = cc["number"] == 64
+        before = pedal & (cc["time"] < cut)
+        down = bool(before.any() and cc["value"][np.flatnonzero(before)[-1]] >= 64)
+        keep = cc["time"] >= cut
+        times, numbers, values = cc["time"][keep] - cut, cc["number"][keep], cc["value"][keep]
+        if down:
+            times, numbers, values = (np.concatenate(([0], times)).astype(np.int32),
+                                      np.concatenate(([64], numbers)).astype(np.uint8),
+                                      np.concatenate(([127], values)).astype(np.uint8))
+        track.controls = symusic.ControlChange.from_numpy(times, numbers, values, "tick")
+    return out
+
+
+def register_pipeline_task(registry=None) -> None:
+    """Register ``"midi-generation"``; its default model is the bundled one, looked up when used."""
+    from transformers import AutoModelForCausalLM
+
+    if registry is None:
+        from transformers.pipelines import PIPELINE_REGISTRY as registry
+    registry.register_pipeline(
+        "midi-generation", pipeline_class=MidiGenerationPipeline, pt_model=AutoModelForCausalLM,
+        default=_BundledDefault(), type="multimodal",
+    )
+
+
+class _BundledDefault(dict):
+    """The task's ``default`` entry, resolved when ``pipeline()`` asks for it: the bundled model
+    when installed, else a clear error (transformers' own would only say "can't be selected")."""
+
+    def __contains__(self, key):
+        return key == "model"
+
+    def __getitem__(self, key):
+        if key != "model":
+            raise KeyError(key)
+        from .generation import NO_DEFAULT_MODEL, default_model_path
+
+        path = default_model_path()
+        if path is None:
+            raise GenerationError(NO_DEFAULT_MODEL)
+        return str(path), None
+
+
+__all__ = ["MidiGenerationPipeline", "continuation_score", "register_pipeline_task"]

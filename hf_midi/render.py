@@ -1,0 +1,258 @@
+"""Listen and look: a score to WAV with a SoundFont, and a piano roll to PNG.
+
+Audio uses symusic's synthesizer (0.5.9: 0.6.0's cannot render) with a SoundFont found by
+``find_soundfont``; always with an explicit path, since ``Synthesizer()`` without one downloads.
+The piano roll is drawn with numpy and written by a 20-line PNG encoder (zlib), so neither needs
+more than the runtime dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import struct
+import sys
+import wave
+import zlib
+from pathlib import Path
+
+import numpy as np
+import symusic
+
+from .codec import MidiError, MidiLike, _pedal_intervals, load_score
+from .utils import atomic_write_bytes
+
+SOUNDFONT_ENV = "HF_MIDI_SOUNDFONT"
+SOUNDFONT_DIR = Path("/usr/share/sounds/sf2")
+PREFERRED_SOUNDFONTS = ("FluidR3_GM.sf2", "TimGM6mb.sf2")  # Debian: fluid-soundfont-gm, timgm6mb-soundfont
+HOW_TO_GET_ONE = (
+    "install one (Debian/Ubuntu: `apt-get install timgm6mb-soundfont`, 6 MB, or "
+    "`fluid-soundfont-gm`, 148 MB), or name a .sf2 file with soundfont=/--soundfont or "
+    f"the {SOUNDFONT_ENV} environment variable"
+)
+
+
+class RenderError(MidiError):
+    """Audio or a picture cannot be made: no SoundFont, or a bad rendering argument."""
+
+
+# --------------------------------------------------------------------------- audio
+def find_soundfont(path: str | os.PathLike | None = None) -> Path:
+    """The SoundFont to use: ``path``, else ``$HF_MIDI_SOUNDFONT``, else ``/usr/share/sounds/sf2``
+    (FluidR3_GM, then TimGM6mb, then any .sf2). ``RenderError`` says how to get one."""
+    for given, what in ((path, "soundfont"), (os.environ.get(SOUNDFONT_ENV) or None, SOUNDFONT_ENV)):
+        if given is not None:
+            p = Path(given).expanduser()
+            if not p.is_file():
+                raise RenderError(f"{what} {given}: no such file")
+            return p
+    found = [SOUNDFONT_DIR / n for n in PREFERRED_SOUNDFONTS if (SOUNDFONT_DIR / n).is_file()]
+    found += sorted(SOUNDFONT_DIR.glob("*.sf2")) if SOUNDFONT_DIR.is_dir() else []
+    if not found:
+        raise RenderError(f"no SoundFont found in {SOUNDFONT_DIR}: {HOW_TO_GET_ONE}")
+    return found[0]
+
+
+def sustain_notes(score: symusic.Score) -> symusic.Score:
+    """A copy whose notes last while the sustain pedal holds them (the synthesizer ignores CC64:
+    measured, a pedalled note stops at its note-off). Same rule as the codec's ``extend`` mode."""
+    out = score.copy()
+    for track in out.tracks:
+        cc, notes = track.controls.numpy(), track.notes.numpy()
+        if not len(cc["time"]) or not len(notes["time"]):
+            continue
+        down, up = _pedal_intervals(cc["time"].astype(np.float64), cc["number"], cc["value"])
+        if not len(down):
+            continue
+        start = notes["time"].astype(np.float64)
+        end = start + notes["duration"]
+        up = np.where(np.isfinite(up), up, max(end.max(), down.max()))  # still down: until the end
+        k = np.searchsorted(down, end, side="right") - 1
+        held = (k >= 0) & (end < up[np.maximum(k, 0)])
+        end = np.where(held, up[np.maximum(k, 0)], end)
+        track.notes = symusic.Note.from_numpy(
+            notes["time"], (end - start).astype(notes["duration"].dtype), notes["pitch"], notes["velocity"],
+            "second",
+        )
+    return out
+
+
+def render_wav(
+    score: MidiLike,
+    path: str | os.PathLike | None = None,
+    sample_rate: int = 22050,
+    soundfont: str | os.PathLike | None = None,
+    tail: float = 1.0,
+    normalize: bool = True,
+) -> np.ndarray:
+    """Render a score (or MIDI path/bytes) to stereo audio, (samples, 2) float32 in [-1, 1].
+
+    ``tail`` seconds after the last sound let the notes ring out; ``normalize`` scales the peak to
+    -1 dBFS. With ``path``, also writes a 16-bit WAV (atomically).
+    """
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 192000:
+        raise RenderError(f"sample_rate must be an integer in 8000..192000, got {sample_rate!r}")
+    if not (isinstance(tail, (int, float)) and 0 <= tail <= 60):
+        raise RenderError(f"tail must be in 0..60 seconds, got {tail!r}")
+    sf = find_soundfont(soundfont)
+    score = sustain_notes(load_score(score))
+    end = float(score.end())
+    samples = int(math.ceil((end + tail) * sample_rate))
+    if any(len(t.notes) for t in score.tracks):
+        # The synthesizer stops at the last note-off, cutting the release: a silent marker (velocity
+        # 0, length 0) at the end of the tail makes it render the release.
+        score.tracks[0].notes.append(symusic.Note(end + tail, 0.0, 60, 0))
+        audio = np.asarray(symusic.Synthesizer(sf_path=str(sf), sample_rate=sample_rate).render(score, stereo=True))
+        audio = np.ascontiguousarray(audio.T, dtype=np.float32)  # (channels, n) -> (n, channels)
+    else:
+        audio = np.zeros((0, 2), np.float32)
+    audio = np.pad(audio[:samples], ((0, max(0, samples - len(audio))), (0, 0)))
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if normalize and peak > 0:
+        audio *= 0.891 / peak  # -1 dBFS
+    if path is not None:
+        atomic_write_bytes(path, wav_bytes(audio, sample_rate))
+    return audio
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit PCM WAV of (samples,) or (samples, channels) float audio."""
+    audio = np.asarray(audio, dtype=np.float32)
+    audio = audio[:, None] if audio.ndim == 1 else audio
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).round().astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(audio.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- piano roll
+_BACKGROUND = np.array([30, 30, 36], np.uint8)
+_BLACK_KEY_ROW = np.array([24, 24, 29], np.uint8)
+_PEDAL = np.array([44, 52, 74], np.uint8)  # background while the pedal is down
+_PEDAL_STRIP = np.array([150, 170, 220], np.uint8)
+_GRID = np.array([52, 52, 60], np.uint8)
+# Velocity colours (viridis anchors): quiet = dark violet, loud = yellow.
+_VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], np.float64)
+PEDAL_STRIP = 6  # pixels under the keyboard range that show the pedal alone
+LOWEST, HIGHEST = 21, 108  # the piano's range, always shown so rolls compare
+
+
+def velocity_colour(velocity) -> np.ndarray:
+    """(N, 3) uint8 colours for MIDI velocities 1..127."""
+    x = np.clip(np.asarray(velocity, np.float64), 1, 127)[..., None]
+    pos = (x - 1) / 126 * (len(_VIRIDIS) - 1)
+    i = np.minimum(pos.astype(int), len(_VIRIDIS) - 2)
+    frac = pos - i
+    return np.round(_VIRIDIS[i[..., 0]] * (1 - frac) + _VIRIDIS[i[..., 0] + 1] * frac).astype(np.uint8)
+
+
+def piano_roll(
+    score: MidiLike, px_per_second: float = 50.0, px_per_pitch: int = 4, max_width: int = 4000,
+) -> np.ndarray:
+    """(height, width, 3) uint8 image: time left to right, pitch bottom to top (piano range at
+    least), notes coloured by velocity, the background lighter while the sustain pedal is down and
+    a strip at the bottom showing the pedal alone. Width is ``ceil(seconds * px_per_second)``, with
+    ``px_per_second`` lowered when that would pass ``max_width``."""
+    if not (px_per_second > 0 and isinstance(px_per_pitch, int) and px_per_pitch >= 1 and max_width >= 1):
+        raise RenderError("px_per_second must be > 0, px_per_pitch and max_width integers >= 1")
+    score = load_score(score)
+    starts, ends, pitches, velocities, pedals = [], [], [], [], []
+    for track in score.tracks:
+        if track.is_drum:
+            continue
+        n = track.notes.numpy()
+        starts.append(n["time"].astype(np.float64))
+        ends.append(n["time"].astype(np.float64) + n["duration"])
+        pitches.append(n["pitch"].astype(np.int64))
+        velocities.append(n["velocity"].astype(np.int64))
+        cc = track.controls.numpy()
+        if len(cc["time"]):
+            pedals.append(_pedal_intervals(cc["time"].astype(np.float64), cc["number"], cc["value"]))
+    start, end, pitch, velocity = (np.concatenate(a) if a else np.empty(0) for a in (starts, ends, pitches, velocities))
+    pitch = pitch.astype(np.int64)
+    seconds = max(float(score.end()), float(end.max()) if len(end) else 0.0, 0.01)
+    pps = min(float(px_per_second), max_width / seconds)
+    width = max(1, math.ceil(seconds * pps))
+    lo = min(LOWEST, int(pitch.min())) if len(pitch) else LOWEST
+    hi = max(HIGHEST, int(pitch.max())) if len(pitch) else HIGHEST
+    keys = hi - lo + 1
+    height = keys * px_per_pitch + PEDAL_STRIP
+
+    img = np.empty((height, width, 3), np.uint8)
+    img[:] = _BACKGROUND
+    for p in range(lo, hi + 1):  # darker rows for black keys, like a keyboard on its side
+        if p % 12 in (1, 3, 6, 8, 10):
+            y = (hi - p) * px_per_pitch
+            img[y : y + px_per_pitch] = _BLACK_KEY_ROW
+    for down, up in pedals:
+        for a, b in zip(down, np.where(np.isfinite(up), up, seconds)):
+            x0, x1 = int(a * pps), max(int(a * pps) + 1, math.ceil(b * pps))
+            img[:, x0:x1] = (img[:, x0:x1] * 0.5 + _PEDAL * 0.5).astype(np.uint8)
+            img[height - PEDAL_STRIP + 1 :, x0:x1] = _PEDAL_STRIP
+    if pps >= 5:  # a faint line each second, a brighter one each 10 s
+        for s in range(1, int(seconds) + 1):
+            x = int(s * pps)
+            if x < width:
+                img[: height - PEDAL_STRIP, x] = _GRID if s % 10 else _GRID * 2
+    colours = velocity_colour(velocity)
+    for a, b, p, c in zip(start, end, pitch, colours):
+        x0 = int(a * pps)
+        x1 = max(x0 + 1, math.ceil(b * pps))
+        y = (hi - p) * px_per_pitch
+        img[y : y + px_per_pitch, x0:x1] = c
+    return img
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """Encode an (H, W, 3) uint8 image as PNG (8-bit RGB, filter 0 on each row)."""
+    img = np.ascontiguousarray(img, dtype=np.uint8)
+    h, w = img.shape[:2]
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), img.reshape(h, w * 3)], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def piano_roll_png(score: MidiLike, path: str | os.PathLike | None = None, **kwargs) -> bytes:
+    """``piano_roll`` as PNG bytes; with ``path``, also written there (atomically)."""
+    data = png_bytes(piano_roll(score, **kwargs))
+    if path is not None:
+        atomic_write_bytes(path, data)
+    return data
+
+
+# --------------------------------------------------------------------------- the command line
+def configure_render(p: argparse.ArgumentParser) -> None:
+    p.add_argument("midi", help="a .mid/.midi file")
+    p.add_argument("--wav", default=None, help="the WAV file to write")
+    p.add_argument("--png", default=None, help="the piano-roll PNG to write")
+    p.add_argument("--soundfont", default=None, help=f"a .sf2 file (default: ${SOUNDFONT_ENV}, then {SOUNDFONT_DIR})")
+    p.add_argument("--sample-rate", type=int, default=22050)
+
+
+def run_render(args: argparse.Namespace) -> int:
+    if not args.wav and not args.png:
+        raise RenderError("nothing to do: give --wav OUT.wav and/or --png OUT.png")
+    score = load_score(args.midi)  # a bad file fails here, before anything is written
+    if args.wav:
+        audio = render_wav(score, args.wav, sample_rate=args.sample_rate, soundfont=args.soundfont)
+        print(f"wrote {args.wav} ({len(audio) / args.sample_rate:.2f} s)", file=sys.stderr)
+    if args.png:
+        piano_roll_png(score, args.png)
+        print(f"wrote {args.png}", file=sys.stderr)
+    return 0
+
+
+__all__ = [
+    "RenderError", "SOUNDFONT_ENV", "configure_render", "find_soundfont", "piano_roll", "piano_roll_png",
+    "png_bytes", "render_wav", "run_render", "sustain_notes", "velocity_colour", "wav_bytes",
+]

@@ -1,0 +1,371 @@
+"""Generation processors, criteria and the sliding window, with tiny random GPT-2 models.
+
+``save_tiny_model`` is also used by test_pipeline.py and test_cli_generate.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import POP909_FIXTURES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import (
+    GenerationConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LogitsProcessorList,
+    StoppingCriteriaList,
+)
+
+from hf_midi.codec import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SUSTAIN_OFF,
+    SUSTAIN_ON,
+    TIME_SHIFT,
+    VELOCITY,
+    VOCAB_SIZE,
+    decode,
+    encode,
+    ids_to_notes,
+    shift_steps,
+)
+from hf_midi.generation import (
+    GenerationError,
+    MusicProgressCriteria,
+    MusicTimeLimitLogitsProcessor,
+    MusicTimeStoppingCriteria,
+    PerformanceGrammarLogitsProcessor,
+    PerformanceState,
+    check_generation_args,
+    cut_events,
+    generate_music,
+    music_generation_config,
+)
+from hf_midi.tokenization_midi import MidiTokenizer
+
+
+# --------------------------------------------------------------------------- tiny models
+def tiny_model(n_positions: int = 256, vocab_size: int = VOCAB_SIZE, seed: int = 0) -> GPT2LMHeadModel:
+    """A random 2-layer, 64-wide GPT-2 over the event vocabulary (as the style guide's testers)."""
+    cfg = GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=64, n_layer=2, n_head=2,
+                     bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(cfg).eval()
+    model.generation_config = GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+                                               do_sample=True)
+    return model
+
+
+def save_tiny_model(folder, n_positions: int = 256, vocab_size: int = VOCAB_SIZE, seed: int = 0,
+                    tokenizer: bool = True):
+    """A model folder: config.json, model.safetensors, generation_config.json (+ tokenizer files)."""
+    model = tiny_model(n_positions, vocab_size, seed)
+    model.save_pretrained(folder)
+    if tokenizer:
+        MidiTokenizer(model_max_length=n_positions).save_pretrained(folder)
+    return folder
+
+
+def fixed_distribution_model(logits: torch.Tensor) -> GPT2LMHeadModel:
+    """A GPT-2 whose next-token logits are ``logits`` at every step, whatever the input: the final
+    layer norm outputs a constant one-hot vector, so the tied output layer reads column 0 of wte."""
+    model = tiny_model(vocab_size=len(logits))
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.transformer.wte.weight[:, 0] = logits
+    return model
+
+
+# --------------------------------------------------------------------------- a reference grammar
+class Walker:
+    """The grammar rules, one token at a time, in plain Python (the reference for the tensors)."""
+
+    def __init__(self):
+        self.sounding, self.pedal, self.last, self.elapsed = set(), False, None, 0
+
+    def allowed(self, t: int) -> bool:
+        if t >= VOCAB_SIZE or t in (PAD_ID, BOS_ID):
+            return False
+        if 128 <= t < 256:
+            return t - 128 in self.sounding
+        if VELOCITY <= t < SUSTAIN_ON:
+            return not (self.last is not None and VELOCITY <= self.last < SUSTAIN_ON)
+        if t == SUSTAIN_OFF:
+            return self.pedal
+        if t == SUSTAIN_ON:
+            return not self.pedal
+        return True
+
+    def step(self, t: int, count_time: bool = True) -> None:
+        if t < 128:
+            self.sounding.add(t)
+        elif t < 256:
+            self.sounding.discard(t - 128)
+        elif t < VELOCITY and count_time:
+            self.elapsed += t - 255
+        elif t == SUSTAIN_ON:
+            self.pedal = True
+        elif t == SUSTAIN_OFF:
+            self.pedal = False
+        self.last = t
+
+
+def invalid_tokens(ids, start: int = 1) -> list[tuple[int, int]]:
+    """(position, id) of every id after ``start`` that the grammar forbids; stops at <eos>."""
+    w, bad = Walker(), []
+    for i, t in enumerate(ids):
+        if t == EOS_ID and i >= start:
+            break
+        if i >= start and not w.allowed(t):
+            bad.append((i, t))
+        w.step(t)
+    return bad
+
+
+event_ids = st.integers(0, SUSTAIN_OFF)
+
+
+# --------------------------------------------------------------------------- state
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(event_ids, min_size=12, max_size=12), min_size=1, max_size=3), st.integers(0, 11))
+def test_state_incremental_equals_rebuild_and_reference(rows, start):
+    ids = torch.tensor([[BOS_ID] + r for r in rows])
+    state = PerformanceState(start=start)
+    for length in range(1, ids.shape[1] + 1):
+        state.sync(ids[:, :length])  # one token a call: the incremental path
+    fresh = PerformanceState(start=start).sync(ids)  # from scratch
+    for b, r in enumerate(ids.tolist()):
+        w = Walker()
+        for i, t in enumerate(r):
+            w.step(t, count_time=i >= start)
+        for s in (state, fresh):
+            assert set(torch.nonzero(s.sounding[b]).flatten().tolist()) == w.sounding
+            assert bool(s.pedal[b]) == w.pedal
+            assert int(s.elapsed[b]) == w.elapsed
+            assert int(s.last[b]) == r[-1]
+
+
+def test_state_history_counts_like_one_sequence():
+    ids = torch.tensor([[BOS_ID, 60, 300, 62, 388, 350, 188, 320]])
+    state = PerformanceState(start=2)
+    state.set_history(ids[:, :5])
+    state.sync(ids[:, 5:])
+    whole = PerformanceState(start=2).sync(ids)
+    assert torch.equal(state.sounding, whole.sounding) and torch.equal(state.elapsed, whole.elapsed)
+    assert state.sounding[0].nonzero().flatten().tolist() == [62] and int(state.elapsed[0]) == 45 + 95 + 65
+
+
+# --------------------------------------------------------------------------- grammar
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40).flatmap(lambda n: st.lists(st.lists(event_ids, min_size=n, max_size=n), min_size=3,
+                                                     max_size=3)),
+       st.integers(0, 2**32 - 1), st.sampled_from([VOCAB_SIZE, 448]))
+def test_grammar_allows_exactly_the_valid_tokens(rows, seed, vocab):
+    """Property: after the processor, a token has a finite score iff the reference grammar allows
+    it, and allowed tokens keep their score."""
+    ids = torch.tensor([[BOS_ID] + r for r in rows])
+    scores = torch.from_numpy(np.random.default_rng(seed).normal(0, 5, (3, vocab)).astype(np.float32))
+    out = PerformanceGrammarLogitsProcessor()(ids, scores.clone())
+    for b, r in enumerate(ids.tolist()):
+        w = Walker()
+        for t in r:
+            w.step(t)
+        allowed = torch.tensor([w.allowed(t) for t in range(vocab)])
+        assert torch.equal(torch.isfinite(out[b]), allowed)
+        assert torch.equal(out[b][allowed], scores[b][allowed])
+
+
+@pytest.mark.parametrize("vocab", [VOCAB_SIZE, 448])
+def test_grammar_in_generate_never_emits_an_invalid_token(vocab):
+    """Sampling from a random model (a third of whose draws would be invalid) through generate()."""
+    model = tiny_model(vocab_size=vocab, seed=3)
+    torch.manual_seed(0)
+    out = model.generate(torch.full((4, 1), BOS_ID), max_new_tokens=250, do_sample=True, top_k=0,
+                         logits_processor=LogitsProcessorList([PerformanceGrammarLogitsProcessor()]))
+    for row in out.tolist():
+        assert invalid_tokens(row) == []
+    torch.manual_seed(0)  # the control: without it, the same model emits invalid tokens
+    raw = model.generate(torch.full((4, 1), BOS_ID), max_new_tokens=250, do_sample=True, top_k=0)
+    assert sum(len(invalid_tokens(row)) for row in raw.tolist()) > 20
+
+
+# --------------------------------------------------------------------------- time
+@pytest.mark.parametrize("left", [1, 37, 100, 101, 0, -5])
+def test_time_limit_folds_long_shifts_onto_the_exact_one(left):
+    limit = 500
+    history = [BOS_ID] + [TIME_SHIFT + 99] * ((limit - left) // 100) + (
+        [TIME_SHIFT - 1 + (limit - left) % 100] if (limit - left) % 100 else [])
+    ids = torch.tensor([history])
+    state = PerformanceState(start=1).sync(ids)
+    assert int(state.elapsed[0]) == limit - left
+    scores = torch.randn(1, VOCAB_SIZE)
+    out = MusicTimeLimitLogitsProcessor(limit / 100, state=PerformanceState(start=1))(ids, scores.clone())
+    k = np.arange(1, 101)
+    before = torch.softmax(scores, -1)[0, TIME_SHIFT:VELOCITY].numpy()
+    after = torch.softmax(out, -1)[0, TIME_SHIFT:VELOCITY].numpy()
+    assert torch.equal(out[0, :TIME_SHIFT], scores[0, :TIME_SHIFT])
+    assert torch.equal(out[0, VELOCITY:], scores[0, VELOCITY:])
+    assert np.all(after[k > left] == 0)
+    np.testing.assert_allclose(after[k < left], before[k < left], rtol=1e-5)
+    if 1 <= left <= 100:
+        np.testing.assert_allclose(after[left - 1], before[k >= left].sum(), rtol=1e-5)
+    assert math.isclose(float(torch.softmax(out, -1).sum()), 1.0, rel_tol=1e-5)
+
+
+def test_time_limit_ends_every_row_at_exactly_the_limit_or_at_eos():
+    model = tiny_model(seed=1)
+    torch.manual_seed(0)
+    out = generate_music(model, torch.full((6, 1), BOS_ID), seconds=7.5)
+    ended_by_eos = 0
+    for row in out.tolist():
+        body = [t for t in row[1:] if t not in (PAD_ID, EOS_ID)]
+        steps = int(shift_steps(body).sum())
+        if EOS_ID in row:
+            ended_by_eos += 1
+            assert steps <= 750
+        else:
+            assert steps == 750  # exactly the limit: the last shift was clipped onto it
+            assert row[len(body)] in range(TIME_SHIFT, VELOCITY)  # it ended on that shift
+        assert decode(row).end() <= 7500  # and so does the MIDI (10 ticks a step)
+    assert ended_by_eos < 6
+
+
+def test_stop_at_eos_pads_the_row_while_others_go_on():
+    # Every step: <eos> with probability ~3%, else a uniform event: rows end at different times.
+    logits = torch.full((VOCAB_SIZE,), -1e4)
+    logits[:SUSTAIN_ON] = 0.0
+    logits[EOS_ID] = math.log(0.03 * SUSTAIN_ON / 0.97)
+    model = fixed_distribution_model(logits)
+    torch.manual_seed(1)
+    config = music_generation_config(model, top_k=0)  # no top-k: keep the 3% as it is
+    out = generate_music(model, torch.full((4, 1), BOS_ID), seconds=None, max_new_tokens=120, grammar=False,
+                         generation_config=config)
+    lengths = []
+    for row in out.tolist():
+        if EOS_ID in row:
+            e = row.index(EOS_ID)
+            assert all(t == PAD_ID for t in row[e + 1:])
+            lengths.append(e + 1)
+        else:
+            assert len(row) == 121 and PAD_ID not in row
+            lengths.append(121)
+    assert len(set(lengths)) > 1 and min(lengths) < 121  # one stopped, another went on
+
+
+def test_progress_and_stop_event():
+    import threading
+
+    model = tiny_model(seed=2)
+    stop, seen = threading.Event(), []
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done >= 3.0:
+            stop.set()
+
+    torch.manual_seed(0)
+    out = generate_music(model, torch.full((2, 1), BOS_ID), seconds=60.0, progress=progress, stop_event=stop)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and all(t == 60.0 for _, t in seen)
+    assert 3.0 <= done[-1] < 60.0  # stopped early, and reported where
+    for row in out.tolist():
+        made = int(shift_steps([t for t in row if t < PAD_ID]).sum())
+        assert made < 6000  # stopped early
+        assert made >= 300 or EOS_ID in row  # a row that did not end itself made >= 3 s
+
+
+# --------------------------------------------------------------------------- sliding window
+def test_sliding_window_goes_past_the_context_and_keeps_state(monkeypatch):
+    model = tiny_model(n_positions=64, seed=4)
+    calls = []
+    real_generate = model.generate
+
+    def spy(input_ids, **kwargs):
+        calls.append((input_ids.shape[1], kwargs["generation_config"].max_new_tokens))
+        return real_generate(input_ids, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    torch.manual_seed(5)
+    out = generate_music(model, torch.full((2, 1), BOS_ID), seconds=None, max_new_tokens=200)
+    assert calls[0] == (1, 63)  # fill the context, then slide by half of it
+    assert len(calls) >= 3 and all(c == (32, 32) for c in calls[1:-1]) and calls[-1][0] == 32
+    for row in out.tolist():
+        assert invalid_tokens(row) == []  # NOTE_OFFs are checked against the whole piece, not the window
+    # The first window is one plain generate() call: same seed, same tokens.
+    torch.manual_seed(5)
+    grammar = LogitsProcessorList([PerformanceGrammarLogitsProcessor()])
+    first = real_generate(torch.full((2, 1), BOS_ID), generation_config=music_generation_config(model),
+                          max_new_tokens=63, logits_processor=grammar)
+    n = first.shape[1]
+    assert torch.equal(out[:, :n], first)
+
+
+def test_sliding_window_with_a_time_limit_is_exact():
+    model = tiny_model(n_positions=48, seed=6)
+    torch.manual_seed(2)
+    out = generate_music(model, torch.full((3, 1), BOS_ID), seconds=40.0)
+    assert out.shape[1] > 48
+    for row in out.tolist():
+        steps = int(shift_steps([t for t in row if t < PAD_ID]).sum())
+        assert steps == 4000 or EOS_ID in row
+
+
+def test_time_criterion_alone_in_generate_counts_from_the_prompt_end():
+    model = tiny_model(seed=7)
+    prompt = torch.tensor([[BOS_ID, 300, 60, 320]] * 8)  # 1.1 s of prompt, not counted
+    criteria = StoppingCriteriaList([MusicTimeStoppingCriteria(2.0)])
+    torch.manual_seed(0)
+    out = model.generate(prompt, max_new_tokens=200, stopping_criteria=criteria)
+    first_is_shift = 0
+    for row in out[:, 4:].tolist():
+        body = [t for t in row if t < PAD_ID]
+        first_is_shift += TIME_SHIFT <= body[0] < VELOCITY
+        if EOS_ID not in row:  # without the limit processor the last shift may pass the limit
+            assert int(shift_steps(body).sum()) >= 200 > int(shift_steps(body[:-1]).sum())
+    assert first_is_shift  # the first generated token is counted too
+
+
+# --------------------------------------------------------------------------- prompts, arguments
+@pytest.mark.parametrize("seconds", [0.5, 5.0, 12.34])
+def test_cut_events_keeps_the_first_seconds(seconds):
+    ids = encode(POP909_FIXTURES[0])
+    cut = cut_events(ids, seconds)
+    steps = round(seconds * 100)
+    assert int(shift_steps(cut).sum()) == steps
+    full, part = ids_to_notes(ids), ids_to_notes(cut)
+    early = full["start"] < steps
+    assert np.array_equal(part["start"], full["start"][early])
+    assert np.array_equal(part["pitch"], full["pitch"][early])
+    assert np.array_equal(part["end"], np.minimum(full["end"][early], steps).clip(part["start"] + 1))
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"seconds": 0}, "seconds"), ({"seconds": -1}, "seconds"), ({"seconds": 1e6}, "seconds"),
+    ({"seconds": float("nan")}, "seconds"), ({"seconds": 0.001}, "seconds"),
+    ({"seconds": None}, "max_new_tokens"), ({"seconds": 5, "max_new_tokens": 0}, "max_new_tokens"),
+    ({"seconds": 5, "temperature": 0}, "temperature"), ({"seconds": 5, "top_k": -1}, "top_k"),
+    ({"seconds": 5, "top_p": 1.5}, "top_p"), ({"seconds": 5, "top_p": 0}, "top_p"),
+    ({"seconds": 5, "num_return_sequences": 0}, "num_return_sequences"),
+    ({"seconds": 5, "seed": -3}, "seed"), ({"seconds": 5, "prompt_seconds": 0}, "prompt_seconds"),
+    ({"seconds": 5, "top_k": 2.5}, "top_k"),
+])
+def test_bad_arguments_name_themselves(kwargs, name):
+    with pytest.raises(GenerationError, match=name):
+        check_generation_args(**kwargs)
+
+
+def test_progress_criteria_reports_slowest_unfinished_row():
+    reports = []
+    crit = MusicProgressCriteria(10.0, progress=lambda d, t: reports.append((d, t)))
+    ids = torch.tensor([[BOS_ID, 300], [BOS_ID, 320]])
+    crit.state.start = 1
+    assert not crit(ids, None).any()
+    assert reports == [(0.45, 10.0)]

@@ -1,0 +1,288 @@
+"""The "midi-generation" pipeline: equals generate() under one seed, prompts, outputs, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import symusic
+import torch
+from conftest import EDGE_FIXTURES, POP909_FIXTURES, ROOT
+from test_generation import invalid_tokens, save_tiny_model
+from transformers import LogitsProcessorList, StoppingCriteriaList, pipeline
+
+import hf_midi.generation as generation
+from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID, decode, encode, ids_to_notes, shift_steps
+from hf_midi.generation import (
+    GenerationError,
+    MusicTimeLimitLogitsProcessor,
+    MusicTimeStoppingCriteria,
+    PerformanceGrammarLogitsProcessor,
+    cut_events,
+)
+from hf_midi.pipeline_midi_generation import MidiGenerationPipeline
+from hf_midi.tokenization_midi import MidiTokenizer
+
+PROMPT = POP909_FIXTURES[0]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"), n_positions=256, seed=11)
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return pipeline("midi-generation", model=str(model_dir))
+
+
+def strip(row):
+    row = list(row)
+    while row and row[-1] == PAD_ID:
+        row.pop()
+    return row
+
+
+# --------------------------------------------------------------------------- equivalence
+def test_registered_task_gives_our_pipeline(pipe):
+    assert isinstance(pipe, MidiGenerationPipeline)
+
+
+def test_plain_pipeline_equals_plain_generate(pipe):
+    """No grammar, no time limit: the pipeline is exactly one sampling generate() call."""
+    out = pipe(max_new_tokens=80, seed=123, num_return_sequences=3, grammar=False, top_k=20, temperature=0.9)
+    torch.manual_seed(123)
+    ref = pipe.model.generate(torch.full((1, 1), BOS_ID), do_sample=True, max_new_tokens=80, top_k=20,
+                              temperature=0.9, num_return_sequences=3)
+    assert [o["token_ids"] for o in out] == [strip(r) for r in ref.tolist()]
+
+
+def test_pipeline_with_seconds_and_grammar_equals_generate_with_our_processors(pipe):
+    out = pipe(seconds=6.0, seed=7, num_return_sequences=2, top_p=0.9)
+    torch.manual_seed(7)
+    ref = pipe.model.generate(
+        torch.full((2, 1), BOS_ID), do_sample=True, top_p=0.9, max_new_tokens=1200,
+        logits_processor=LogitsProcessorList([PerformanceGrammarLogitsProcessor(),
+                                              MusicTimeLimitLogitsProcessor(6.0)]),
+        stopping_criteria=StoppingCriteriaList([MusicTimeStoppingCriteria(6.0)]),
+    )
+    assert [o["token_ids"] for o in out] == [strip(r) for r in ref.tolist()]
+    for o in out:
+        assert invalid_tokens(o["token_ids"]) == []
+        assert o["seconds"] <= 6.0
+        assert int(shift_steps(o["token_ids"]).sum()) == 600 or o["token_ids"][-1] == EOS_ID
+
+
+def test_same_seed_same_music_other_seed_other_music(pipe):
+    a, b, c = (pipe(seconds=4.0, seed=s)[0]["token_ids"] for s in (5, 5, 6))
+    assert a == b and a != c
+
+
+# --------------------------------------------------------------------------- outputs
+def test_outputs_are_consistent(pipe):
+    [o] = pipe(seconds=5.0, seed=1)
+    assert set(o) == {"score", "midi", "token_ids", "seconds"}
+    assert o["token_ids"][0] == BOS_ID
+    expected = decode(o["token_ids"])
+    back = symusic.Score.from_midi(o["midi"])
+    for s in (o["score"], back):
+        notes = s.tracks[0].notes.numpy()
+        assert np.array_equal(notes["time"], expected.tracks[0].notes.numpy()["time"])
+        assert np.array_equal(notes["pitch"], expected.tracks[0].notes.numpy()["pitch"])
+    assert o["seconds"] == pytest.approx(o["score"].end() / 1000)
+    assert 0 < o["seconds"] <= 5.0
+
+
+@pytest.mark.parametrize("kind", ["path", "str", "bytes", "score"])
+def test_prompt_kinds_give_the_same_continuation(pipe, kind):
+    prompt = {"path": PROMPT, "str": str(PROMPT), "bytes": PROMPT.read_bytes(),
+              "score": symusic.Score(PROMPT)}[kind]
+    [o] = pipe(prompt, prompt_seconds=4.0, seconds=3.0, seed=9)
+    events = cut_events(encode(PROMPT), 4.0).tolist()
+    assert o["token_ids"][: len(events) + 1] == [BOS_ID, *events]
+    [ref] = pipe(PROMPT, prompt_seconds=4.0, seconds=3.0, seed=9)
+    assert o["token_ids"] == ref["token_ids"]
+    assert 4.0 < o["seconds"] <= 7.0
+
+
+def test_return_prompt_false_gives_the_continuation_alone(pipe):
+    [full] = pipe(PROMPT, prompt_seconds=3.0, seconds=4.0, seed=2)
+    [cont] = pipe(PROMPT, prompt_seconds=3.0, seconds=4.0, seed=2, return_prompt=False)
+    n_prompt = 1 + len(cut_events(encode(PROMPT), 3.0))
+    assert cont["token_ids"] == full["token_ids"][n_prompt:]
+    d = ids_to_notes(full["token_ids"])
+    later = d["start"] >= 300
+    notes = cont["score"].tracks[0].notes.numpy()
+    assert np.array_equal(notes["time"], (d["start"][later] - 300) * 10)  # 10 ticks a step
+    assert np.array_equal(notes["pitch"], d["pitch"][later])
+    assert np.array_equal(notes["velocity"], d["velocity"][later])  # velocity carried from the prompt
+    assert cont["seconds"] == pytest.approx(full["seconds"] - 3.0)
+
+
+def test_a_batch_of_prompts(pipe):
+    second = str(POP909_FIXTURES[1])
+    batch = pipe([PROMPT, second], prompt_seconds=6.0, seconds=2.0, seed=0, num_return_sequences=2)
+    assert len(batch) == 2 and all(len(b) == 2 for b in batch)
+    alone = pipe(second, prompt_seconds=6.0, seconds=2.0, seed=0, num_return_sequences=2)
+    assert [o["token_ids"] for o in batch[1]] == [o["token_ids"] for o in alone]  # each item is seeded
+
+
+def test_progress_and_stop_event_through_the_pipeline(pipe):
+    stop, seen = threading.Event(), []
+
+    def progress(done, total):
+        seen.append(done)
+        if done >= 2.0:
+            stop.set()
+
+    [o] = pipe(seconds=120.0, seed=3, progress=progress, stop_event=stop)
+    assert seen == sorted(seen) and seen[-1] >= 2.0
+    assert 2.0 <= o["seconds"] < 120.0 and invalid_tokens(o["token_ids"]) == []
+
+
+def test_long_piece_slides_past_the_context(tmp_path):
+    folder = save_tiny_model(tmp_path / "short", n_positions=64, seed=12)
+    pipe = pipeline("midi-generation", model=str(folder))
+    [o] = pipe(PROMPT, prompt_seconds=30.0, seconds=20.0, seed=4)  # the prompt alone is > 64 tokens
+    assert len(o["token_ids"]) > 64
+    assert invalid_tokens(o["token_ids"]) == []
+    steps = int(shift_steps(o["token_ids"]).sum())
+    assert steps == 5000 or o["token_ids"][-1] == EOS_ID
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.fixture
+def no_generate(pipe, monkeypatch):
+    """Bad input must fail before any generation starts."""
+
+    def fail(*a, **k):
+        raise AssertionError("generate() was called")
+
+    monkeypatch.setattr(pipe.model, "generate", fail)
+    return pipe
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"seconds": 0}, "seconds"), ({"seconds": 1e7}, "seconds"), ({"temperature": -1}, "temperature"),
+    ({"top_p": 2}, "top_p"), ({"top_k": -2}, "top_k"), ({"num_return_sequences": 0}, "num_return_sequences"),
+    ({"seconds": None}, "max_new_tokens"), ({"prompt_seconds": 2.0}, "prompt_seconds needs a prompt"),
+    ({"progress": 5}, "progress"), ({"stop_event": object()}, "stop_event"),
+])
+def test_bad_arguments_fail_before_generation(no_generate, kwargs, match):
+    with pytest.raises(GenerationError, match=match):
+        no_generate(**kwargs)
+
+
+@pytest.mark.parametrize("prompt, match", [
+    (b"not a midi file at all", "prompt <bytes>: not a MIDI file"),
+    (EDGE_FIXTURES / "test-not-a-midi-file.mid", "not a MIDI file"),
+    (EDGE_FIXTURES / "test-corrupt-file-missing-byte.mid", "prompt .*truncated|prompt .*ends in the middle"),
+    ("/no/such/file.mid", "no such file"),
+    (EDGE_FIXTURES / "test-all-gm-percussion.mid", "has no notes"),
+])
+def test_bad_prompts_fail_before_generation(no_generate, prompt, match):
+    with pytest.raises(generation.MidiError, match=match):
+        no_generate(prompt, seconds=2.0)
+
+
+def test_prompt_longer_than_the_context_needs_prompt_seconds(no_generate):
+    with pytest.raises(GenerationError, match=r"longer than the model's context of 256 tokens; pass prompt_seconds"):
+        no_generate(PROMPT, seconds=2.0)
+
+
+def test_no_notes_in_the_kept_seconds(no_generate):
+    with pytest.raises(GenerationError, match="has no notes in its first 0.01 s"):
+        no_generate(PROMPT, prompt_seconds=0.01, seconds=2.0)
+
+
+def test_model_folder_without_a_tokenizer(tmp_path):
+    folder = save_tiny_model(tmp_path / "bare", tokenizer=False)
+    with pytest.raises(GenerationError, match="no MIDI tokenizer"):
+        pipeline("midi-generation", model=str(folder))
+    with pytest.raises(GenerationError, match="no tokenizer"):
+        generation.load_pipeline(folder)
+
+
+def test_no_default_model_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    assert generation.default_model_path() is None
+    with pytest.raises(GenerationError, match="no default model is installed"):
+        pipeline("midi-generation")
+
+
+def test_the_bundled_model_is_the_default(monkeypatch, model_dir):
+    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", Path(model_dir))
+    assert generation.default_model_path() == Path(model_dir)
+    pipe = pipeline("midi-generation")
+    [o] = pipe(seconds=2.0, seed=0)
+    assert 0 < o["seconds"] <= 2.0
+
+
+# --------------------------------------------------------------------------- LSTM, Hub, import
+def test_lstm_through_the_pipeline(tmp_path):
+    modeling = pytest.importorskip("hf_midi.modeling_musicrnn")
+    config = modeling.MusicRNNConfig(embedding_size=32, hidden_size=48, num_layers=2)
+    torch.manual_seed(0)
+    model = modeling.MusicRNNForCausalLM(config).eval()
+    model.generation_config.update(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, do_sample=True)
+    model.save_pretrained(tmp_path)
+    MidiTokenizer().save_pretrained(tmp_path)
+    pipe = pipeline("midi-generation", model=str(tmp_path))
+    out = pipe(PROMPT, prompt_seconds=3.0, seconds=3.0, seed=8, num_return_sequences=2)
+    events = [BOS_ID, *cut_events(encode(PROMPT), 3.0).tolist()]
+    torch.manual_seed(8)
+    ref = pipe.model.generate(
+        torch.tensor([events] * 2), do_sample=True, max_new_tokens=600,
+        logits_processor=LogitsProcessorList([PerformanceGrammarLogitsProcessor(), MusicTimeLimitLogitsProcessor(3.0)]),
+        stopping_criteria=StoppingCriteriaList([MusicTimeStoppingCriteria(3.0)]),
+    )
+    assert [o["token_ids"] for o in out] == [strip(r) for r in ref.tolist()]
+    assert all(invalid_tokens(o["token_ids"]) == [] for o in out)
+
+
+def test_import_registers_the_task_lazily():
+    code = (
+        "import sys, hf_midi\n"
+        "assert 'transformers.pipelines' not in sys.modules\n"
+        "from transformers import pipeline\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert 'midi-generation' in PIPELINE_REGISTRY.get_supported_tasks()\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_exported_folder_runs_as_hub_custom_code_without_hf_midi(pipe, model_dir, tmp_path):
+    """The pipeline file and the files it imports, copied into a model folder, work where hf_midi
+    cannot be imported, and give the same music for the same seed."""
+    hub = pytest.importorskip("hf_midi.hub")
+    if not hasattr(hub, "export_model_folder"):
+        pytest.skip("hf_midi.hub.export_model_folder not available")
+    folder = hub.export_model_folder(model_dir, tmp_path / "export")
+    [ref] = pipe(PROMPT, prompt_seconds=6.0, seconds=2.0, seed=5)
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'hf_midi' or name.startswith('hf_midi.'):\n"
+        "            raise ImportError('hf_midi is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import torch; torch.set_num_threads(1)\n"
+        "from transformers import pipeline\n"
+        f"pipe = pipeline('midi-generation', model={str(folder)!r}, trust_remote_code=True)\n"
+        f"[o] = pipe({str(PROMPT)!r}, prompt_seconds=6.0, seconds=2.0, seed=5)\n"
+        "print(type(pipe).__module__, o['token_ids'])\n"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    module, ids = r.stdout.strip().split(" ", 1)
+    assert not module.startswith("hf_midi")
+    assert ids == str(ref["token_ids"])
