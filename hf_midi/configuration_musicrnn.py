@@ -1,0 +1,67 @@
+"""MusicRNNConfig: the configuration of the LSTM baseline (``model_type = "musicrnn"``).
+
+Kept apart from the model so that ``import hf_midi`` can register it with ``AutoConfig`` without
+importing ``transformers``' modeling code (about 1.4 s). Imports only ``transformers`` (remote code).
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+
+class MusicRNNConfig(PretrainedConfig):
+    """Configuration of a :class:`MusicRNNForCausalLM`.
+
+    Args:
+        vocab_size: rows of the embedding and the output layer (the 393 event/special ids, padded).
+        embedding_size: width of the input embedding.
+        hidden_size: width of each LSTM layer (and of its state h and c).
+        num_layers: stacked LSTM layers.
+        dropout: dropout on the embedding, between LSTM layers and before the output layer.
+        initializer_range: std of the normal init of the embedding and output layer.
+        max_length_hint: the training block size; an LSTM has no context limit, this is informative.
+        use_cache: return the LSTM state from ``forward`` (``generate()`` continues from it).
+    """
+
+    model_type = "musicrnn"
+    # Callables run at the first instantiation. ``hf_midi`` registers the model class with
+    # AutoModelForCausalLM this way, only once an LSTM config exists: every path to a MusicRNN
+    # model makes its config first, and importing modeling code at ``import hf_midi`` costs ~1.4 s.
+    _on_first_init = []  # (not annotated: transformers 5 turns annotated class attributes into fields)
+
+    def __init__(
+        self,
+        vocab_size: int = 448,
+        embedding_size: int = 256,
+        hidden_size: int = 512,
+        num_layers: int = 3,
+        dropout: float = 0.1,
+        initializer_range: float = 0.02,
+        max_length_hint: int = 1024,
+        use_cache: bool = True,
+        bos_token_id: int = 391,
+        eos_token_id: int = 392,
+        pad_token_id: int = 390,
+        tie_word_embeddings: bool = False,
+        **kwargs,
+    ):
+        while MusicRNNConfig._on_first_init:
+            MusicRNNConfig._on_first_init.pop()()
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.initializer_range = initializer_range
+        self.max_length_hint = max_length_hint
+        self.use_cache = use_cache
+        super().__init__(
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+
+__all__ = ["MusicRNNConfig"]

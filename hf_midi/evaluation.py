@@ -1,0 +1,203 @@
+"""``hf-midi evaluate MODEL --dataset DIR --split test``: how well a model predicts whole pieces.
+
+For every piece (``<bos>`` events ``<eos>``) each token after ``<bos>`` is scored once, with context:
+
+- GPT-2 (a fixed context C): windows of C tokens every ``stride`` tokens; a window scores only the
+  targets the previous one did not, so every target but those in the first window sees at least
+  C - stride tokens of context (the usual sliding-window perplexity).
+- The LSTM: the piece in chunks with the state carried over, so every target sees the whole piece.
+
+Reported: negative log-likelihood per token in nats, perplexity (exp of it) and next-event
+accuracy (argmax), over all tokens and per event family (note-on, note-off, time shift, velocity,
+pedal, special = ``<eos>``). Probabilities are over the 393 real ids (padding rows of a model's
+embedding are left out, as ``generate()`` suppresses them). Printed as a table; ``--json`` writes
+the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .codec import FAMILIES, PAD_ID, VOCAB_SIZE, event_family
+
+
+@dataclass
+class Scores:
+    """Sums over scored tokens: NLL (nats), correct argmax predictions, count; overall and per family."""
+
+    nll: float = 0.0
+    correct: int = 0
+    tokens: int = 0
+    pieces: int = 0
+    family_nll: list[float] = field(default_factory=lambda: [0.0] * len(FAMILIES))
+    family_correct: list[int] = field(default_factory=lambda: [0] * len(FAMILIES))
+    family_tokens: list[int] = field(default_factory=lambda: [0] * len(FAMILIES))
+
+    def add(self, targets: np.ndarray, nll: np.ndarray, correct: np.ndarray) -> None:
+        fam = event_family(targets)
+        k = len(FAMILIES)
+        self.nll += float(nll.sum())
+        self.correct += int(correct.sum())
+        self.tokens += len(targets)
+        self.pieces += 1
+        sums = zip(np.bincount(fam, nll, k), np.bincount(fam, correct, k), np.bincount(fam, None, k))
+        for i, (a, b, c) in enumerate(sums):
+            self.family_nll[i] += float(a)
+            self.family_correct[i] += int(b)
+            self.family_tokens[i] += int(c)
+
+    def summary(self) -> dict:
+        def row(nll, correct, n):
+            mean = nll / n if n else float("nan")
+            return {"tokens": n, "nll": mean, "perplexity": math.exp(mean) if n else float("nan"),
+                    "accuracy": correct / n if n else float("nan")}
+
+        out = {"pieces": self.pieces, **row(self.nll, self.correct, self.tokens), "families": {}}
+        for i, name in enumerate(FAMILIES):
+            out["families"][name] = row(self.family_nll[i], self.family_correct[i], self.family_tokens[i])
+        return out
+
+
+def _window_scores(model, ids: torch.Tensor, context: int, stride: int, batch_size: int):
+    """GPT-2: (nll, correct) of targets ids[1:], from sliding windows. ids: (n,)."""
+    n = len(ids)
+    windows, prev_end = [], 1  # targets before prev_end are scored already (ids[0] is <bos>: no target)
+    begin = 0
+    while prev_end < n:
+        end = min(begin + context, n)
+        windows.append((begin, end, prev_end))
+        prev_end = end
+        begin += stride
+    nll = torch.empty(n - 1)
+    correct = torch.empty(n - 1, dtype=torch.bool)
+    for i in range(0, len(windows), batch_size):
+        group = windows[i : i + batch_size]
+        x = torch.full((len(group), context), PAD_ID, dtype=torch.long)
+        mask = torch.zeros_like(x)
+        for j, (b, e, _) in enumerate(group):
+            x[j, : e - b] = ids[b:e]
+            mask[j, : e - b] = 1
+        logits = model(input_ids=x.to(model.device), attention_mask=mask.to(model.device)).logits  # (B, C, V)
+        logp = torch.log_softmax(logits[..., :VOCAB_SIZE].float(), -1).cpu()
+        for j, (b, e, first) in enumerate(group):
+            t = torch.arange(first, e)  # target positions in the piece
+            lp = logp[j, t - 1 - b]  # (k, V): the logits at t-1 predict t
+            nll[t - 1] = -lp.gather(1, ids[t, None]).squeeze(1)
+            correct[t - 1] = lp.argmax(-1) == ids[t]
+    return nll, correct
+
+
+def _recurrent_scores(model, ids: torch.Tensor, chunk: int):
+    """LSTM: (nll, correct) of targets ids[1:], the state carried through the whole piece."""
+    state, nlls, corrects = None, [], []
+    for b in range(0, len(ids) - 1, chunk):
+        x = ids[b : min(b + chunk, len(ids) - 1)]
+        out = model(input_ids=x[None].to(model.device), rnn_state=state, use_cache=True)
+        state = out.rnn_state
+        logp = torch.log_softmax(out.logits[0, :, :VOCAB_SIZE].float(), -1).cpu()  # (k, V)
+        y = ids[b + 1 : b + 1 + len(x)]
+        nlls.append(-logp.gather(1, y[:, None]).squeeze(1))
+        corrects.append(logp.argmax(-1) == y)
+    return torch.cat(nlls), torch.cat(corrects)
+
+
+@torch.no_grad()
+def evaluate_model(model, pieces, context: int | None = None, stride: int | None = None,
+                   batch_size: int = 8, progress: bool = True) -> dict:
+    """Score ``pieces`` (an iterable of ``(path, ids)``, ids with ``<bos>``/``<eos>``) with ``model``.
+
+    ``context``: GPT-2 window (default: its n_positions) or LSTM chunk length (default 1024);
+    ``stride``: GPT-2 window step (default context // 2). Returns the ``Scores.summary()`` dict.
+    """
+    from tqdm.auto import tqdm
+
+    model.eval()
+    recurrent = getattr(model.config, "model_type", "") == "musicrnn"
+    context = context or (1024 if recurrent else model.config.n_positions)
+    stride = stride or max(1, context // 2)
+    if not 0 < stride <= context:
+        raise ValueError(f"stride {stride}: must be in 1..context ({context})")
+    scores = Scores()
+    for _, ids in tqdm(pieces, desc="evaluate", unit="piece", disable=not progress):
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        if len(ids) < 2:
+            continue
+        if recurrent:
+            nll, correct = _recurrent_scores(model, ids, context)
+        else:
+            nll, correct = _window_scores(model, ids, context, stride, batch_size)
+        scores.add(ids[1:].numpy(), nll.numpy().astype(np.float64), correct.numpy())
+    out = scores.summary()
+    out.update(context=context, stride=None if recurrent else stride)
+    return out
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'':<12}{'tokens':>10}{'NLL (nats)':>12}{'perplexity':>12}{'accuracy':>10}"]
+
+    def line(name, r):
+        lines.append(f"{name:<12}{r['tokens']:>10,}{r['nll']:>12.4f}{r['perplexity']:>12.3f}{r['accuracy']:>10.2%}")
+
+    line("all", result)
+    for name, r in result["families"].items():
+        if r["tokens"]:
+            line(name, r)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a model folder (or Hub id) that AutoModelForCausalLM loads: GPT-2 or MusicRNN")
+    p.add_argument("--dataset", required=True, help="a dataset folder written by `hf-midi prepare` (or Hub id)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--context", type=int, default=None,
+                   help="GPT-2 window (default: the model's context) / LSTM chunk (default 1024)")
+    p.add_argument("--stride", type=int, default=None, help="GPT-2 window step (default: context / 2)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows a forward pass")
+    p.add_argument("--max-pieces", type=int, default=None, help="score only the first N pieces")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON ('-': stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import itertools
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .data import iter_pieces
+    from .tokenization_midi import MidiTokenizer
+    from .utils import atomic_write_bytes
+
+    model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    except (OSError, ValueError):  # a folder without its tokenizer: the default one
+        tokenizer = MidiTokenizer()
+    pieces = iter_pieces(args.dataset, args.split, tokenizer)
+    if args.max_pieces:
+        pieces = itertools.islice(pieces, args.max_pieces)
+    result = evaluate_model(model, pieces, args.context, args.stride, args.batch_size, progress=not args.quiet)
+    result = {"model": str(args.model), "model_type": model.config.model_type,
+              "parameters": sum(p.numel() for p in model.parameters()), "dataset": str(args.dataset),
+              "split": args.split, **result}
+    if args.json == "-":
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{args.model} ({result['model_type']}, {result['parameters'] / 1e6:.2f} M parameters) on "
+              f"{args.dataset} [{args.split}]: {result['pieces']} pieces")
+        print(format_table(result))
+        if args.json:
+            atomic_write_bytes(args.json, (json.dumps(result, indent=1) + "\n").encode())
+            print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["Scores", "configure_evaluate", "evaluate_model", "format_table", "run_evaluate"]

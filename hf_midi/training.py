@@ -1,0 +1,517 @@
+"""Training: ``accelerate launch train.py --config configs/tiny.yaml --dataset DIR --output_dir OUT``.
+
+The loop follows the canonical Accelerate order: arguments -> Accelerator -> seed -> model -> data
+-> optimizer groups -> prepare -> loop under ``accumulate()`` -> evaluation -> ``save_state``
+checkpoints -> ``save_pretrained`` export -> ``end_training()``. The same script runs on one CPU,
+one or several GPUs (DDP, or FSDP through an accelerate config) and several machines.
+
+OUT/ holds, at the end, a folder ``from_pretrained`` and the pipeline load directly:
+``model.safetensors``, ``config.json``, ``generation_config.json`` and the tokenizer (with its remote
+code); beside them ``checkpoints/step_NNNNNNN/`` (resumable states) and ``logs/`` (``metrics.jsonl``
+and the tracker's files).
+
+Checkpoints are written into a hidden folder and renamed into place, so a folder named
+``step_*`` is always complete. Model weights are safetensors; the optimizer and RNG states are
+accelerate's own torch files, loaded back by accelerate with ``torch.load(weights_only=True)``, and
+only ever from the run's own checkpoints (``--resume latest``) or a folder you name yourself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from .codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from .training_args import (
+    ConfigError,
+    ModelArguments,
+    TrainingArguments,
+    load_config,
+    model_arguments,
+    parse_args,
+    to_flat_dict,
+)
+
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+TRAINER_STATE = "trainer_state.json"
+# Dense bf16 peaks (TFLOP/s) for MFU when --peak_tflops is not given.
+KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10G": 125.0}
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (a non-finite loss, a checkpoint that does not fit); the message says why."""
+
+
+# --------------------------------------------------------------------------- models
+def model_config(m: ModelArguments):
+    """The transformers config of ``m``, special ids set, vocabulary padded to ``m.vocab_multiple``."""
+    vocab = math.ceil(VOCAB_SIZE / m.vocab_multiple) * m.vocab_multiple
+    special = {"bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID}
+    if m.architecture == "musicrnn":
+        from .modeling_musicrnn import MusicRNNConfig
+
+        return MusicRNNConfig(
+            vocab_size=vocab, embedding_size=m.embedding_size or m.hidden_size, hidden_size=m.hidden_size,
+            num_layers=m.num_layers, dropout=m.dropout, initializer_range=m.initializer_range, **special,
+        )
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=vocab, n_positions=m.context_length, n_embd=m.hidden_size, n_layer=m.num_layers,
+        n_head=m.num_heads, n_inner=m.intermediate_size, resid_pdrop=m.dropout, embd_pdrop=m.dropout,
+        attn_pdrop=m.dropout, initializer_range=m.initializer_range, use_cache=True,
+        tie_word_embeddings=True, **special,
+    )
+
+
+def build_model(preset_or_dict: str | dict | ModelArguments = "tiny"):
+    """A randomly initialised model of a preset ("tiny", "default", "base", "lstm", a YAML path), a
+    config dict (whole, or just its ``model`` section) or ``ModelArguments``. Seed torch first for
+    reproducible weights."""
+    if isinstance(preset_or_dict, ModelArguments):
+        m = preset_or_dict
+    elif isinstance(preset_or_dict, dict) and "model" not in preset_or_dict:
+        m = model_arguments(preset_or_dict)
+    else:
+        m = load_config(preset_or_dict, check_paths=False).model
+    config = model_config(m)
+    if m.architecture == "musicrnn":
+        from .modeling_musicrnn import MusicRNNForCausalLM
+
+        return MusicRNNForCausalLM(config)
+    from transformers import GPT2LMHeadModel
+
+    config._attn_implementation = m.attn_implementation
+    return GPT2LMHeadModel(config)
+
+
+def generation_config(model_config, max_new_tokens: int = 1024):
+    """Sampling defaults shipped in generation_config.json: ids the model must never emit (padding
+    rows of the embedding, <pad>, <bos>) are suppressed."""
+    from transformers import GenerationConfig
+
+    never = [PAD_ID, BOS_ID, *range(VOCAB_SIZE, model_config.vocab_size)]
+    return GenerationConfig(
+        bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, decoder_start_token_id=BOS_ID,
+        do_sample=True, temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=max_new_tokens,
+        suppress_tokens=never,
+    )
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward): 6 x the parameters used in matmuls, plus
+    attention's 12 * layers * width * seq_len for GPT-2 (the PaLM / nanoGPT estimate)."""
+    out_w = model.get_output_embeddings().weight
+    lookups = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.weight is not out_w]
+    n = sum(p.numel() for p in model.parameters()) - sum(w.numel() for w in lookups)
+    cfg = model.config
+    attn = 12 * cfg.n_layer * cfg.n_embd * seq_len if cfg.model_type == "gpt2" else 0
+    return 6 * n + attn
+
+
+def peak_tflops(args: TrainingArguments, device: torch.device) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((v for k, v in KNOWN_PEAKS.items() if k in name), None)
+    return None  # on CPU we report achieved TFLOP/s; MFU needs a stated peak (--peak_tflops)
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy in fp32: logits (B, T, V) at t predict labels (B, T) at t+1."""
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+    )
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases, norm gains and embeddings (incl. a tied output layer) are left alone."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def learning_rate(args: TrainingArguments, step: int, minutes: float) -> float:
+    """Linear warm-up, then cosine to ``min_lr_ratio``; the cosine follows steps or the time budget,
+    whichever is further along."""
+    if step < args.warmup_steps:
+        return args.learning_rate * (step + 1) / args.warmup_steps
+    progress = (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps)
+    if args.max_minutes:
+        progress = max(progress, minutes / args.max_minutes)
+    ratio = args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return args.learning_rate * ratio
+
+
+# --------------------------------------------------------------------------- checkpoints
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (a renamed-into-place folder is complete)."""
+    root = Path(output_dir) / CHECKPOINTS
+    found = [p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def resolve_resume(args: TrainingArguments) -> Path | None:
+    if args.resume is None:
+        return None
+    if args.resume == "latest":
+        found = checkpoints(args.output_dir)
+        return found[-1] if found else None  # nothing yet: start fresh (a first run and a rerun look alike)
+    path = Path(args.resume)
+    if not (path / TRAINER_STATE).is_file():
+        raise ConfigError(f"resume: {path} is not a checkpoint of this trainer (no {TRAINER_STATE})")
+    return path
+
+
+def save_checkpoint(accelerator, out: Path, step: int, state: dict, data_state: dict, keep: int) -> Path:
+    """``save_state`` into a hidden folder, then one rename: a crash leaves no partial ``step_*``."""
+    root = out / CHECKPOINTS
+    final, tmp = root / f"step_{step:07d}", root / f".tmp-step_{step:07d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    rank = accelerator.process_index
+    (tmp / f"data_state_rank{rank}.json").write_text(json.dumps(data_state), encoding="utf-8")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        _fsync_tree(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in checkpoints(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int) -> None:
+    """``save_pretrained`` of model + generation config + Hub-ready tokenizer into ``out``: written in a
+    hidden folder, then each file renamed in, config.json last (a folder with a config is whole)."""
+    from .hub import add_tokenizer_code
+
+    state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards; a collective on every rank
+    if not accelerator.is_main_process:
+        return
+    unwrapped = accelerator.unwrap_model(model)
+    tmp = out / ".tmp-export"
+    shutil.rmtree(tmp, ignore_errors=True)
+    unwrapped.generation_config = generation_config(unwrapped.config, max_new_tokens)
+    unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    add_tokenizer_code(tmp)
+    _fsync_tree(tmp)
+    names = sorted(p.name for p in tmp.iterdir())
+    for name in [n for n in names if n != "config.json"] + ["config.json"]:
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
+
+
+# --------------------------------------------------------------------------- data
+def make_stream(args: TrainingArguments, split: str, tokenizer, accelerator, train: bool):
+    from .data import AugmentConfig, stream_blocks
+
+    augment = None
+    if train and args.augment:
+        augment = AugmentConfig(transpose=tuple(args.transpose), stretch=tuple(args.stretch),
+                                velocity_jitter=args.velocity_jitter)
+    return stream_blocks(
+        args.dataset, split, tokenizer, args.block_size, augment=augment, mode=args.data_mode if train else "pack",
+        shuffle_buffer=args.shuffle_buffer if train else 0, seed=args.seed,
+        rank=accelerator.process_index, world_size=accelerator.num_processes,
+    )
+
+
+class Batches:
+    """Endless micro-batches of a per-rank stream, epoch after epoch, with a resumable position.
+
+    The position is (epoch, micro-batches taken in it). With no DataLoader workers it is also the
+    stream's own state; with workers, resume replays the epoch up to that point (exact, slower).
+    """
+
+    def __init__(self, stream, args: TrainingArguments, device):
+        from torch.utils.data import DataLoader
+
+        self.stream, self.device = stream, device
+        # drop_last: every step has the same shape (torch.compile would recompile for a ragged tail).
+        self.loader = DataLoader(stream, batch_size=args.per_device_batch_size, num_workers=args.num_workers,
+                                 pin_memory=device.type == "cuda", drop_last=True)
+        self.epoch, self.taken, self._it, self._skip = 0, 0, None, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "taken": self.taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self._skip, self.taken = state["epoch"], state["taken"], 0
+
+    def __next__(self) -> dict:
+        while True:
+            if self._it is None:
+                self.stream.set_epoch(self.epoch)
+                self._it = iter(self.loader)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                if self.taken == 0 and self._skip == 0:
+                    raise TrainingError("the training split yields no blocks (is it empty?)") from None
+                self.epoch, self.taken, self._it, self._skip = self.epoch + 1, 0, None, 0
+                continue
+            self.taken += 1
+            if self._skip:  # resuming mid-epoch: replay to the saved position
+                self._skip -= 1
+                continue
+            return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- the run
+def train(args: TrainingArguments) -> Path:
+    """Run training as configured; returns the output folder (with the exported model)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration, set_seed
+    from tqdm.auto import tqdm
+
+    from .tokenization_midi import MidiTokenizer
+
+    out = Path(args.output_dir)
+    resume_from = resolve_resume(args)  # config errors surface before any work
+    if args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)
+    use_bf16 = args.mixed_precision == "bf16" or (
+        args.mixed_precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    accelerator = Accelerator(
+        mixed_precision="bf16" if use_bf16 else "no",
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False),
+        # The stream shards itself by rank and worker: accelerate must not split or dispatch it.
+        dataloader_config=DataLoaderConfiguration(dispatch_batches=False, split_batches=False),
+        log_with=None if args.tracker == "none" else args.tracker,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / LOGS)),
+        dynamo_backend="inductor" if args.compile else "no",
+    )
+    set_seed(args.seed)
+    model = build_model(args.model)
+    tokenizer = MidiTokenizer(sustain=args.sustain, model_max_length=args.block_size
+                              if args.model.architecture == "musicrnn" else args.model.context_length)
+    with accelerator.main_process_first():
+        train_batches = Batches(make_stream(args, args.train_split, tokenizer, accelerator, True), args,
+                                accelerator.device)
+        eval_stream = make_stream(args, args.eval_split, tokenizer, accelerator, False) if args.eval_batches else None
+    eval_batches = None  # read once, at the first evaluation
+    fused = accelerator.device.type == "cuda"
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.learning_rate,
+                                  betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, fused=fused)
+    flops_tok = flops_per_token(model, args.block_size)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    step, tokens_seen, minutes_before = 0, 0, 0.0
+    if resume_from is not None:
+        step, tokens_seen, minutes_before = _load_checkpoint(accelerator, resume_from, train_batches, args)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / LOGS).mkdir(exist_ok=True)
+        for stale in (out / CHECKPOINTS).glob(".tmp-*"):  # a save cut off by a kill
+            shutil.rmtree(stale, ignore_errors=True)
+        _truncate_metrics(out / LOGS / "metrics.jsonl", step)
+    accelerator.wait_for_everyone()  # OUT/logs exists for every rank
+    if args.tracker != "none":
+        accelerator.init_trackers("hf-midi", config={k: str(v) if isinstance(v, (list, type(None))) else v
+                                                    for k, v in to_flat_dict(args).items()})
+    peak = peak_tflops(args, accelerator.device)
+    record = open(out / LOGS / f"batches_rank{accelerator.process_index}.jsonl", "a") if args.record_batches else None
+    bar = tqdm(total=args.max_steps, initial=step, desc="train", disable=not accelerator.is_local_main_process,
+               dynamic_ncols=True)
+    scale = accelerator.num_processes * args.gradient_accumulation_steps  # undo DDP's and backward()'s means
+    t_start, t_log, tokens_log = time.perf_counter(), time.perf_counter(), 0
+    minutes = minutes_before
+    model.train()
+    while step < args.max_steps:
+        lr = learning_rate(args, step, minutes)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        micro = [next(train_batches) for _ in range(args.gradient_accumulation_steps)]
+        # Loss = summed token losses / real labelled tokens of the whole step (all micro-batches, all ranks).
+        n_tokens = accelerator.reduce(sum((b["labels"][:, 1:] != -100).sum() for b in micro), "sum")
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for batch in micro:
+            if record is not None:
+                record.write(json.dumps({"step": step, "blocks": [_fingerprint(r) for r in batch["input_ids"]]}) + "\n")
+            with accelerator.accumulate(model):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                part = token_loss_sum(logits, batch["labels"])  # (,)
+                accelerator.backward(part * scale / n_tokens.clamp(min=1))
+                loss_sum += part.detach()
+        minutes = minutes_before + (time.perf_counter() - t_start) / 60
+        # One collective for the step's loss and the (mean) clock, so every rank sees the same values.
+        stats = accelerator.reduce(torch.stack([loss_sum, torch.tensor(minutes, device=loss_sum.device)]), "sum")
+        loss = (stats[0] / n_tokens.clamp(min=1)).item()
+        minutes = stats[1].item() / accelerator.num_processes
+        if not math.isfinite(loss):
+            last = checkpoints(out)
+            raise TrainingError(
+                f"loss is {loss} at step {step + 1}: stopping before the update. The last good checkpoint is "
+                f"{last[-1] if last else 'none (no checkpoint was written yet)'}; resume from it with a lower "
+                "learning_rate or more warmup_steps.")
+        if args.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        step_tokens = sum(b["input_ids"].numel() for b in micro) * accelerator.num_processes
+        tokens_seen += step_tokens
+        tokens_log += step_tokens
+        metrics = {"loss": loss, "lr": lr}
+        if step % args.log_every == 0 or step == args.max_steps:
+            now = time.perf_counter()
+            tok_s = tokens_log / max(now - t_log, 1e-9)
+            metrics.update(tokens_per_s=tok_s, tflops=tok_s * flops_tok / 1e12, tokens_seen=tokens_seen,
+                           epoch=train_batches.epoch, minutes=minutes)
+            if peak:
+                metrics["mfu"] = metrics["tflops"] / peak
+            t_log, tokens_log = now, 0
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+            accelerator.log(metrics, step=step)
+        time_up = args.max_minutes is not None and minutes >= args.max_minutes
+        last_step = step == args.max_steps or time_up
+        if eval_stream is not None and ((args.eval_every and step % args.eval_every == 0) or last_step):
+            if eval_batches is None:
+                eval_batches = read_eval_batches(eval_stream, args)
+            metrics["eval_loss"] = evaluate_loss(accelerator, model, eval_batches, args)
+            accelerator.log({"eval_loss": metrics["eval_loss"]}, step=step)
+            model.train()
+            t_log, tokens_log = time.perf_counter(), 0  # keep evaluation out of tokens/s
+        if accelerator.is_main_process:
+            with open(out / LOGS / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+        bar.update(1)
+        if (args.save_every and step % args.save_every == 0) or last_step:
+            state = {"step": step, "tokens_seen": tokens_seen, "minutes": minutes,
+                     "world_size": accelerator.num_processes, "config": to_flat_dict(args)}
+            save_checkpoint(accelerator, out, step, state, train_batches.state_dict(), args.save_total_limit)
+            t_log, tokens_log = time.perf_counter(), 0
+        if time_up:
+            break
+    bar.close()
+    if record is not None:
+        record.close()
+    accelerator.wait_for_everyone()
+    export(accelerator, model, tokenizer, out, max_new_tokens=1024)
+    accelerator.end_training()
+    return out
+
+
+def _fingerprint(ids: torch.Tensor) -> str:
+    return hashlib.sha1(ids.cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """A resumed run rewrites the steps after its checkpoint: drop their old lines."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):  # a line cut off by a kill
+            pass
+    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+def _load_checkpoint(accelerator, path: Path, batches: Batches, args: TrainingArguments) -> tuple[int, int, float]:
+    state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+    accelerator.load_state(str(path))
+    data_file = path / f"data_state_rank{accelerator.process_index}.json"
+    if state["world_size"] == accelerator.num_processes and data_file.is_file():
+        batches.load_state_dict(json.loads(data_file.read_text(encoding="utf-8")))
+    else:  # another world size shards the data differently: go on from the next epoch's start
+        epoch = json.loads((path / "data_state_rank0.json").read_text(encoding="utf-8"))["epoch"] + 1
+        batches.load_state_dict({"epoch": epoch, "taken": 0})
+        accelerator.print(f"resume: {state['world_size']} -> {accelerator.num_processes} processes; "
+                          f"the data restarts at epoch {epoch}")
+    accelerator.print(f"resumed from {path} at step {state['step']}")
+    return state["step"], state["tokens_seen"], state["minutes"]
+
+
+def read_eval_batches(stream, args: TrainingArguments) -> list[dict]:
+    """The first ``eval_batches`` micro-batches of this rank's eval stream (kept: every evaluation
+    scores the same blocks, and the MIDI is parsed once)."""
+    from torch.utils.data import DataLoader
+
+    batches = []
+    for batch in DataLoader(stream, batch_size=args.per_device_batch_size):
+        batches.append(batch)
+        if len(batches) == args.eval_batches:
+            break
+    return batches
+
+
+@torch.no_grad()
+def evaluate_loss(accelerator, model, batches: list[dict], args: TrainingArguments) -> float:
+    """Mean next-token loss over ``batches``. Every rank runs the same number of forward passes
+    (FSDP needs all of them in each), padding with empty batches."""
+    model.eval()
+    n = int(accelerator.reduce(torch.tensor(len(batches), device=accelerator.device), "max"))
+    total = torch.zeros(2, device=accelerator.device)  # (loss sum, tokens)
+    for i in range(n):
+        if i < len(batches):
+            batch = {k: v.to(accelerator.device) for k, v in batches[i].items()}
+        else:
+            ids = torch.full((1, args.block_size), PAD_ID, device=accelerator.device)
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.full_like(ids, -100)}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        total += torch.stack([token_loss_sum(logits, batch["labels"]), (batch["labels"][:, 1:] != -100).sum()])
+    total = accelerator.reduce(total, "sum")
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except ConfigError as e:
+        print(f"train.py: config error: {e}", file=sys.stderr)
+        return 2
+    try:
+        train(args)
+    except (TrainingError, ConfigError) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = [
+    "Batches",
+    "TrainingError",
+    "build_model",
+    "checkpoints",
+    "flops_per_token",
+    "generation_config",
+    "learning_rate",
+    "main",
+    "model_config",
+    "param_groups",
+    "token_loss_sum",
+    "train",
+]
