@@ -170,9 +170,10 @@ def _resolve_files(dataset: str, split: str, **load_kwargs) -> tuple[list[str], 
 class _Reader:
     """One worker's pieces, as ``(path, sha256, midi bytes or None, ids or None)`` tuples."""
 
-    def __init__(self, files: list[str], split: str, columns: list[str], node: int, world: int, batch_rows: int):
+    def __init__(self, files: list[str], split: str, columns: list[str], node: int, world: int, batch_rows: int,
+                 read_kwargs: dict):
         self.files, self.split, self.columns = files, split, columns
-        self.node, self.world, self.batch_rows = node, world, batch_rows
+        self.node, self.world, self.batch_rows, self.read_kwargs = node, world, batch_rows, read_kwargs
 
     def __iter__(self):
         from datasets import load_dataset
@@ -180,7 +181,7 @@ class _Reader:
 
         ds = load_dataset(
             "parquet", data_files={self.split: self.files}, split=self.split, streaming=True,
-            columns=self.columns,
+            columns=self.columns, **self.read_kwargs,
         )
         # Shards when their count divides world (whole files per reader), else every world-th row.
         ds = split_dataset_by_node(ds, rank=self.node, world_size=self.world)
@@ -240,6 +241,8 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         self.seed, self.epoch, self.rank, self.world_size = int(seed), int(epoch), rank, world_size
         self.read_batch_rows = read_batch_rows
         self.files, features = _resolve_files(self.dataset, split, **(load_kwargs or {}))
+        # what reading the resolved hf:// files needs too (a private repo's token)
+        self.read_kwargs = {k: v for k, v in (load_kwargs or {}).items() if k in ("token", "storage_options")}
         self.use_ids = self._choose_ids(features, use_pretokenized)
         self.columns = ["path", "sha256", "input_ids"] if self.use_ids else ["path", "sha256", "midi"]
         self._resume: dict | None = None  # the state to start the next pass of `epoch` from
@@ -277,7 +280,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         if "://" not in first:  # local: read one value of one column
             return pq.ParquetFile(first).read_row_group(0, columns=["sustain"]).column(0)[0].as_py()
         ds = load_dataset("parquet", data_files={self.split: [first]}, split=self.split, streaming=True,
-                          columns=["sustain"])
+                          columns=["sustain"], **self.read_kwargs)
         return next(iter(ds))["sustain"]
 
     def set_epoch(self, epoch: int) -> None:
@@ -378,7 +381,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         files = list(self.files)
         if shuffle:
             files = [files[i] for i in np.random.default_rng([self.seed, self.epoch]).permutation(len(files))]
-        reader = _Reader(files, self.split, self.columns, node, world, self.read_batch_rows)
+        reader = _Reader(files, self.split, self.columns, node, world, self.read_batch_rows, self.read_kwargs)
         stream_rng = np.random.default_rng([self.seed, self.epoch, node, world])
         rows = _shuffled(iter(reader), self.piece_shuffle_buffer, stream_rng)
 
@@ -472,7 +475,8 @@ def stream_blocks(
         rank, world_size: this process's place in a multi-process run. Each (rank, DataLoader worker)
             reads a disjoint part (``split_dataset_by_node`` over ``world_size x num_workers`` readers,
             whole shards when that number divides the shard count); together they read everything.
-            Do not let accelerate shard this dataset again.
+            Do not let accelerate shard this dataset again. The stream is copied into DataLoader workers
+            when they start: call ``set_epoch`` before each epoch with ``persistent_workers=False``.
         use_pretokenized: use the ``input_ids`` column when the dataset has one. None (default): when it
             exists, was made with the tokenizer's sustain mode, and ``augment`` has no stretch or
             jitter (those need the unquantised times, so the MIDI is parsed); transposition works on
@@ -502,7 +506,7 @@ def iter_pieces(
     stream = MidiBlockStream(dataset, split, tokenizer, 2, shuffle_buffer=0, piece_shuffle_buffer=0,
                              rank=rank, world_size=world_size, use_pretokenized=use_pretokenized,
                              load_kwargs=load_kwargs)
-    reader = _Reader(stream.files, split, stream.columns, rank, world_size, stream.read_batch_rows)
+    reader = _Reader(stream.files, split, stream.columns, rank, world_size, stream.read_batch_rows, stream.read_kwargs)
     for path, _, midi, ids in reader:
         ids = stream._encode(midi, ids, path, None)
         if ids is not None:

@@ -378,7 +378,7 @@ def _card(name: str, cfg: PrepareConfig, report: PrepareReport, sizes: dict[str,
     )
     body = f"""# {name}
 
-Piano MIDI files packed for [hf-midi](https://github.com/) (performance-event tokenizer, Oore et al.
+Piano MIDI files packed by `hf-midi prepare` for the hf-midi performance-event tokenizer (Oore et al.
 2018): one parquet row per file, with the file's bytes and a few facts about it.
 
 | split | files | hours | notes | shards |
