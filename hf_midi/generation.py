@@ -52,6 +52,7 @@ from .codec import (
     VELOCITY,
     VOCAB_SIZE,
     MidiError,
+    load_score,
     shift_steps,
 )
 
@@ -509,6 +510,9 @@ def numbered(path: str | None, index: int, count: int) -> Path | None:
     return path if count == 1 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
 
 
+_CLI_NAMES = {"num_return_sequences": "num"}
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -516,13 +520,18 @@ def run_generate(args: argparse.Namespace) -> int:
     from .utils import atomic_write_bytes
 
     # Everything that can be checked is checked before the model loads.
-    check_generation_args(
-        seconds=args.seconds, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, num_return_sequences=args.num, seed=args.seed,
-        prompt_seconds=args.prompt_seconds,
-    )
+    try:
+        check_generation_args(
+            seconds=args.seconds, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, num_return_sequences=args.num, seed=args.seed,
+            prompt_seconds=args.prompt_seconds,
+        )
+    except GenerationError as e:  # name the option as the user typed it
+        name, rest = str(e).split(" ", 1)
+        raise GenerationError(f"--{_CLI_NAMES.get(name, name).replace('_', '-')} {rest}") from None
     if args.prompt_seconds is not None and args.prompt is None:
         raise GenerationError("--prompt-seconds needs --prompt")
+    prompt = load_score(args.prompt, source=f"--prompt {args.prompt}") if args.prompt else None
     soundfont = find_soundfont(args.soundfont) if args.wav else None
     if args.device in (None, "cpu") and not torch.cuda.is_available():
         torch.set_num_threads(1)  # measured: two threads on a shared 2-core machine slow down 4-35x
@@ -536,7 +545,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     try:
         results = pipe(
-            prompt=args.prompt, prompt_seconds=args.prompt_seconds, seconds=args.seconds,
+            prompt=prompt, prompt_seconds=args.prompt_seconds, seconds=args.seconds,
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
             top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
             return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,

@@ -99,11 +99,11 @@ def render_wav(
     sf = find_soundfont(soundfont)
     score = sustain_notes(load_score(score))
     end = float(score.end())
-    samples = int(math.ceil((end + tail) * sample_rate))
+    samples = round((end + tail) * sample_rate)
     if any(len(t.notes) for t in score.tracks):
         # The synthesizer stops at the last note-off, cutting the release: a silent marker (velocity
         # 0, length 0) at the end of the tail makes it render the release.
-        score.tracks[0].notes.append(symusic.Note(end + tail, 0.0, 60, 0))
+        score.tracks[0].notes.append(symusic.Note(end + tail, 0.0, 60, 0, "second"))
         audio = np.asarray(symusic.Synthesizer(sf_path=str(sf), sample_rate=sample_rate).render(score, stereo=True))
         audio = np.ascontiguousarray(audio.T, dtype=np.float32)  # (channels, n) -> (n, channels)
     else:

@@ -1,0 +1,103 @@
+"""`hf-midi generate` end to end with a tiny model: MIDI, WAV and PNG written, read back, checked."""
+
+from __future__ import annotations
+
+import io
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import symusic
+from conftest import POP909_FIXTURES
+from test_generation import save_tiny_model
+
+import hf_midi.generation as generation
+from hf_midi import cli
+from hf_midi.render import PEDAL_STRIP
+
+requires_soundfont = pytest.mark.skipif(not any(Path("/usr/share/sounds/sf2").glob("*.sf2")),
+                                        reason="no SoundFont in /usr/share/sounds/sf2")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(save_tiny_model(tmp_path_factory.mktemp("tiny"), n_positions=256, seed=21))
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    image = pytest.importorskip("PIL.Image")
+    with image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+@requires_soundfont
+def test_generate_writes_midi_wav_png(model_dir, tmp_path, capsys):
+    out = tmp_path / "out.mid"
+    rc = cli.main(["generate", "--model", model_dir, "--seconds", "6", "--seed", "3", "-o", str(out),
+                   "--wav", str(tmp_path / "out.wav"), "--png", str(tmp_path / "roll.png")])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "6/6 s" in err or "6.0/6 s" in err  # the progress bar counts music seconds
+    score = symusic.Score(out, ttype="second")
+    seconds = score.end()
+    assert 0 < seconds <= 6.0 + 1e-6 and sum(len(t.notes) for t in score.tracks) > 0
+    with wave.open(str(tmp_path / "out.wav"), "rb") as w:
+        frames = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        duration = w.getnframes() / w.getframerate()
+    assert duration == pytest.approx(seconds + 1.0, abs=0.01)  # the music plus a 1 s tail
+    assert np.abs(frames).max() > 10000 and np.sqrt(np.mean(frames.astype(float) ** 2)) > 100
+    width, height = png_size((tmp_path / "roll.png").read_bytes())
+    assert width == int(np.ceil(seconds * 50)) and height >= 88 * 4 + PEDAL_STRIP
+    # Same seed, same piece: the command is reproducible.
+    again = tmp_path / "again.mid"
+    assert cli.main(["generate", "--model", model_dir, "--seconds", "6", "--seed", "3", "-o", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_generate_several_from_a_prompt(model_dir, tmp_path):
+    out = tmp_path / "cont.mid"
+    rc = cli.main(["generate", "--model", model_dir, "--prompt", str(POP909_FIXTURES[0]), "--prompt-seconds", "5",
+                   "--seconds", "3", "--num", "2", "--seed", "1", "-o", str(out), "--png", str(tmp_path / "r.png")])
+    assert rc == 0
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["cont-1.mid", "cont-2.mid", "r-1.png", "r-2.png"]
+    prompt = symusic.Score(POP909_FIXTURES[0], ttype="second")
+    first = min(n.time for t in prompt.tracks for n in t.notes)
+    for name in ("cont-1.mid", "cont-2.mid"):
+        s = symusic.Score(tmp_path / name, ttype="second")
+        assert 5.0 < s.end() <= 8.0 + 1e-6  # prompt (5 s) + at most 3 s
+        assert min(n.time for n in s.tracks[0].notes) == pytest.approx(first, abs=0.006)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seconds", "0"], "--seconds: must be > 0"),
+    (["--seconds", "1e9"], "--seconds: must be > 0 and at most 3600"),
+    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["--top-k", "-1"], "--top-k must be an integer"),
+    (["--num", "0"], "--num must be an integer in 1..64"),
+    (["--prompt-seconds", "3"], "--prompt-seconds needs --prompt"),
+    (["--prompt", "missing.mid"], "--prompt missing.mid: no such file"),
+    (["--prompt", str(POP909_FIXTURES[0]), "--prompt-seconds", "1"], "has no notes in its first 1 s"),
+])
+def test_bad_arguments_fail_cleanly_and_write_nothing(model_dir, tmp_path, capsys, args, message):
+    out = tmp_path / "out.mid"
+    try:
+        rc = cli.main(["generate", "--model", model_dir, "-o", str(out), *args])
+    except SystemExit as e:  # argparse's own errors
+        rc = e.code
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_model_folder_problems(tmp_path, capsys, monkeypatch):
+    bare = save_tiny_model(tmp_path / "bare", tokenizer=False)
+    assert cli.main(["generate", "--model", str(bare), "-o", str(tmp_path / "o.mid")]) == 1
+    assert "no tokenizer" in capsys.readouterr().err
+    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", tmp_path / "none")
+    assert cli.main(["generate", "-o", str(tmp_path / "o.mid")]) == 1
+    assert "no default model is installed" in capsys.readouterr().err
+    assert not (tmp_path / "o.mid").exists()
