@@ -314,24 +314,20 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
 
     def dataloader_state(self, batches: int, batch_size: int, num_workers: int, epoch: int | None = None) -> dict:
         """The state after this rank's ``DataLoader(stream, batch_size=batch_size, num_workers=num_workers)``
-        has given ``batches`` batches of epoch ``epoch`` (default: the current one).
+        has given ``batches`` batches of epoch ``epoch`` (default: the current one), counted from the
+        epoch's start (a resumed DataLoader's batches continue the count).
 
         A DataLoader takes whole batches from its workers in turn (worker ``k % num_workers`` makes
         batch ``k``). The state records each worker's block count and which worker is next, so a fresh
         DataLoader over the resumed stream gives exactly the batches the old one would have given
         next. Exact as long as no worker had run out of data before ``batches``: in the last few
         batches of an epoch it may repeat or miss some (``batches=0`` of the next epoch is exact).
+        ``num_workers=0`` (batches made in the main process) counts as one worker.
         """
-        w, epoch = max(1, num_workers), self.epoch if epoch is None else int(epoch)
-        resumed = self._resume is not None and self._resume["epoch"] == epoch
-        first = self._rotation if resumed else 0  # the worker that made this pass's first batch
-        counts = list(self._resume["blocks_per_worker"]) if resumed else [0] * w
-        if len(counts) != w:
-            raise ValueError(f"resumed with {len(counts)} DataLoader worker(s), not {w}")
-        for k in range(w):  # batch k, k + w, ... of this pass came from worker first + k
-            counts[(first + k) % w] += batch_size * len(range(k, batches, w))
-        return self._identity() | {"epoch": epoch, "rotation": (first + batches) % w, "num_workers": w,
-                                   "blocks_per_worker": counts}
+        w = max(1, num_workers)
+        counts = [batch_size * len(range(k, batches, w)) for k in range(w)]
+        return self._identity() | {"epoch": self.epoch if epoch is None else int(epoch), "rotation": batches % w,
+                                   "num_workers": w, "blocks_per_worker": counts}
 
     def load_state_dict(self, state: dict) -> None:
         """Start the next pass of ``state["epoch"]`` after the blocks the state says were yielded."""
@@ -415,6 +411,12 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         # A resumed DataLoader starts with its worker 0: let it play the worker that was next.
         worker = (worker + self._rotation) % num_workers
         node, world = self.rank * num_workers + worker, self.world_size * num_workers
+        if len(self.files) % world and node == 0:
+            logger.warning(
+                "%d %s shards for %d readers (ranks x DataLoader workers): every reader reads all shards and "
+                "keeps every %dth row; `hf-midi prepare --shard-multiple %d` gives whole shards to each",
+                len(self.files), self.split, world, world, world,
+            )
         skip = self._skip_for(worker, num_workers)
         self._yielded = 0
         for block in self._blocks(node, world):

@@ -270,6 +270,10 @@ def test_resume_with_dataloader_workers(dataset, tok, consumed):
     rest = batches(resumed)
     assert len(rest) == len(full) - consumed
     assert all(torch.equal(a, b) for a, b in zip(rest, full[consumed:]))
+    # Resume again, later in the same epoch: the count runs from the epoch's start.
+    again = stream_blocks(dataset, "train", tok, 64, **kw)
+    again.load_state_dict(resumed.dataloader_state(consumed + 5, batch_size=4, num_workers=2))
+    assert all(torch.equal(a, b) for a, b in zip(batches(again), full[consumed + 5 :], strict=True))
     with pytest.raises(ValueError, match="same number"):
         next(iter(torch.utils.data.DataLoader(resumed, batch_size=4, num_workers=0)))
 
