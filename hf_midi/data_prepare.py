@@ -194,14 +194,20 @@ def _robust_map(
             ex.shutdown(wait=True, cancel_futures=True)
         # Isolate: the next `window` unfinished tasks, one at a time.
         todo = [i for i in range(len(tasks)) if not done[i]][:window]
-        for i in todo:
-            try:
-                with ProcessPoolExecutor(1) as ex:
+        ex = ProcessPoolExecutor(1)
+        try:
+            for i in todo:
+                try:
                     results[i] = ex.submit(fn, *tasks[i]).result()
-            except BrokenProcessPool:
-                results[i] = on_crash(tasks[i])
-            done[i] = True
-            progress(1)
+                except BrokenProcessPool:
+                    results[i] = on_crash(tasks[i])
+                    ex.shutdown(wait=True)
+                    ex = ProcessPoolExecutor(1)
+                done[i] = True
+                progress(1)
+                _check_signal()
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
         start = todo[-1] + 1 if todo else len(tasks)
         while start < len(tasks) and done[start]:
             start += 1
