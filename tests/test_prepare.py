@@ -302,6 +302,7 @@ def test_bad_arguments_fail_before_any_work(source, tmp_path):
         prepare_dataset(src, existing, PrepareConfig(progress=False))
 
 
+@pytest.mark.slow
 def test_cli(source, tmp_path):
     src, csv_path = source
     out = tmp_path / "ds"
@@ -314,6 +315,7 @@ def test_cli(source, tmp_path):
     assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.data
 @requires_shared_data
 def test_pop909_every_file_in_its_split(tmp_path):
     root = SHARED_DATA / "pop909"
@@ -329,8 +331,10 @@ def test_pop909_every_file_in_its_split(tmp_path):
     assert hours["train"] == pytest.approx(50.3, abs=0.5)
 
 
+@pytest.mark.data
+@pytest.mark.slow
 @requires_shared_data
-def test_sigint_mid_run_leaves_nothing(tmp_path):
+def test_sigterm_mid_run_leaves_nothing(tmp_path):
     root = SHARED_DATA / "pop909"
     out = tmp_path / "ds"
     proc = subprocess.Popen([sys.executable, "-m", "hf_midi.cli", "prepare", str(root), str(out), "--quiet",
