@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -41,9 +41,11 @@ MAX_VARIATIONS = 4
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
 MAX_TOP_K = 390  # the number of events; larger is the same as off
 MAX_SEED = 2**31 - 1
-# Free Spaces have 2 vCPUs and torch runs one thread a request, so 2 requests at once use the
-# machine; more would only slow each other down. The rest wait in the queue.
-DEFAULT_CONCURRENCY = 2
+MAX_PIECE_SECONDS = 180.0  # "continue the last result" stops growing a piece here
+# One request generates at a time (one torch thread); the others wait in the queue. Two at once
+# would use both vCPUs of a free Space, but the pipeline seeds torch's process-wide RNG, so two
+# overlapping requests would interleave their draws and a seed would no longer give its piece.
+DEFAULT_CONCURRENCY = 1
 QUEUE_SIZE = 32
 OUTPUT_ROOT = Path(tempfile.gettempdir()) / "hf-midi-space"
 KEEP_OUTPUTS_SECONDS = 3600  # request folders older than this are deleted
@@ -80,8 +82,9 @@ class Prompt:
 
     data: bytes
     name: str
-    seconds: float
+    seconds: float  # until the last note ends
     notes: int
+    first: float  # the first note's start, seconds
 
 
 def read_upload(path: str | os.PathLike | None, max_bytes: int = MAX_UPLOAD_BYTES) -> Prompt:
@@ -97,7 +100,7 @@ def read_upload(path: str | os.PathLike | None, max_bytes: int = MAX_UPLOAD_BYTE
     perf = score_to_performance(load_score(data, source=name))  # MidiReadError names the file
     if perf.num_notes == 0:
         raise InputError(f"{name} has no notes to continue (drum tracks are ignored).")
-    return Prompt(data, name, perf.duration, perf.num_notes)
+    return Prompt(data, name, perf.duration, perf.num_notes, float(perf.onset.min()))
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,19 @@ def package(result: dict, folder: Path, stem: str) -> Variation:
     return Variation(midi, wav, png, float(result["seconds"]), notes, result["midi"])
 
 
+def continue_last(last: list[tuple[bytes, float]], which, settings: Settings) -> tuple[bytes, Settings]:
+    """The prompt for "continue the last result": variation ``which`` of ``last`` (MIDI, seconds)
+    whole. Giving its length as ``prompt_seconds`` lets the pipeline slide its window over a piece
+    longer than the model's context instead of refusing it."""
+    if not last:
+        raise InputError("There is no result to continue yet: compose something first.")
+    data, seconds = last[min(max(int(which or 1), 1), len(last)) - 1]
+    if seconds + settings.seconds > MAX_PIECE_SECONDS:
+        raise InputError(f"This piece is {_minutes(seconds)} long; the limit is {_minutes(MAX_PIECE_SECONDS)}. "
+                         "Download it, or continue a part of it as an upload.")
+    return data, replace(settings, prompt_seconds=seconds + 1.0)
+
+
 def _prune_outputs(root: Path, keep_seconds: float) -> None:
     """Delete request folders older than ``keep_seconds`` (gradio keeps its own copies it serves)."""
     cutoff = time.time() - keep_seconds
@@ -218,14 +234,13 @@ def make_music(pipe, settings: Settings, prompt: bytes | None = None, progress=N
 
 
 def load_pipeline(model: str | None):
-    """The ``midi-generation`` pipeline for a folder or repo id; None = the bundled model, or
-    ``None`` back when there is none (the page then says so)."""
-    from hf_midi.generation import default_model_path
-    from transformers import pipeline
+    """The ``midi-generation`` pipeline for a folder or repo id (None: the bundled model); None
+    when there is no bundled model (the page then says so). ``GenerationError`` for a bad folder."""
+    from hf_midi import generation
 
-    if model is None and default_model_path() is None:
+    if model is None and generation.default_model_path() is None:
         return None
-    return pipeline("midi-generation", model=model)
+    return generation.load_pipeline(model)
 
 
 # ---------------------------------------------------------------------------------------- page
@@ -265,11 +280,13 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                                      variations, keep if source == UPLOAD else None)
             prompt = None
             if source == UPLOAD:
-                prompt = read_upload(upload).data
+                up = read_upload(upload)
+                if up.first >= settings.prompt_seconds:
+                    raise InputError(f"{up.name} has no notes in its first {settings.prompt_seconds:g} s "
+                                     f"(the first starts at {up.first:.1f} s): keep more of it.")
+                prompt = up.data
             elif source == LAST:
-                if not last:
-                    raise InputError("There is no result to continue yet: compose something first.")
-                prompt = last[min(int(which or 1), len(last)) - 1]
+                prompt, settings = continue_last(last, which, settings)
             progress((0, int(settings.seconds)), desc="Composing", unit="s of music")
             start = time.perf_counter()
             pieces = make_music(
@@ -280,8 +297,8 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
             took = time.perf_counter() - start
             log.info("%d variation(s) of %.0f s in %.1f s (seed %d, prompt: %s)", len(pieces),
                      settings.seconds, took, settings.seed, source)
-        except (InputError, MidiError) as e:
-            raise gr.Error(str(e), print_exception=False) from None
+        except (InputError, MidiError) as e:  # shown until closed: it says what to change
+            raise gr.Error(str(e), duration=None, print_exception=False) from None
         except Stopped:
             raise gr.Error("Stopped.", print_exception=False) from None
         finally:
@@ -289,8 +306,8 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                 del stops[request.session_hash]
         status = f"Seed {settings.seed}, made in {took:.1f} s. " + " · ".join(
             f"Variation {i + 1}: {_minutes(v.seconds)}, {v.notes} notes" for i, v in enumerate(pieces))
-        out = [status, [v.data for v in pieces], gr.update(choices=list(range(1, len(pieces) + 1)), value=1),
-               settings.seed]
+        choices = gr.update(choices=list(range(1, len(pieces) + 1)), value=1)
+        out = [status, [(v.data, v.seconds) for v in pieces], choices, settings.seed]
         for i in range(MAX_VARIATIONS):
             v = pieces[i] if i < len(pieces) else None
             out += [gr.update(visible=v is not None), str(v.wav) if v else None,
@@ -323,20 +340,21 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                                  elem_id="upload")
                 upload_info = gr.Markdown(visible=False, elem_id="upload-info")
                 keep = gr.Slider(1, MAX_PROMPT_SECONDS, value=DEFAULT_PROMPT_SECONDS, step=1,
-                                 label="Seconds of the file to keep as the prompt", visible=False)
-                which = gr.Radio([1], value=1, label="Variation to continue", visible=False)
+                                 label="Seconds of the file to keep as the prompt", visible=False, elem_id="keep")
+                which = gr.Radio([1], value=1, label="Variation to continue", visible=False, elem_id="which")
                 seconds = gr.Slider(MIN_SECONDS, MAX_SECONDS, value=DEFAULT_SECONDS, step=1,
-                                    label="Length of new music (seconds)")
-                variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations")
-                with gr.Accordion("Sampling", open=False):
+                                    label="Length of new music (seconds)", elem_id="seconds")
+                variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations", elem_id="variations")
+                with gr.Accordion("Sampling", open=False, elem_id="sampling"):
                     temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=1.0, step=0.05,
                                             label="Temperature (higher: bolder)")
                     top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p (1: off)")
                     top_k = gr.Slider(0, MAX_TOP_K, value=0, step=1, label="Top-k (0: off)")
                     with gr.Row():
-                        seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                        seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
+                                         elem_id="seed")
                         dice = gr.Button("Random seed", size="sm")
-                    new_seed = gr.Checkbox(value=True, label="New random seed each time")
+                    new_seed = gr.Checkbox(value=True, label="New random seed each time", elem_id="new-seed")
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", interactive=pipe is not None,
                                    elem_id="generate")
@@ -348,15 +366,17 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                     with gr.Group(visible=False, elem_id=f"variation-{i + 1}") as group:
                         audio = gr.Audio(label=f"Variation {i + 1}", type="filepath", interactive=False,
                                          buttons=["download"], elem_id=f"audio-{i + 1}")
-                        roll = gr.Image(label="Piano roll", type="filepath", interactive=False,
+                        # a fixed height: a short piece's roll is narrow and would stand tall
+                        roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=240,
                                         format="png", elem_id=f"roll-{i + 1}")
                         midi = gr.File(label="MIDI", interactive=False, elem_id=f"midi-{i + 1}")
                     slots += [group, audio, roll, midi]
         inputs = [source, upload, keep, seconds, temperature, top_p, top_k, seed, new_seed, variations]
         gr.Examples([row for _, row in EXAMPLES], inputs, example_labels=[label for label, _ in EXAMPLES])
 
-        source.change(on_source, source, [upload, upload_info, keep, which], api_visibility="private")
-        upload.change(describe_upload, upload, upload_info, api_visibility="private")
+        source.change(on_source, source, [upload, upload_info, keep, which], api_visibility="private",
+                      show_progress="hidden")
+        upload.change(describe_upload, upload, upload_info, api_visibility="private", show_progress="hidden")
         dice.click(lambda: random.randint(0, MAX_SEED), None, seed, api_visibility="private")
         event = go.click(
             on_generate,

@@ -1,0 +1,182 @@
+"""Space: time from clicking Generate to playable audio, 20 s of music, one variation.
+
+    python benchmarks/bench_space.py [--model DIR] [--runs 3] [--seconds 20]
+
+Drives the real page in Debian Chromium (Playwright) against the app on localhost, one torch
+thread, and waits until the browser has decoded the audio. Also times the server's parts directly
+(generate, render + package). Model: ``--model``, else the bundled one, else a random-init
+``default`` preset (same size as the shipped model; its music is noise, and its number of tokens
+per second of music is not a trained model's, so the figures also give the token rate of each and
+an estimate at POP909's density). Goal: <= 10 s. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+
+def load_app():
+    spec = importlib.util.spec_from_file_location("hf_midi_space_app", ROOT / "spaces_app" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def model_folder(given: str | None, tmp: Path) -> tuple[str, str]:
+    """(folder, what it is)."""
+    from hf_midi.generation import default_model_path
+
+    if given:
+        return given, f"given: {given}"
+    if default_model_path() is not None:
+        return str(default_model_path()), "bundled hf_midi/pretrained/default"
+    import torch
+
+    from hf_midi import MidiTokenizer
+    from hf_midi.training import build_model, generation_config
+
+    torch.manual_seed(0)
+    model = build_model("default")
+    model.generation_config = generation_config(model.config)
+    model.save_pretrained(tmp)
+    MidiTokenizer().save_pretrained(tmp)
+    return str(tmp), "random-init 'default' preset (no bundled model yet)"
+
+
+def pop909_tokens_per_second() -> float:
+    from hf_midi.codec import encode, load_score, score_to_performance
+
+    files = sorted((ROOT / "tests" / "fixtures" / "pop909").glob("*.mid"))
+    tokens = sum(len(encode(f)) for f in files)
+    seconds = sum(score_to_performance(load_score(f)).duration for f in files)
+    return tokens / seconds
+
+
+def click_to_audio(page, seconds: float, seed: int) -> float:
+    """Set the form, click Generate, wait until the browser has decoded the new audio."""
+    for elem_id, value in (("seconds", seconds), ("variations", 1)):
+        box = page.locator(f"#{elem_id} input[type=number]")
+        box.fill(str(value))
+        box.press("Enter")
+    if not page.locator("#seed input").is_visible():
+        page.get_by_text("Sampling").click()  # open the accordion
+    page.locator("#new-seed input").uncheck()
+    page.locator("#seed input").fill(str(seed))
+    page.locator("#seed input").press("Enter")
+    old = page.evaluate("() => document.querySelector('#audio-1 audio[src]')?.src ?? ''")
+    start = time.perf_counter()
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(
+        """old => { const a = document.querySelector('#audio-1 audio[src]');
+                    return a && a.src != old && a.duration > 0 && isFinite(a.duration); }""",
+        arg=old, polling=50,
+    )
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    import gradio
+    import torch
+    import transformers
+    from playwright.sync_api import sync_playwright
+
+    torch.set_num_threads(1)
+    app = load_app()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, what = model_folder(args.model, Path(tmp))
+        pipe = app.load_pipeline(folder)
+        params = sum(p.numel() for p in pipe.model.parameters())
+
+        # The server's parts, called directly (the first call also pays one-time costs).
+        parts = []
+        for run in range(args.runs):
+            settings = app.make_settings(seconds=args.seconds, seed=1000 + run)
+            t0 = time.perf_counter()
+            [result] = app.generate(pipe, settings)
+            t1 = time.perf_counter()
+            app.package(result, Path(tmp) / "out", f"run{run}")
+            t2 = time.perf_counter()
+            parts.append({"generate_s": t1 - t0, "render_s": t2 - t1, "tokens": len(result["token_ids"]),
+                          "music_s": result["seconds"]})
+            print(f"direct run {run}: generate {t1 - t0:.2f} s ({len(result['token_ids'])} tokens), "
+                  f"render+package {t2 - t1:.2f} s", file=sys.stderr)
+
+        demo = app.build_demo(pipe=pipe)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+        clicks = []
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                page.set_default_timeout(300_000)
+                page.goto(f"http://127.0.0.1:{port}/")
+                for run in range(args.runs):
+                    clicks.append(click_to_audio(page, args.seconds, 2000 + run))
+                    print(f"browser run {run}: click to audio {clicks[-1]:.2f} s", file=sys.stderr)
+                browser.close()
+        finally:
+            demo.close()
+
+    tokens_per_s = statistics.median(r["tokens"] / r["generate_s"] for r in parts)
+    made_density = statistics.median(r["tokens"] / r["music_s"] for r in parts)
+    pop_density = pop909_tokens_per_second()
+    overhead = statistics.median(clicks) - statistics.median(r["generate_s"] for r in parts)
+    figures = {
+        "bench": "space",
+        "seconds_of_music": args.seconds,
+        "variations": 1,
+        "model": what,
+        "parameters": params,
+        "runs": args.runs,
+        "click_to_audio_s": [round(c, 2) for c in clicks],
+        "click_to_audio_median_s": round(statistics.median(clicks), 2),
+        "goal_s": 10.0,
+        "generate_s": [round(r["generate_s"], 2) for r in parts],
+        "render_package_s": [round(r["render_s"], 3) for r in parts],
+        "generated_tokens_per_s": round(tokens_per_s, 1),
+        "tokens_per_music_second_generated": round(made_density, 1),
+        "tokens_per_music_second_pop909": round(pop_density, 1),
+        # a trained model writes about POP909's density: the same token rate, that many tokens
+        "estimated_click_to_audio_at_pop909_density_s": round(
+            overhead + args.seconds * pop_density / tokens_per_s, 2),
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "gradio": gradio.__version__},
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The Space (issue 7): its functions on real MIDI and real rendering, its files, the assembled
+copy, and a small gradio_client load test against the app on localhost.
+
+The model is a tiny random GPT-2: what it plays is noise, but every path (prompt, sampling, stop,
+render, packaging, queueing) is the real one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import socket
+import subprocess
+import sys
+import threading
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import symusic
+import yaml
+from conftest import EDGE_FIXTURES, POP909_FIXTURES, ROOT
+
+SPACE_DIR = ROOT / "spaces_app"
+PROMPT_MIDI = POP909_FIXTURES[0]
+
+
+def load_app():
+    """spaces_app/app.py as a module (it is a Space, not a package)."""
+    spec = importlib.util.spec_from_file_location("hf_midi_space_app", SPACE_DIR / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_tiny_model(folder: Path) -> Path:
+    """A random 2-layer, 64-wide GPT-2 folder with the tokenizer and generation config."""
+    import torch
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+
+    from hf_midi import MidiTokenizer
+
+    torch.manual_seed(0)
+    special = {"bos_token_id": 391, "eos_token_id": 392, "pad_token_id": 390}
+    config = GPT2Config(vocab_size=393, n_positions=256, n_embd=64, n_layer=2, n_head=2, **special)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    MidiTokenizer().save_pretrained(folder)
+    # A random model would end a piece (<eos>) within seconds, where a trained one plays on: suppress
+    # it, so that pieces have the asked length. <pad> and <bos> never come out of a model either.
+    never = [390, 391, 392]
+    GenerationConfig(do_sample=True, max_new_tokens=1024, suppress_tokens=never, **special).save_pretrained(folder)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app():
+    return load_app()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def pipe(app, tiny_model):
+    return app.load_pipeline(str(tiny_model))
+
+
+def midi_seconds(data: bytes) -> float:
+    score = symusic.Score.from_midi(data, ttype="second")
+    return max((n.end for t in score.tracks for n in t.notes), default=0.0)
+
+
+def wav_info(path: Path) -> tuple[int, float, np.ndarray]:
+    with wave.open(str(path), "rb") as w:
+        frames = w.readframes(w.getnframes())
+        assert w.getsampwidth() == 2
+        return w.getframerate(), w.getnframes() / w.getframerate(), np.frombuffer(frames, "<i2")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+# ------------------------------------------------------------------------------------- uploads
+def test_read_upload_reads_a_real_midi(app):
+    prompt = app.read_upload(PROMPT_MIDI)
+    assert prompt.name == PROMPT_MIDI.name
+    assert prompt.data == PROMPT_MIDI.read_bytes()
+    assert prompt.notes > 100 and prompt.seconds > 30
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("test-not-a-midi-file.mid", "not a MIDI file"),
+        ("test-empty-file.mid", "empty"),
+        ("test-empty.mid", "no notes"),
+        ("test-all-gm-percussion.mid", "no notes"),  # drums only: nothing for a piano to continue
+        ("test-corrupt-file-missing-byte.mid", "test-corrupt-file-missing-byte.mid"),
+    ],
+)
+def test_read_upload_explains_bad_files(app, name, expected):
+    with pytest.raises(ValueError) as e:
+        app.read_upload(EDGE_FIXTURES / name)
+    message = str(e.value)
+    assert expected in message and name in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_read_upload_refuses_large_and_missing_files(app, tmp_path):
+    big = tmp_path / "big.mid"
+    big.write_bytes(PROMPT_MIDI.read_bytes() + b"\0" * app.MAX_UPLOAD_BYTES)
+    with pytest.raises(app.InputError, match=r"big\.mid is 4\.0 MB; the limit is 4 MB"):
+        app.read_upload(big)
+    with pytest.raises(app.InputError, match="Upload a MIDI file"):
+        app.read_upload(None)
+
+
+def test_describe_upload_is_one_line_for_good_and_bad(app):
+    assert re.fullmatch(rf"\*\*{PROMPT_MIDI.name}\*\*: \d+ notes, \d+:\d\d long\.", app.describe_upload(PROMPT_MIDI))
+    assert app.describe_upload(EDGE_FIXTURES / "test-not-a-midi-file.mid").startswith("⚠️ test-not-a-midi-file.mid")
+
+
+# ------------------------------------------------------------------------------------- settings
+def test_make_settings_caps_every_knob(app):
+    s = app.make_settings(seconds=1e6, temperature=0, top_p=1.0, top_k=0, seed=-1, variations=99, prompt_seconds=1e3)
+    assert s.seconds == app.MAX_SECONDS and s.variations == app.MAX_VARIATIONS
+    assert s.temperature == app.MIN_TEMPERATURE and s.prompt_seconds == app.MAX_PROMPT_SECONDS
+    assert s.top_p is None and s.top_k is None  # 1.0 and 0 mean off
+    assert 0 <= s.seed <= app.MAX_SEED
+    s = app.make_settings(seconds=0, top_p=0.9, top_k=12, seed="7", variations=0)
+    assert (s.seconds, s.top_p, s.top_k, s.seed, s.variations) == (app.MIN_SECONDS, 0.9, 12, 7, 1)
+    assert app.make_settings(seed=None).seed != app.make_settings(seed=None).seed  # drawn each time
+    with pytest.raises(app.InputError, match="Length must be a number"):
+        app.make_settings(seconds="long")
+    with pytest.raises(app.InputError, match="Temperature must be a finite number"):
+        app.make_settings(temperature=float("nan"))
+
+
+# ------------------------------------------------------------------------------------- music
+def test_compose_writes_midi_wav_png_of_the_asked_length(app, pipe, tmp_path):
+    from hf_midi.render import piano_roll_png
+
+    settings = app.make_settings(seconds=6, seed=3, variations=2, top_p=0.95)
+    seen = []
+    pieces = app.make_music(pipe, settings, progress=lambda done, total: seen.append((done, total)),
+                            out_root=tmp_path)
+    assert len(pieces) == 2
+    assert seen and all(total == 6 for _, total in seen) and seen[-1][0] >= seen[0][0]
+    for i, v in enumerate(pieces, start=1):
+        assert v.midi.name == f"hf-midi-3-{i}.mid" and v.midi.read_bytes() == v.data
+        length = midi_seconds(v.data)
+        assert 5.0 <= length <= 6.0 + 2.0, length  # the asked 6 s (a note may ring past the end)
+        assert abs(v.seconds - 6.0) <= 1.0 and v.notes > 0
+        rate, seconds, pcm = wav_info(v.wav)
+        assert rate == 22050 and seconds >= length - 0.05 and np.abs(pcm).max() > 100  # audible
+        width, height = png_size(v.png)
+        assert width >= 40 * length and height >= 88  # time across (50 px/s), the 88 keys up
+        assert v.png.read_bytes() == piano_roll_png(v.data)  # the picture of this very piece
+    assert pieces[0].data != pieces[1].data  # two variations, not one twice
+
+
+def test_same_seed_same_music(app, pipe, tmp_path):
+    settings = app.make_settings(seconds=3, seed=11)
+    a = app.make_music(pipe, settings, out_root=tmp_path / "a")[0]
+    b = app.make_music(pipe, settings, out_root=tmp_path / "b")[0]
+    assert a.data == b.data
+
+
+def test_continue_keeps_the_asked_seconds_of_the_upload(app, pipe, tmp_path):
+    prompt = app.read_upload(PROMPT_MIDI)
+    settings = app.make_settings(seconds=4, seed=5, prompt_seconds=5)
+    piece = app.make_music(pipe, settings, prompt.data, out_root=tmp_path)[0]
+
+    def notes(data, until):
+        score = symusic.Score.from_midi(data, ttype="second")
+        return sorted((round(n.start, 2), n.pitch) for t in score.tracks for n in t.notes if n.start < until)
+
+    # the first 5 s are the upload's (to the 10 ms step), then 4 s of new music
+    assert notes(piece.data, 4.9) == notes(prompt.data, 4.9)
+    assert 8.0 <= midi_seconds(piece.data) <= 11.0
+
+
+def test_stop_ends_generation(app, pipe, tmp_path):
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(app.Stopped):
+        app.make_music(pipe, app.make_settings(seconds=30, seed=1), stop=stop, out_root=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-packaged
+
+
+def test_page_without_a_model_says_so(app, monkeypatch):
+    import hf_midi.generation
+
+    monkeypatch.setattr(hf_midi.generation, "default_model_path", lambda: None)
+    demo = app.build_demo(model=None)
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert "No model is available" in blocks["no-model"].value
+    assert blocks["generate"].interactive is False
+
+
+def test_main_reports_a_missing_model_in_one_line(app, tmp_path, capsys):
+    assert app.main(["--model", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("app.py: error: cannot load model") and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------- the Space's files
+def test_space_readme_header(app):
+    import gradio
+
+    text = (SPACE_DIR / "README.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(text.split("---")[1])
+    assert header["sdk"] == "gradio" and header["sdk_version"] == gradio.__version__
+    assert (SPACE_DIR / header["app_file"]).is_file()
+    assert header["python_version"] == "3.11" and header["license"] == "mit"
+    assert 0 < len(header["short_description"]) <= 60  # the Hub's limit
+
+
+def test_space_requirements_cover_the_package(app):
+    """Every runtime dependency of hf_midi and of its `space` extra is in requirements.txt (gradio
+    comes from sdk_version), with the same pins where pyproject pins."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["space"]
+    lines = [ln.strip() for ln in (SPACE_DIR / "requirements.txt").read_text().splitlines()]
+    reqs = {re.split(r"[<>=!~ ]", ln)[0].lower(): ln for ln in lines if ln and not ln.startswith(("#", "-"))}
+    for dep in wanted:
+        name = re.split(r"[<>=!~ \[]", dep)[0].lower()
+        if name == "gradio":
+            continue
+        assert name in reqs, f"requirements.txt lacks {dep}"
+        if "==" in dep:
+            assert reqs[name].replace(" ", "") == dep.replace(" ", "")
+    assert "torch==" in reqs["torch"]  # a pinned CPU wheel; an open range pulls CUDA builds
+    assert "soundfont" in (SPACE_DIR / "packages.txt").read_text()
+    files = [x for _, row in app.EXAMPLES for x in row if isinstance(x, str) and x.endswith(".mid")]
+    assert len(files) == 2 and all(Path(f).is_file() for f in files)  # the examples the page offers
+
+
+def test_build_assembles_a_space_that_imports_its_own_copy(tiny_model, tmp_path):
+    out = tmp_path / "space"
+    build = [sys.executable, str(SPACE_DIR / "build.py"), str(out), "--model", str(tiny_model)]
+    subprocess.run(build, check=True, capture_output=True)
+    for name in ("app.py", "requirements.txt", "packages.txt", "README.md", "examples/pop909-720.mid",
+                 "hf_midi/__init__.py", "hf_midi/codec.py", "hf_midi/pretrained/default/config.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.rglob("__pycache__"))
+    probe = ("import app, hf_midi, hf_midi.generation as g; "
+             "print(hf_midi.__file__); print(g.default_model_path())")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=out, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    package_file, model = done.stdout.split()[-2:]
+    assert Path(package_file).resolve() == (out / "hf_midi" / "__init__.py").resolve()
+    assert Path(model).resolve() == (out / "hf_midi" / "pretrained" / "default").resolve()
+    # A second build into the same folder is refused, not merged.
+    again = subprocess.run(build, capture_output=True, text=True)
+    assert again.returncode == 1 and "exists and is not empty" in again.stderr
+
+
+# ------------------------------------------------------------------------------------- load
+@pytest.fixture(scope="module")
+def server(app, pipe):
+    demo = app.build_demo(pipe=pipe)
+    port = free_port()
+    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_eight_concurrent_requests_all_complete(app, pipe, server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    seeds = list(range(100, 108))
+
+    def request(seed):
+        upload = handle_file(str(PROMPT_MIDI)) if seed % 2 else None  # half continue an upload
+        source = app.UPLOAD if upload else app.COMPOSE
+        job = client.submit(source, upload, 3, 1, 3, 1.0, 0.95, 0, seed, False, 1, api_name="/generate")
+        return job.result(timeout=240)
+
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        results = list(pool.map(request, seeds))
+    assert len(results) == len(seeds)
+    for seed, (status, _which, got_seed, wav, png, midi, *rest) in zip(seeds, results):
+        assert got_seed == seed and status.startswith(f"Seed {seed},")  # each answer is its own
+        assert Path(wav).stat().st_size > 1000 and png_size(Path(png))[0] > 0
+        data = Path(midi).read_bytes()
+        assert Path(midi).name == f"hf-midi-{seed}-1.mid" and midi_seconds(data) >= 2.5
+        assert rest == [None] * 9  # one variation asked, one given
+    # the uploads were continued: their first seconds are the prompt's
+    prompt = symusic.Score.from_midi(PROMPT_MIDI.read_bytes(), ttype="second")
+    first = min(n.start for t in prompt.tracks for n in t.notes)
+    for seed, result in zip(seeds, results):
+        score = symusic.Score.from_midi(Path(result[5]).read_bytes(), ttype="second")
+        starts = min(n.start for t in score.tracks for n in t.notes)
+        if seed % 2:
+            assert abs(starts - first) < 0.011
+    # Queued requests keep their seeds: each piece is the one a lone request makes.
+    for seed, result in list(zip(seeds, results))[:2]:
+        settings = app.make_settings(3, 1.0, 0.95, 0, seed, 1, 3 if seed % 2 else None)
+        alone = app.make_music(pipe, settings, PROMPT_MIDI.read_bytes() if seed % 2 else None, out_root=tmp_path)
+        assert Path(result[5]).read_bytes() == alone[0].data
+
+
+def test_bad_upload_through_the_api_is_a_readable_error(app, server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    bad = handle_file(str(EDGE_FIXTURES / "test-not-a-midi-file.mid"))
+    with pytest.raises(Exception) as e:
+        client.predict(app.UPLOAD, bad, 3, 1, 3, 1.0, 0.95, 0, 1, False, 1, api_name="/generate")
+    assert "test-not-a-midi-file.mid: not a MIDI file" in str(e.value)
