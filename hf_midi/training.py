@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from .codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
 from .training_args import (
     ConfigError,
     ModelArguments,
@@ -172,10 +172,7 @@ def resolve_resume(args: TrainingArguments) -> Path | None:
     if args.resume == "latest":
         found = checkpoints(args.output_dir)
         return found[-1] if found else None  # nothing yet: start fresh (a first run and a rerun look alike)
-    path = Path(args.resume)
-    if not (path / TRAINER_STATE).is_file():
-        raise ConfigError(f"resume: {path} is not a checkpoint of this trainer (no {TRAINER_STATE})")
-    return path
+    return Path(args.resume)  # validate() checked it holds a trainer_state.json
 
 
 def save_checkpoint(accelerator, out: Path, step: int, state: dict, data_state: dict, keep: int) -> Path:
@@ -240,32 +237,42 @@ def make_stream(args: TrainingArguments, split: str, tokenizer, accelerator, tra
                                 velocity_jitter=args.velocity_jitter)
     return stream_blocks(
         args.dataset, split, tokenizer, args.block_size, augment=augment, mode=args.data_mode if train else "pack",
-        shuffle_buffer=args.shuffle_buffer if train else 0, seed=args.seed,
+        shuffle_buffer=args.shuffle_buffer if train else 0,
+        piece_shuffle_buffer=args.piece_shuffle_buffer if train else 0, seed=args.seed,
         rank=accelerator.process_index, world_size=accelerator.num_processes,
     )
 
 
 class Batches:
-    """Endless micro-batches of a per-rank stream, epoch after epoch, with a resumable position.
+    """Endless micro-batches of this rank's stream, epoch after epoch, with a resumable position.
 
-    The position is (epoch, micro-batches taken in it). With no DataLoader workers it is also the
-    stream's own state; with workers, resume replays the epoch up to that point (exact, slower).
+    The position is (epoch, micro-batches taken in it); the stream's ``dataloader_state`` turns it into
+    a state from which a fresh DataLoader (with the same number of workers) gives exactly the next
+    batches.
     """
 
     def __init__(self, stream, args: TrainingArguments, device):
         from torch.utils.data import DataLoader
 
-        self.stream, self.device = stream, device
+        self.stream, self.device, self.args = stream, device, args
         # drop_last: every step has the same shape (torch.compile would recompile for a ragged tail).
+        # Its own generator: each iter(DataLoader) draws a seed, which must not come from the global
+        # RNG (dropout's), or a resumed run (a new iterator after load_state) would drift from an
+        # uninterrupted one. The stream seeds its own randomness from (seed, epoch, piece).
         self.loader = DataLoader(stream, batch_size=args.per_device_batch_size, num_workers=args.num_workers,
-                                 pin_memory=device.type == "cuda", drop_last=True)
-        self.epoch, self.taken, self._it, self._skip = 0, 0, None, 0
+                                 pin_memory=device.type == "cuda", drop_last=True,
+                                 generator=torch.Generator().manual_seed(args.seed))
+        self.epoch, self.taken, self._it = 0, 0, None
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "taken": self.taken}
+        stream = self.stream.dataloader_state(self.taken, self.args.per_device_batch_size, self.args.num_workers,
+                                              self.epoch)
+        return {"epoch": self.epoch, "taken": self.taken, "stream": stream}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self._skip, self.taken = state["epoch"], state["taken"], 0
+        self.epoch, self.taken, self._it = state["epoch"], state["taken"], None
+        if state.get("stream"):
+            self.stream.load_state_dict(state["stream"])
 
     def __next__(self) -> dict:
         while True:
@@ -275,14 +282,12 @@ class Batches:
             try:
                 batch = next(self._it)
             except StopIteration:
-                if self.taken == 0 and self._skip == 0:
-                    raise TrainingError("the training split yields no blocks (is it empty?)") from None
-                self.epoch, self.taken, self._it, self._skip = self.epoch + 1, 0, None, 0
+                if self.taken == 0:
+                    raise TrainingError(f"the {self.stream.split!r} split gives this rank no full batch of "
+                                        "blocks: use a smaller block_size or per_device_batch_size") from None
+                self.epoch, self.taken, self._it = self.epoch + 1, 0, None
                 continue
             self.taken += 1
-            if self._skip:  # resuming mid-epoch: replay to the saved position
-                self._skip -= 1
-                continue
             return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -374,8 +379,9 @@ def train(args: TrainingArguments) -> Path:
                 f"loss is {loss} at step {step + 1}: stopping before the update. The last good checkpoint is "
                 f"{last[-1] if last else 'none (no checkpoint was written yet)'}; resume from it with a lower "
                 "learning_rate or more warmup_steps.")
-        if args.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        grad_norm = None
+        if args.max_grad_norm:  # the norm before clipping
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -383,6 +389,8 @@ def train(args: TrainingArguments) -> Path:
         tokens_seen += step_tokens
         tokens_log += step_tokens
         metrics = {"loss": loss, "lr": lr}
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
         if step % args.log_every == 0 or step == args.max_steps:
             now = time.perf_counter()
             tok_s = tokens_log / max(now - t_log, 1e-9)
@@ -448,7 +456,7 @@ def _load_checkpoint(accelerator, path: Path, batches: Batches, args: TrainingAr
         batches.load_state_dict(json.loads(data_file.read_text(encoding="utf-8")))
     else:  # another world size shards the data differently: go on from the next epoch's start
         epoch = json.loads((path / "data_state_rank0.json").read_text(encoding="utf-8"))["epoch"] + 1
-        batches.load_state_dict({"epoch": epoch, "taken": 0})
+        batches.load_state_dict({"epoch": epoch, "taken": 0, "stream": None})
         accelerator.print(f"resume: {state['world_size']} -> {accelerator.num_processes} processes; "
                           f"the data restarts at epoch {epoch}")
     accelerator.print(f"resumed from {path} at step {state['step']}")
@@ -461,7 +469,9 @@ def read_eval_batches(stream, args: TrainingArguments) -> list[dict]:
     from torch.utils.data import DataLoader
 
     batches = []
-    for batch in DataLoader(stream, batch_size=args.per_device_batch_size):
+    # A private generator: reading these must not move the global RNG (see Batches).
+    loader = DataLoader(stream, batch_size=args.per_device_batch_size, generator=torch.Generator().manual_seed(0))
+    for batch in loader:
         batches.append(batch)
         if len(batches) == args.eval_batches:
             break
@@ -488,14 +498,13 @@ def evaluate_loss(accelerator, model, batches: list[dict], args: TrainingArgumen
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``train.py``: 0 done, 2 a configuration error, 1 the run failed (bad data, a NaN loss)."""
     try:
-        args = parse_args(argv)
+        train(parse_args(argv))
     except ConfigError as e:
         print(f"train.py: config error: {e}", file=sys.stderr)
         return 2
-    try:
-        train(args)
-    except (TrainingError, ConfigError) as e:
+    except (TrainingError, MidiError) as e:  # a missing split or unreadable dataset is a MidiError
         print(f"train.py: error: {e}", file=sys.stderr)
         return 1
     return 0

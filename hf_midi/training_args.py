@@ -66,6 +66,7 @@ class TrainingArguments:
     stretch: list[float] = field(default_factory=lambda: [0.95, 1.05])  # tempo factor range
     velocity_jitter: int = 0  # +- velocity units added to each note (0: off)
     shuffle_buffer: int = 256  # blocks in the streaming shuffle buffer
+    piece_shuffle_buffer: int = 64  # pieces (before parsing) in the streaming shuffle buffer
     num_workers: int = 0  # DataLoader worker processes (0: in the training process)
 
     # batch and optimisation
@@ -92,7 +93,7 @@ class TrainingArguments:
 
     # evaluation, checkpoints, logging
     eval_every: int = 200  # optimizer steps between evaluations (0: only at the end)
-    eval_batches: int = 16  # micro-batches of eval_split a process scores each evaluation
+    eval_batches: int = 16  # micro-batches of eval_split a process scores each evaluation (0: no evaluation)
     save_every: int = 200  # optimizer steps between checkpoints (0: none)
     save_total_limit: int = 2  # checkpoints kept (the oldest are deleted)
     resume: str | None = None  # "latest" (in OUT/checkpoints) or a checkpoint folder of your own run
@@ -112,7 +113,7 @@ CHOICES = {
     "tracker": ("tensorboard", "trackio", "none"),
 }
 POSITIVE = {"num_layers", "hidden_size", "num_heads", "context_length", "vocab_multiple", "block_size",
-            "per_device_batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "eval_batches",
+            "per_device_batch_size", "gradient_accumulation_steps", "max_steps", "log_every",
             "save_total_limit", "intermediate_size", "embedding_size", "learning_rate", "max_minutes"}
 
 
@@ -202,8 +203,8 @@ def validate(args: TrainingArguments, check_paths: bool = True) -> TrainingArgum
             is_repo_id = re.fullmatch(r"[\w.-]+/[\w.-]+", args.dataset) and not args.dataset.startswith(".")
             if not is_repo_id:
                 raise ConfigError(f"dataset: no such folder {args.dataset!r}")
-        if args.resume not in (None, "latest") and not Path(args.resume).is_dir():
-            raise ConfigError(f"resume: no such checkpoint folder {args.resume!r}")
+        if args.resume not in (None, "latest") and not (Path(args.resume) / "trainer_state.json").is_file():
+            raise ConfigError(f"resume: {args.resume!r} is not a checkpoint folder (no trainer_state.json)")
     return args
 
 
