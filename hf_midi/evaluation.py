@@ -3,8 +3,8 @@
 For every piece (``<bos>`` events ``<eos>``) each token after ``<bos>`` is scored once, with context:
 
 - GPT-2 (a fixed context C): windows of C tokens every ``stride`` tokens; a window scores only the
-  targets the previous one did not, so every target but those in the first window sees at least
-  C - stride tokens of context (the usual sliding-window perplexity).
+  targets the previous one did not, so every target past the first window sees at least
+  C - stride + 1 tokens of context (the usual sliding-window perplexity).
 - The LSTM: the piece in chunks with the state carried over, so every target sees the whole piece.
 
 Reported: negative log-likelihood per token in nats, perplexity (exp of it) and next-event
@@ -66,29 +66,32 @@ class Scores:
 
 
 def _window_scores(model, ids: torch.Tensor, context: int, stride: int, batch_size: int):
-    """GPT-2: (nll, correct) of targets ids[1:], from sliding windows. ids: (n,)."""
+    """GPT-2: (nll, correct) of the targets ids[1:], from sliding windows. ids: (n,).
+
+    Window k reads ids[b : b + context] with b = k * stride, whose logits predict ids[b + 1 : b + context + 1];
+    it scores the targets no earlier window did, so target t sees ids[b:t], at least context - stride + 1 tokens
+    once past the first window.
+    """
     n = len(ids)
-    windows, prev_end = [], 1  # targets before prev_end are scored already (ids[0] is <bos>: no target)
-    begin = 0
-    while prev_end < n:
-        end = min(begin + context, n)
-        windows.append((begin, end, prev_end))
-        prev_end = end
-        begin += stride
-    nll = torch.empty(n - 1)
-    correct = torch.empty(n - 1, dtype=torch.bool)
+    windows, todo, b = [], 1, 0  # (begin, first target, last target + 1); todo: the next unscored target
+    while todo < n:
+        end = min(b + context, n - 1)  # inputs ids[b:end] predict targets b+1 .. end
+        windows.append((b, todo, end + 1))
+        todo, b = end + 1, b + stride
+    nll = torch.full((n - 1,), float("nan"))  # NaN until scored
+    correct = torch.zeros(n - 1, dtype=torch.bool)
     for i in range(0, len(windows), batch_size):
         group = windows[i : i + batch_size]
         x = torch.full((len(group), context), PAD_ID, dtype=torch.long)
         mask = torch.zeros_like(x)
-        for j, (b, e, _) in enumerate(group):
-            x[j, : e - b] = ids[b:e]
-            mask[j, : e - b] = 1
+        for j, (b, _, stop) in enumerate(group):
+            x[j, : stop - 1 - b] = ids[b : stop - 1]
+            mask[j, : stop - 1 - b] = 1
         logits = model(input_ids=x.to(model.device), attention_mask=mask.to(model.device)).logits  # (B, C, V)
         logp = torch.log_softmax(logits[..., :VOCAB_SIZE].float(), -1).cpu()
-        for j, (b, e, first) in enumerate(group):
-            t = torch.arange(first, e)  # target positions in the piece
-            lp = logp[j, t - 1 - b]  # (k, V): the logits at t-1 predict t
+        for j, (b, first, stop) in enumerate(group):
+            t = torch.arange(first, stop)  # target positions in the piece
+            lp = logp[j, t - 1 - b]  # (k, V): the logits at t - 1 predict t
             nll[t - 1] = -lp.gather(1, ids[t, None]).squeeze(1)
             correct[t - 1] = lp.argmax(-1) == ids[t]
     return nll, correct
