@@ -102,79 +102,104 @@ class TokenIdError(MidiError):
 
 
 # --------------------------------------------------------------------------- reading MIDI safely
-# symusic 0.5.9 (the version that can render audio) crashes the interpreter on some corrupt files
-# (edge_cases/.../Issue104_Bizarre_Love_Triangle2.mid segfaults it). So every buffer is checked
-# against the SMF grammar first. Channel events are matched by one compiled regex (C speed); only
-# meta, sysex and system events, which are few, are walked in Python.
+# symusic 0.5.9 (pinned: the version that can render audio) corrupts memory, and can crash the
+# interpreter, on some broken files (edge_cases/.../Issue104_Bizarre_Love_Triangle2.mid). Reading
+# its parser (minimidi, and symusic's src/io/midi.cpp) shows two unsafe paths:
+#   1. a track chunk whose declared length runs past the end of the file is read past the buffer;
+#   2. a note event (status 8n/9n) whose pitch byte is >= 0x80 indexes symusic's 16 x 128 table of
+#      sounding notes with channel * 128 + pitch; on channel 15 that lands outside the table.
+# Every other path is bounds-checked (it raises) or stores the byte as a value. So ``check_smf``
+# walks the chunks (1), and for (2) a pitch byte can only follow a status byte literally, so a
+# file without a byte pair (0x8F or 0x9F, >= 0x80) is safe. The few files with such a pair (1 %
+# of POP909 + ASAP, in 3-byte delta times or text) are walked event by event exactly as minimidi
+# walks them, which finds whether the pair is a note event. Bytes above 127 that symusic stores as
+# values (pitch, velocity, controller) are reported after parsing, see ``_check_values``.
+# Re-read these notes before changing the symusic pin.
+
 _VLQ = rb"[\x80-\xff]{0,3}[\x00-\x7f]"
 _D = rb"[\x00-\x7f]"
+# Runs of plain channel events (status 80-EF, or running status, with data bytes below 128):
+# minimidi parses these exactly as this pattern splits them, so the walk skips them at C speed.
 _CHANNEL_RUN = re.compile(
     rb"(?:" + _VLQ + rb"(?P<s2>[\x80-\xbf\xe0-\xef])" + _D + _D + rb"(?:" + _VLQ + _D + _D + rb")*"
     rb"|" + _VLQ + rb"(?P<s1>[\xc0-\xdf])" + _D + rb"(?:" + _VLQ + _D + rb")*)*"
 )
-# Data lengths of the system messages symusic skips inside tracks; F4, F5, F9 and FD are undefined.
-_SYSTEM_LEN = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF8: 0, 0xFA: 0, 0xFB: 0, 0xFC: 0, 0xFE: 0}
+_RUNNING = {3: re.compile(rb"(?:" + _VLQ + _D + _D + rb")*"), 2: re.compile(rb"(?:" + _VLQ + _D + rb")*")}
+# Message length (status byte included) that minimidi gives each status byte: channel messages 3
+# or 2, system messages 1-3, and 255 for the undefined F4, F5, F9, FD (65535 cast to uint8).
+_MSG_LEN = bytes(
+    0 if s < 0x80 else 2 if 0xC0 <= s < 0xE0 else 3 if s < 0xF0
+    else {0xF1: 2, 0xF2: 3, 0xF3: 2, 0xF4: 255, 0xF5: 255, 0xF9: 255, 0xFD: 255}.get(s, 1)
+    for s in range(256)
+)
 
 
-def _read_vlq(b: bytes, j: int, end: int) -> tuple[int, int]:
-    value = 0
-    for _ in range(4):
-        if j >= end:
-            raise IndexError
-        c = b[j]
-        j += 1
-        value = (value << 7) | (c & 0x7F)
-        if c < 0x80:
-            return value, j
-    raise ValueError("variable-length number longer than 4 bytes")
+def _vlq_end(b: bytes, j: int) -> tuple[int, int]:
+    """minimidi's variable-length number at ``j``: 1 to 4 bytes (the 4th whatever its top bit)."""
+    value, n = 0, len(b)
+    for k in range(j, j + 4):
+        if k >= n:
+            return value, k + 1  # past the buffer: every caller's bound check then fails
+        value = (value << 7) | (b[k] & 0x7F)
+        if b[k] < 0x80:
+            return value, k + 1
+    return value, j + 4
 
 
-def _check_track(b: bytes, j: int, end: int) -> None:
-    status = 0  # running status: the last channel status byte
+def _unsafe_note(b: bytes, j: int, end: int) -> int:
+    """Position of the first channel-15 note event in track body ``b[j:end]`` whose pitch byte is
+    >= 0x80, walking events exactly as minimidi 0.5.9 does; -1 if it parses none.
+
+    Where minimidi would raise (an event running past the end, running status with nothing
+    before it) nothing after is parsed, so the walk stops there too.
+    """
+    prev_status = prev_len = 0  # running status, as minimidi keeps it
     while j < end:
+        if prev_len in _RUNNING and prev_status < 0xF0:
+            j = _RUNNING[prev_len].match(b, j, end).end()
         m = _CHANNEL_RUN.match(b, j, end)
         if m.end() > j:
-            j = m.end()
-            s1, s2 = m.start("s1"), m.start("s2")
-            status = b[max(s1, s2)] if max(s1, s2) >= 0 else status
-            if j >= end:
-                break
-        at = j
-        _, j = _read_vlq(b, j, end)
-        if j >= end:
-            raise IndexError
+            j, last = m.end(), max(m.start("s1"), m.start("s2"))
+            prev_status, prev_len = b[last], _MSG_LEN[b[last]]
+            continue
+        _, j = _vlq_end(b, j)  # delta time
+        if j >= end:  # every event starting here fails minimidi's bound checks
+            return -1
         c = b[j]
-        if c == 0xFF:  # meta event: type, length, payload
-            length, j = _read_vlq(b, j + 2, end)
+        if c == 0xF0 or c == 0xFF:  # sysex: F0 len data; meta: FF type len data
+            length, k = _vlq_end(b, j + (1 if c == 0xF0 else 2))
+            length += k - j
+            if j + length > end:
+                return -1
+            if c == 0xFF and b[j + 1] == 0x2F:  # end of track: minimidi stops here
+                return -1
+            if c == 0xF0:  # sysex sets minimidi's running status; meta leaves it alone
+                prev_status, prev_len = c, length
             j += length
-        elif c in (0xF0, 0xF7):  # sysex: length, payload
-            length, j = _read_vlq(b, j + 1, end)
-            j += length
-        elif c >= 0xF0:
-            if c not in _SYSTEM_LEN:
-                raise ValueError(f"illegal status byte 0x{c:02X} at byte {j}")
-            j += 1 + _SYSTEM_LEN[c]
+        elif c < 0x80:  # running status: the first byte (the pitch of a note) is below 0x80
+            if prev_len == 0 or j + prev_len - 1 > end:
+                return -1
+            j += prev_len - 1
         else:
-            if c >= 0x80:
-                status, j = c, j + 1
-            elif not status:
-                raise ValueError(f"data byte without a status byte at byte {at}")
-            n = 1 if 0xC0 <= status < 0xE0 else 2
-            if j + n > end:
-                raise IndexError
-            if b[j] >= 0x80 or (n == 2 and b[j + 1] >= 0x80):
-                raise ValueError(f"data byte above 127 in a channel message at byte {j}")
-            j += n
-        if j > end:
-            raise IndexError
+            prev_status, prev_len = c, _MSG_LEN[c]
+            if j + prev_len > end:
+                return -1
+            # Only channel 15 runs off symusic's table; on the others a pitch byte above 127
+            # stays in bounds and is caught after parsing, as for every file.
+            if (c | 0x10) == 0x9F and b[j + 1] >= 0x80:
+                return j
+            j += prev_len
+    return -1
 
 
 def check_smf(data: bytes, source: str = "<bytes>") -> None:
-    """Raise ``MidiReadError`` unless ``data`` is a well-formed Standard MIDI File.
+    """Raise ``MidiReadError`` unless ``data`` is a Standard MIDI File symusic can safely parse.
 
-    Checks the header, that every chunk fits in the file, that the header's track count is
-    there, and the event grammar of every track. Unknown chunks and up to 7 trailing bytes are
-    tolerated, as common parsers do.
+    Checks the header, that every chunk fits in the file and that the header's tracks are there,
+    and that no channel-15 note event has a pitch byte above 127 (which symusic 0.5.9 turns into
+    an out-of-bounds write). Other grammar errors are left to symusic, which raises on them;
+    bytes above 127 that it stores as values are caught by ``load_score``/``score_to_performance``.
+    Unknown chunks and up to 7 trailing bytes are tolerated, as symusic does.
     """
     if len(data) == 0:
         raise MidiReadError(source, "the file is empty (0 bytes)")
@@ -182,40 +207,94 @@ def check_smf(data: bytes, source: str = "<bytes>") -> None:
         raise MidiReadError(source, "not a MIDI file (it does not start with 'MThd')")
     if len(data) < 14:
         raise MidiReadError(source, f"truncated MIDI header ({len(data)} bytes)")
-    header_len = struct.unpack_from(">I", data, 4)[0]
-    if header_len < 6:
-        raise MidiReadError(source, f"MIDI header length is {header_len}, expected at least 6")
-    _, ntracks, division = struct.unpack_from(">HHH", data, 8)
+    header_len, fmt, ntracks, division = struct.unpack_from(">IHHH", data, 4)
+    if header_len != 6:
+        raise MidiReadError(source, f"MIDI header length is {header_len}, expected 6")
+    if fmt > 2:
+        raise MidiReadError(source, f"MIDI format {fmt} is not 0, 1 or 2")
     if division == 0:
         raise MidiReadError(source, "MIDI header gives 0 ticks per quarter note")
-    i, found = 8 + header_len, 0
-    while i + 8 <= len(data):
-        chunk, length = data[i : i + 4], struct.unpack_from(">I", data, i + 4)[0]
-        body, end = i + 8, i + 8 + length
-        if end > len(data):
+    # symusic reads the first ``ntracks`` MTrk chunks from byte 14 and nothing after them.
+    tracks, i, found = [], 14, 0
+    while found < ntracks and i + 8 <= len(data):
+        length = struct.unpack_from(">I", data, i + 4)[0]
+        if i + 8 + length > len(data):
             raise MidiReadError(
                 source,
-                f"truncated: chunk {found + 1} declares {length} bytes "
-                f"but only {len(data) - body} remain",
+                f"truncated: chunk {len(tracks) + 1} declares {length} bytes "
+                f"but only {len(data) - i - 8} remain",
             )
-        if chunk == b"MTrk":
+        if data[i : i + 4] == b"MTrk":
             found += 1
-            try:
-                _check_track(data, body, end)
-            except IndexError:
-                raise MidiReadError(
-                    source, f"track {found} ends in the middle of an event"
-                ) from None
-            except ValueError as e:
-                raise MidiReadError(source, f"corrupt track {found}: {e}") from None
-        i = end
+            tracks.append((i + 8, i + 8 + length))
+        i += 8 + length
     if found < ntracks:
         raise MidiReadError(
             source, f"truncated: the header declares {ntracks} tracks but the file holds {found}"
         )
+    if b"\x8f" in data or b"\x9f" in data:  # memchr: most files have neither byte
+        a = np.frombuffer(data, np.uint8)
+        if np.any(((a[:-1] | 0x10) == 0x9F) & (a[1:] >= 0x80)):
+            for k, (body, end) in enumerate(tracks, 1):
+                at = _unsafe_note(data, body, end)
+                if at >= 0:
+                    raise MidiReadError(
+                        source,
+                        f"corrupt track {k}: the note event at byte {at} has pitch byte "
+                        f"0x{data[at + 1]:02X}, above 127",
+                    )
 
 
-MidiLike = Union[str, os.PathLike, bytes, bytearray, memoryview, symusic.Score]
+# typing.Union, not X | Y: symusic.Score is a factory object, and `type | object` fails at run time.
+MidiLike = Union[str, os.PathLike, bytes, bytearray, memoryview, symusic.Score]  # noqa: UP007
+
+
+def _read_score(midi: MidiLike, source: str | None) -> tuple[symusic.Score, str]:
+    """``load_score`` without the value check: the score in seconds, and the name for errors."""
+    if isinstance(midi, symusic.Score):
+        score = midi if isinstance(midi.ttype, symusic.core.Second) else midi.to("second")
+        return score, source or "<score>"
+    if isinstance(midi, (bytes, bytearray, memoryview)):
+        data, source = bytes(midi), source or "<bytes>"
+    elif isinstance(midi, (str, os.PathLike)):
+        path = os.fspath(midi)
+        source = source or path
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise MidiReadError(source, "no such file") from None
+        except IsADirectoryError:
+            raise MidiReadError(source, "is a directory, not a MIDI file") from None
+        except OSError as e:
+            raise MidiReadError(source, f"cannot be read ({e.strerror or e})") from None
+    else:
+        raise TypeError(f"expected a path, bytes or symusic.Score, got {type(midi).__name__}")
+    check_smf(data, source)
+    try:
+        return symusic.Score.from_midi(data, ttype="second"), source
+    except Exception as e:  # symusic raises RuntimeError with its own wording
+        raise MidiReadError(source, f"symusic could not parse it: {e}") from None
+
+
+def _check_values(source: str, k: int, track, notes=None, controls=None) -> None:
+    """Values symusic stores from bytes above 127 (int8 pitch/velocity wrap below 0)."""
+    if notes is not None and len(notes["pitch"]):
+        for field in ("pitch", "velocity"):
+            v = notes[field]
+            if v.min() < 0:
+                raise MidiReadError(
+                    source, f"corrupt track {k} ({track.name!r}): a note has {field} "
+                    f"{int(v.min()) + 256}, above 127",
+                )
+    if controls is not None and len(controls["number"]):
+        for field in ("number", "value"):
+            v = controls[field]
+            if v.max() > 127:
+                raise MidiReadError(
+                    source, f"corrupt track {k} ({track.name!r}): a control change has "
+                    f"{field} {int(v.max())}, above 127",
+                )
 
 
 def load_score(midi: MidiLike, source: str | None = None) -> symusic.Score:
@@ -223,31 +302,10 @@ def load_score(midi: MidiLike, source: str | None = None) -> symusic.Score:
 
     Errors are ``MidiReadError`` naming ``source`` (default: the path, or ``<bytes>``).
     """
-    if isinstance(midi, symusic.Score):
-        return midi if midi.ttype == symusic.core.Second else midi.to("second")
-    if isinstance(midi, (bytes, bytearray, memoryview)):
-        data, source = bytes(midi), source or "<bytes>"
-    elif isinstance(midi, (str, os.PathLike)):
-        path = os.fspath(midi)
-        source = source or path
-        if not os.path.exists(path):
-            raise MidiReadError(source, "no such file")
-        if os.path.isdir(path):
-            raise MidiReadError(source, "is a directory, not a MIDI file")
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise MidiReadError(source, f"cannot be read ({e.strerror or e})") from None
-    else:
-        raise TypeError(
-            f"expected a path, bytes or symusic.Score, got {type(midi).__name__}"
-        )
-    check_smf(data, source)
-    try:
-        return symusic.Score.from_midi(data, ttype="second")
-    except Exception as e:  # symusic raises RuntimeError with its own wording
-        raise MidiReadError(source, f"symusic could not parse it: {e}") from None
+    score, source = _read_score(midi, source)
+    for k, track in enumerate(score.tracks, 1):
+        _check_values(source, k, track, track.notes.numpy(), track.controls.numpy())
+    return score
 
 
 # --------------------------------------------------------------------------- score -> performance
@@ -277,51 +335,73 @@ class Performance:
 
 
 def _pedal_intervals(times: np.ndarray, numbers: np.ndarray, values: np.ndarray):
-    """Down/up times of one track's CC64 (down while value >= 64), in time order."""
+    """Down/up times of one track's CC64 (down while value >= 64), in time order; an up time is
+    ``inf`` for a pedal still down at the end."""
     sel = numbers == 64
     if not sel.any():
-        return np.empty(0), np.empty(0)
+        return np.empty(0, times.dtype), np.empty(0, times.dtype)
     t, v = times[sel], values[sel]
-    order = np.argsort(t, kind="stable")
+    order = np.argsort(t, kind="stable")  # a no-op pass on the usual (sorted) track
     t, down = t[order], v[order] >= 64
-    prev = np.concatenate(([False], down[:-1]))
-    starts, ends = t[down & ~prev], t[~down & prev]
+    change = np.flatnonzero(down[1:] != down[:-1]) + 1
+    if down[0]:
+        change = np.concatenate(([0], change))
+    starts, ends = t[change[0::2]], t[change[1::2]]
     if len(ends) < len(starts):  # still down at the end
-        ends = np.concatenate((ends, [np.inf]))
+        ends = np.concatenate((ends, [np.inf])).astype(t.dtype)
     return starts, ends
 
 
-def score_to_performance(score: symusic.Score) -> Performance:
-    """SPEC rules 1 and 3: merge the non-drum tracks, collect pedal intervals from CC64."""
-    if score.ttype != symusic.core.Second:
+def score_to_performance(score: symusic.Score, source: str | None = None) -> Performance:
+    """SPEC rules 1 and 3: merge the non-drum tracks, collect pedal intervals from CC64.
+
+    Raises ``MidiReadError`` (naming ``source``, default ``<score>``) for values no well-formed
+    MIDI file holds: a pitch, velocity or controller byte above 127.
+    """
+    if not isinstance(score.ttype, symusic.core.Second):
         score = score.to("second")
-    on, off, pitch, vel, p_down, p_up = [], [], [], [], [], []
-    for track in score.tracks:
-        if track.is_drum:
+    source = source or "<score>"
+    time, dur, pitch, vel, cc_tracks = [], [], [], [], []
+    for k, track in enumerate(score.tracks, 1):
+        notes = track.notes.numpy() if len(track.notes) else None
+        controls = track.controls.numpy() if len(track.controls) else None
+        if track.is_drum:  # dropped, but checked like the rest so load_score and encode agree
+            _check_values(source, k, track, notes, controls)
             continue
-        notes = track.notes.numpy()
-        if len(notes["time"]):
-            # float32 seconds promoted to float64 before any arithmetic (SPEC rule 2)
-            t = notes["time"].astype(np.float64)
-            on.append(t)
-            off.append(t + notes["duration"].astype(np.float64))
-            pitch.append(notes["pitch"].astype(np.int64))
-            vel.append(notes["velocity"].astype(np.int64))
-        controls = track.controls.numpy()
-        if len(controls["time"]):
-            d, u = _pedal_intervals(
-                controls["time"].astype(np.float64), controls["number"], controls["value"]
-            )
-            p_down.append(d)
-            p_up.append(u)
-
-    def cat(parts, dtype):
-        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
-
-    return Performance(
-        cat(on, np.float64), cat(off, np.float64), cat(pitch, np.int64), cat(vel, np.int64),
-        cat(p_down, np.float64), cat(p_up, np.float64),
-    )
+        if notes is not None:
+            time.append(notes["time"])
+            dur.append(notes["duration"])
+            pitch.append(notes["pitch"])
+            vel.append(notes["velocity"])
+        if controls is not None:
+            cc_tracks.append((k, track, controls))
+    if time:
+        t32, pitch, vel = np.concatenate(time), np.concatenate(pitch), np.concatenate(vel)
+        # Bytes above 127 wrap below 0 in symusic's int8 pitch and velocity: one check for all
+        # tracks, then the slow search for the track to name.
+        if pitch.min() < 0 or vel.min() < 0:
+            for k, track in enumerate(score.tracks, 1):
+                if not track.is_drum and len(track.notes):
+                    _check_values(source, k, track, track.notes.numpy())
+        # SPEC rule 2: the float32 times symusic reports (the end being its float32 time +
+        # duration, as Note.end gives it), promoted to float64 before any arithmetic.
+        onset, offset = t32.astype(np.float64), (t32 + np.concatenate(dur)).astype(np.float64)
+        pitch, vel = pitch.astype(np.int64), vel.astype(np.int64)
+    else:
+        onset, offset, pitch, vel = np.empty(0), np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64)
+    p_down, p_up = [], []
+    for k, track, controls in cc_tracks:
+        if (controls["number"] | controls["value"]).max() > 127:
+            _check_values(source, k, track, None, controls)
+        d, u = _pedal_intervals(controls["time"], controls["number"], controls["value"])
+        p_down.append(d)
+        p_up.append(u)
+    if p_down:
+        p_down = np.concatenate(p_down).astype(np.float64)
+        p_up = np.concatenate(p_up).astype(np.float64)
+    else:
+        p_down, p_up = np.empty(0), np.empty(0)
+    return Performance(onset, offset, pitch, vel, p_down, p_up)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -355,7 +435,9 @@ def jitter_velocity(perf: Performance, rng: np.random.Generator, amount: int) ->
 # --------------------------------------------------------------------------- performance -> ids
 def _quantise(t: np.ndarray) -> np.ndarray:
     """SPEC rule 2: floor(t * 100 + 0.5) on absolute float64 times."""
-    return np.floor(np.asarray(t, dtype=np.float64) * STEPS_PER_SECOND + 0.5).astype(np.int64)
+    x = np.asarray(t, dtype=np.float64) * STEPS_PER_SECOND
+    x += 0.5
+    return np.floor(x, out=x).astype(np.int64)
 
 
 def _merge_intervals(start: np.ndarray, end: np.ndarray):
@@ -367,9 +449,19 @@ def _merge_intervals(start: np.ndarray, end: np.ndarray):
     order = np.argsort(start, kind="stable")
     start, end = start[order], end[order]
     reach = np.maximum.accumulate(end)
-    new = np.concatenate(([True], start[1:] > reach[:-1]))
-    group = np.cumsum(new) - 1
-    return start[new], np.maximum.reduceat(end, np.flatnonzero(new))[: group[-1] + 1]
+    new = np.flatnonzero(np.concatenate(([True], start[1:] > reach[:-1])))
+    return start[new], np.maximum.reduceat(end, new)
+
+
+# Events are sorted as one int64 key per event, so that a single sort gives SPEC rule 7's order
+# and the key alone says what to emit: step << 15 | kind << 13 | pitch << 6 | has_velocity << 5
+# | (velocity bin - 1). Kinds in their in-step order: NOTE_OFF, SUSTAIN_OFF, SUSTAIN_ON, NOTE_ON.
+_KIND_SHIFT, _PITCH_SHIFT, _STEP_SHIFT = 13, 6, 15
+_MAX_STEP = 1 << 47  # keys stay below 2**62: 44 000 years
+# Event id of each (kind << 7 | pitch).
+_EVENT_ID = np.concatenate((
+    NOTE_OFF + np.arange(128), np.full(128, SUSTAIN_OFF), np.full(128, SUSTAIN_ON), NOTE_ON + np.arange(128),
+)).astype(np.int64)
 
 
 def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray:
@@ -380,74 +472,87 @@ def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray
         return np.empty(0, dtype=np.int64)
     start = _quantise(perf.onset)
     end = np.maximum(_quantise(perf.offset), start + 1)
-    pitch = perf.pitch
-    vbin = velocity_bin(perf.velocity)
+    last = int(end.max())
+    if start.min() < 0 or last >= _MAX_STEP:
+        raise ValueError(f"note times must lie in 0..{_MAX_STEP // 100} s, got {start.min() / 100} s "
+                         f"to {last / 100} s")
 
     # Rule 3: pedal intervals in steps; one still down closes at the last note's end step.
-    last = end.max()
-    p_start = _quantise(perf.pedal_down)
-    closed = np.isfinite(perf.pedal_up)
-    p_end = np.where(closed, _quantise(np.where(closed, perf.pedal_up, 0.0)), last)
-    p_start, p_end = _merge_intervals(p_start, p_end)
-
+    p_start = p_end = np.empty(0, np.int64)
+    if sustain != "ignore" and len(perf.pedal_down):
+        p_start = _quantise(perf.pedal_down)
+        closed = np.isfinite(perf.pedal_up)
+        p_end = _quantise(np.where(closed, perf.pedal_up, 0.0))
+        p_end[~closed] = last
+        p_start, p_end = _merge_intervals(np.maximum(p_start, 0), np.minimum(p_end, _MAX_STEP))
     if sustain == "extend" and len(p_start):
         # Rule 4: an end e in [a, b) moves to b.
-        k = np.searchsorted(p_start, end, side="right") - 1
-        inside = (k >= 0) & (end < p_end[np.maximum(k, 0)])
-        end = np.where(inside, p_end[np.maximum(k, 0)], end)
+        k = np.maximum(np.searchsorted(p_start, end, side="right") - 1, 0)
+        end = np.where((end >= p_start[k]) & (end < p_end[k]), p_end[k], end)
 
-    # Rule 5a: same pitch, same onset -> one note (latest end, highest velocity).
-    order = np.lexsort((start, pitch))
-    start, end, pitch, vbin = start[order], end[order], pitch[order], vbin[order]
-    first = np.concatenate(([True], (pitch[1:] != pitch[:-1]) | (start[1:] != start[:-1])))
-    if not first.all():
-        idx = np.flatnonzero(first)
-        end = np.maximum.reduceat(end, idx)
-        vbin = np.maximum.reduceat(vbin, idx)
-        start, pitch = start[idx], pitch[idx]
-    # Rule 5b: a new onset ends the earlier sounding note of that pitch.
-    same_next = np.concatenate((pitch[1:] == pitch[:-1], [False]))
-    nxt = np.concatenate((start[1:], [0]))
-    end = np.where(same_next, np.minimum(end, nxt), end)
+    # Notes sorted by (onset, pitch, velocity bin). Each track's notes come sorted by onset, so
+    # the stable sort (timsort) only merges a few runs.
+    vel = np.minimum(np.maximum(perf.velocity, 1), 127)  # rule 6: v clamped into 1..127
+    key = (start << _STEP_SHIFT) | (perf.pitch << _PITCH_SHIFT) | ((vel - 1) >> 2)
+    order = np.argsort(key, kind="stable")
+    key, end = key[order], end[order]
+    # Rule 5a: same pitch, same onset -> one note with the latest end and the highest velocity,
+    # which is the group's last key (the bin is the key's lowest field).
+    new = (key[1:] >> _PITCH_SHIFT) != (key[:-1] >> _PITCH_SHIFT)
+    if not new.all():
+        last_of = np.flatnonzero(np.concatenate((new, [True])))
+        end = np.maximum.reduceat(end, np.concatenate(([0], last_of[:-1] + 1)))
+        key = key[last_of]
+    start, pitch = key >> _STEP_SHIFT, (key >> _PITCH_SHIFT) & 127
+    # Rule 5b: a new onset ends the earlier sounding note of that pitch. A stable radix sort by
+    # pitch keeps each pitch's notes in onset order.
+    by_pitch = np.argsort(pitch.astype(np.int16), kind="stable")
+    p_sorted = pitch[by_pitch]
+    later = np.flatnonzero(p_sorted[1:] == p_sorted[:-1])
+    earlier = by_pitch[later]
+    end[earlier] = np.minimum(end[earlier], start[by_pitch[later + 1]])
 
-    # Rule 7: events as (step, kind, pitch) with kind 0 NOTE_OFF, 1 SUSTAIN_OFF, 2 SUSTAIN_ON,
-    # 3 NOTE_ON; one lexsort gives the in-step order.
-    n, p = len(start), len(p_start) if sustain == "events" else 0
-    step = np.concatenate((end, start, p_end[:p], p_start[:p]))
-    kind = np.concatenate((np.zeros(n, np.int64), np.full(n, 3), np.ones(p, np.int64), np.full(p, 2)))
-    key = np.concatenate((pitch, pitch, np.zeros(2 * p, np.int64)))
-    ev_id = np.concatenate((NOTE_OFF + pitch, NOTE_ON + pitch,
-                            np.full(p, SUSTAIN_OFF), np.full(p, SUSTAIN_ON)))
-    ev_bin = np.concatenate((np.zeros(n, np.int64), vbin, np.zeros(2 * p, np.int64)))
-    order = np.lexsort((key, kind, step))
-    step, kind, ev_id, ev_bin = step[order], kind[order], ev_id[order], ev_bin[order]
+    # Rule 7: one key per event, sorted. A VELOCITY token goes before an onset whose bin differs
+    # from the previous onset's; onsets are already in their final relative order.
+    vbin = key & 31
+    has_vel = np.empty(len(key), np.int64)
+    has_vel[0] = 1 << 5
+    np.not_equal(vbin[1:], vbin[:-1], out=has_vel[1:])
+    has_vel[1:] <<= 5
+    on_key = (key & ~31) | (3 << _KIND_SHIFT) | has_vel | vbin
+    off_key = (end << _STEP_SHIFT) | (pitch << _PITCH_SHIFT)
+    if sustain == "events" and len(p_start):
+        parts = (off_key, (p_end << _STEP_SHIFT) | (1 << _KIND_SHIFT),
+                 (p_start << _STEP_SHIFT) | (2 << _KIND_SHIFT), on_key)
+    else:
+        parts = (off_key, on_key)
+    ev = np.sort(np.concatenate(parts), kind="stable")  # onsets and pedal are sorted runs already
 
-    # Rule 7: a VELOCITY token before an onset whose bin differs from the last one emitted.
-    onset_pos = np.flatnonzero(kind == 3)
-    onset_bin = ev_bin[onset_pos]
-    changed = np.concatenate(([True], onset_bin[1:] != onset_bin[:-1]))
-    has_vel = np.zeros(len(step), np.int64)
-    has_vel[onset_pos[changed]] = 1
-
-    # Rule 8: shifts from step 0; full 1 s shifts then one for the remainder.
-    gap = np.diff(step, prepend=0)
-    full, rem = gap // MAX_SHIFT, gap % MAX_SHIFT
-    n_shift = full + (rem > 0)
-    size = n_shift + has_vel + 1
-    ends = np.cumsum(size)
-    begin = ends - size
-    out = np.full(int(ends[-1]), TIME_SHIFT + MAX_SHIFT - 1, dtype=np.int64)  # TIME_SHIFT_1000
-    r = rem > 0
-    out[(begin + n_shift - 1)[r]] = TIME_SHIFT - 1 + rem[r]
-    v = has_vel.astype(bool)
-    out[(ends - 2)[v]] = VELOCITY - 1 + ev_bin[v]
-    out[ends - 1] = ev_id
-    return out
+    # Rule 8: shifts from step 0; full 1 s shifts then one for the remainder. Each event expands
+    # to [TIME_SHIFT_1000 x full, TIME_SHIFT_rem (rem > 0), VELOCITY_b (if flagged), the event].
+    step = ev >> _STEP_SHIFT
+    gap = np.empty_like(step)
+    gap[0] = step[0]
+    np.subtract(step[1:], step[:-1], out=gap[1:])
+    full = gap // MAX_SHIFT
+    rem = gap - full * MAX_SHIFT
+    values = np.empty((len(ev), 4), np.int64)
+    values[:, 0] = TIME_SHIFT + MAX_SHIFT - 1
+    values[:, 1] = rem + (TIME_SHIFT - 1)
+    values[:, 2] = (ev & 31) + VELOCITY
+    values[:, 3] = _EVENT_ID.take((ev >> _PITCH_SHIFT) & 511)
+    counts = np.empty((len(ev), 4), np.int64)
+    counts[:, 0] = full
+    counts[:, 1] = rem > 0
+    counts[:, 2] = (ev >> 5) & 1
+    counts[:, 3] = 1
+    return np.repeat(values.ravel(), counts.ravel())
 
 
 def encode(midi: MidiLike, sustain: str = "events", source: str | None = None) -> np.ndarray:
     """MIDI (path, bytes or ``symusic.Score``) to event ids, without special tokens."""
-    return performance_to_ids(score_to_performance(load_score(midi, source)), sustain)
+    score, source = _read_score(midi, source)
+    return performance_to_ids(score_to_performance(score, source), sustain)
 
 
 # --------------------------------------------------------------------------- ids -> MIDI
