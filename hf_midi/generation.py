@@ -147,6 +147,27 @@ def cut_events(ids, seconds: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- state
+_TABLES: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+
+def _tables(device: torch.device) -> dict[str, torch.Tensor]:
+    """Per-id lookup tables, so that one step costs a few gathers instead of a chain of compares.
+    Row ``VOCAB_SIZE`` stands for every id past the vocabulary (no effect on the state)."""
+    if device not in _TABLES:
+        ids = torch.arange(VOCAB_SIZE + 1)
+        is_note = ids < TIME_SHIFT
+        _TABLES[device] = {k: v.to(device) for k, v in {
+            "steps": torch.where((ids >= TIME_SHIFT) & (ids < VELOCITY), ids - (TIME_SHIFT - 1), 0),
+            "column": torch.where(is_note, ids % 128, 128),  # column 128 is a dump for other ids
+            "silent": ~(ids < NOTE_OFF),  # after a NOTE_ON its pitch sounds; after a NOTE_OFF not
+            "pedal": torch.where(ids == SUSTAIN_ON, 1, torch.where(ids == SUSTAIN_OFF, 0, -1)),
+            "velocity": (ids >= VELOCITY) & (ids < SUSTAIN_ON),
+            # [forbid SUSTAIN_ON, forbid SUSTAIN_OFF] for a pedal that is up (0) / down (1)
+            "pedal_forbid": torch.tensor([[False, True], [True, False]]),
+        }.items()}
+    return _TABLES[device]
+
+
 class PerformanceState:
     """Per-sequence state of a batch of event ids, kept in step with ``generate()``.
 
@@ -162,8 +183,8 @@ class PerformanceState:
             where the prompt ends when ``start`` is None.
 
     Attributes (tensors on the ids' device): ``elapsed`` (B,) steps since ``start``; ``sounding``
-    (B, 128) pitches on; ``pedal`` (B,) sustain down; ``last`` (B,) the last id; ``ended`` (B,) the
-    last id is ``<eos>`` or ``<pad>``.
+    (B, 128) pitches on (``silent`` is its negation); ``pedal`` (B,) 1 while the sustain is down;
+    ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``.
     """
 
     def __init__(self, start: int | None = None, lag: int = 0):
@@ -180,7 +201,8 @@ class PerformanceState:
         if rows == self._rows:
             if length == self._length:
                 return self
-            if length == self._length + 1 and bool((input_ids[:, -2] == self.last).all()):
+            # One more token of the same sequences (checked, in case this object is reused).
+            if length == self._length + 1 and torch.equal(input_ids[:, -2], self.last):
                 self._length = length
                 self._advance(input_ids[:, -1], counted=self._offset + length - 1 >= self._start)
                 return self
@@ -188,8 +210,12 @@ class PerformanceState:
         return self
 
     @property
+    def silent(self) -> torch.Tensor:
+        return self._silent[:, :128]
+
+    @property
     def sounding(self) -> torch.Tensor:
-        return self._sounding[:, :128]
+        return ~self.silent
 
     @property
     def ended(self) -> torch.Tensor:
@@ -200,6 +226,7 @@ class PerformanceState:
         rows, length = ids.shape
         start = length - self.lag if self.start is None else self.start
         self._start, self._offset = start, length - input_ids.shape[1]
+        self._table = _tables(ids.device)
         pos = torch.arange(length, device=ids.device).expand(rows, length)
         is_shift = (ids >= TIME_SHIFT) & (ids < VELOCITY) & (pos >= start)
         self.elapsed = torch.where(is_shift, ids - (TIME_SHIFT - 1), 0).sum(1)
@@ -209,21 +236,22 @@ class PerformanceState:
         empty = torch.full((rows, 129), -1, dtype=torch.long, device=ids.device)
         last_on = empty.scatter_reduce(1, on_col, pos, "amax")
         last_off = empty.scatter_reduce(1, off_col, pos, "amax")
-        self._sounding = last_on > last_off  # (B, 129)
+        self._silent = last_on <= last_off  # (B, 129)
         pedal_on = torch.where(ids == SUSTAIN_ON, pos, -1).amax(1)
         pedal_off = torch.where(ids == SUSTAIN_OFF, pos, -1).amax(1)
-        self.pedal = pedal_on > pedal_off
+        self.pedal = (pedal_on > pedal_off).long()
         self.last = ids[:, -1].clone()
         self._row_index = torch.arange(rows, device=ids.device)
         self._rows, self._length = rows, input_ids.shape[1]
 
     def _advance(self, token: torch.Tensor, counted: bool) -> None:  # token: (B,)
+        t = self._table
+        i = token.clamp(max=VOCAB_SIZE)
         if counted:
-            is_shift = (token >= TIME_SHIFT) & (token < VELOCITY)
-            self.elapsed += torch.where(is_shift, token - (TIME_SHIFT - 1), 0)
-        column = torch.where(token < TIME_SHIFT, token % 128, 128)
-        self._sounding[self._row_index, column] = token < NOTE_OFF
-        self.pedal = torch.where(token == SUSTAIN_ON, True, torch.where(token == SUSTAIN_OFF, False, self.pedal))
+            self.elapsed += t["steps"][i]
+        self._silent[self._row_index, t["column"][i]] = t["silent"][i]
+        pedal = t["pedal"][i]
+        self.pedal = torch.where(pedal < 0, self.pedal, pedal)
         self.last = token
 
 
@@ -234,23 +262,27 @@ class PerformanceGrammarLogitsProcessor(LogitsProcessor):
     A NOTE_OFF of a silent pitch, a VELOCITY right after a VELOCITY, SUSTAIN_OFF while the pedal is
     up and SUSTAIN_ON while it is down (decoding ignores all of these; encoding never writes them),
     ``<pad>``, ``<bos>`` and ids past the 393-token vocabulary (padding rows of a wider embedding).
-    Vectorised over the batch; the state advances by one token a step.
+    Vectorised over the batch: four masked fills a step, the state advancing by one token.
     """
 
     def __init__(self, state: PerformanceState | None = None):
         self.state = state if state is not None else PerformanceState()
+        self._never: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
+        t = s._table
+        if self._never is None or self._never.shape[0] != scores.shape[1] or self._never.device != scores.device:
+            never = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
+            never[PAD_ID:EOS_ID] = True  # <pad>, <bos>
+            never[VOCAB_SIZE:] = True
+            self._never = never
         ninf = -math.inf
-        # In place: generate() hands each processor its own float32 copy of the logits.
-        scores[:, NOTE_OFF:TIME_SHIFT].masked_fill_(~s.sounding, ninf)
-        after_velocity = (s.last >= VELOCITY) & (s.last < SUSTAIN_ON)
-        scores[:, VELOCITY:SUSTAIN_ON].masked_fill_(after_velocity[:, None], ninf)
-        scores[:, SUSTAIN_ON].masked_fill_(s.pedal, ninf)
-        scores[:, SUSTAIN_OFF].masked_fill_(~s.pedal, ninf)
-        scores[:, PAD_ID:EOS_ID] = ninf  # <pad>, <bos>
-        scores[:, VOCAB_SIZE:] = ninf
+        # In place: generate() hands the processors their own float32 copy of the logits.
+        scores.masked_fill_(self._never, ninf)
+        scores[:, NOTE_OFF:TIME_SHIFT].masked_fill_(s.silent, ninf)
+        scores[:, VELOCITY:SUSTAIN_ON].masked_fill_(t["velocity"][s.last.clamp(max=VOCAB_SIZE)][:, None], ninf)
+        scores[:, SUSTAIN_ON:PAD_ID].masked_fill_(t["pedal_forbid"][s.pedal], ninf)
         return scores
 
 
@@ -260,7 +292,7 @@ class MusicTimeLimitLogitsProcessor(LogitsProcessor):
     A TIME_SHIFT that would pass the limit is not forbidden but *clipped*: its probability goes to
     the shift that lands exactly on the limit, as if the piece were cut there. (Forbidding long shifts
     would instead push the model to cram events into its last second.) ``MusicTimeStoppingCriteria``
-    then ends the sequence.
+    then ends the sequence. Until some sequence is within one second of its limit, nothing changes.
     """
 
     def __init__(self, seconds: float, state: PerformanceState | None = None):
@@ -270,6 +302,8 @@ class MusicTimeLimitLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
+        if self.limit - int(s.elapsed.max()) > MAX_SHIFT:  # the common case: no shift can reach it
+            return scores
         if self._k is None or self._k.device != scores.device:
             self._k = torch.arange(1, MAX_SHIFT + 1, device=scores.device)  # steps of each shift id
         left = self.limit - s.elapsed  # (B,)
@@ -340,6 +374,9 @@ def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> 
         if getattr(config, name, None) is None:
             setattr(config, name, value)
     config.num_return_sequences = 1  # rows are expanded by the caller
+    vocab = getattr(model.config, "vocab_size", VOCAB_SIZE)
+    if vocab > VOCAB_SIZE:  # rows that pad the embedding are no token: decoding would reject them
+        config.suppress_tokens = sorted(set(config.suppress_tokens or ()) | set(range(VOCAB_SIZE, vocab)))
     return config
 
 
@@ -402,7 +439,7 @@ def generate_music(
         )
         new = out[:, context.shape[1]:]
         state.sync(out)
-        finished = (new == EOS_ID).any(1) | (new == PAD_ID).any(1)
+        finished = (new == EOS_ID).any(1)
         if seconds is not None:
             finished |= state.elapsed >= tracker.limit
         if stop_event is not None and stop_event.is_set():
@@ -411,12 +448,15 @@ def generate_music(
             rows[i] = torch.cat([rows[i], new[j]])
         made += new.shape[1]
         alive = [i for j, i in enumerate(alive) if not finished[j]]
-    # Trim each row after its <eos> (or the padding generate() put after a time stop), then pad.
+    # Cut each row after its <eos>, or before the padding generate() put after a stop, then pad.
     ends = []
     for r in rows:
-        stop = ((r[input_ids.shape[1]:] == EOS_ID) | (r[input_ids.shape[1]:] == PAD_ID)).nonzero()
-        end = input_ids.shape[1] + (int(stop[0]) if len(stop) else len(r) - input_ids.shape[1])
-        ends.append(end + int(end < len(r) and r[end] == EOS_ID))
+        eos = (r[input_ids.shape[1]:] == EOS_ID).nonzero()
+        if len(eos):
+            ends.append(input_ids.shape[1] + int(eos[0]) + 1)
+        else:
+            real = (r != PAD_ID).nonzero()
+            ends.append(int(real[-1]) + 1 if len(real) else 0)
     out = torch.full((len(rows), max(ends)), PAD_ID, dtype=input_ids.dtype, device=input_ids.device)
     for i, (r, end) in enumerate(zip(rows, ends)):
         out[i, :end] = r[:end]
