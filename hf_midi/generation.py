@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import numbers
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -96,38 +97,43 @@ def context_length(model) -> int | None:
 def check_generation_args(
     seconds=None, max_new_tokens=None, temperature=None, top_k=None, top_p=None,
     num_return_sequences=1, seed=None, prompt_seconds=None,
-) -> None:
-    """Raise ``GenerationError`` naming the first argument out of range (None = not given)."""
+) -> dict:
+    """Raise ``GenerationError`` naming the first argument out of range (None = not given).
+
+    Returns the arguments as plain Python numbers (numpy scalars and whole floats such as a UI's
+    ``40.0`` become ints where an int is meant)."""
+    out = {}
 
     def number(name, value, ok, wanted):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not ok(value):
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                or not ok(float(value)):
             raise GenerationError(f"{name} must be {wanted}, got {value!r}")
+        out[name] = float(value)
 
     def integer(name, value, lo, hi):
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        if value is None:
+            return
+        whole = isinstance(value, numbers.Integral) or (
+            isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
+        if isinstance(value, bool) or not whole or not lo <= int(value) <= hi:
             raise GenerationError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+        out[name] = int(value)
 
     if seconds is None and max_new_tokens is None:
         raise GenerationError("give seconds or max_new_tokens (both are None)")
-    if seconds is not None:
-        number("seconds", seconds, lambda v: 0 < v <= MAX_SECONDS, f"> 0 and at most {MAX_SECONDS:g}")
-        if seconds_to_steps(seconds) < 1:
-            raise GenerationError(f"seconds must be at least 0.01 (one 10 ms step), got {seconds!r}")
-    if max_new_tokens is not None:
-        integer("max_new_tokens", max_new_tokens, 1, int(MAX_SECONDS * MAX_TOKENS_PER_SECOND))
-    if temperature is not None:
-        number("temperature", temperature, lambda v: 0 < v <= 100, "> 0 (and at most 100)")
-    if top_k is not None:
-        integer("top_k", top_k, 0, VOCAB_SIZE)  # 0 turns top-k off, as in transformers
-    if top_p is not None:
-        number("top_p", top_p, lambda v: 0 < v <= 1, "in (0, 1]")
+    number("seconds", seconds, lambda v: 0 < v <= MAX_SECONDS, f"> 0 and at most {MAX_SECONDS:g}")
+    if seconds is not None and seconds_to_steps(seconds) < 1:
+        raise GenerationError(f"seconds must be at least 0.01 (one 10 ms step), got {seconds!r}")
+    integer("max_new_tokens", max_new_tokens, 1, int(MAX_SECONDS * MAX_TOKENS_PER_SECOND))
+    number("temperature", temperature, lambda v: 0 < v <= 100, "> 0 (and at most 100)")
+    integer("top_k", top_k, 0, VOCAB_SIZE)  # 0 turns top-k off, as in transformers
+    number("top_p", top_p, lambda v: 0 < v <= 1, "in (0, 1]")
     integer("num_return_sequences", num_return_sequences, 1, MAX_RETURN_SEQUENCES)
-    if seed is not None:
-        integer("seed", seed, 0, 2**63 - 1)
-    if prompt_seconds is not None:
-        number("prompt_seconds", prompt_seconds, lambda v: 0 < v <= MAX_SECONDS,
-               f"> 0 and at most {MAX_SECONDS:g}")
+    integer("seed", seed, 0, 2**63 - 1)
+    number("prompt_seconds", prompt_seconds, lambda v: 0 < v <= MAX_SECONDS, f"> 0 and at most {MAX_SECONDS:g}")
+    return out
 
 
 def cut_events(ids, seconds: float) -> np.ndarray:

@@ -95,7 +95,7 @@ class MidiGenerationPipeline(Pipeline):
         progress=None, stop_event=None,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
-        check_generation_args(
+        checked = check_generation_args(
             seconds=30.0 if seconds is _DEFAULT else seconds, max_new_tokens=max_new_tokens,
             temperature=temperature, top_k=top_k, top_p=top_p,
             num_return_sequences=1 if num_return_sequences is None else num_return_sequences,
@@ -105,13 +105,14 @@ class MidiGenerationPipeline(Pipeline):
             raise GenerationError(f"progress must be callable, got {type(progress).__name__}")
         if stop_event is not None and not callable(getattr(stop_event, "is_set", None)):
             raise GenerationError("stop_event must have is_set() (a threading.Event)")
-        preprocess = {} if prompt_seconds is None else {"prompt_seconds": prompt_seconds}
-        given = dict(seconds=seconds, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                     top_p=top_p, seed=seed, num_return_sequences=num_return_sequences, grammar=grammar,
-                     progress=progress, stop_event=stop_event)
-        forward = {k: v for k, v in given.items() if v is not None and v is not _DEFAULT}
-        if seconds is None:
-            forward["seconds"] = None
+        preprocess = {} if prompt_seconds is None else {"prompt_seconds": checked["prompt_seconds"]}
+        given = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                 "seed": seed, "num_return_sequences": num_return_sequences}
+        forward = {k: checked[k] for k, v in given.items() if v is not None}
+        forward.update({k: v for k, v in (("grammar", grammar), ("progress", progress), ("stop_event", stop_event))
+                        if v is not None})
+        if seconds is not _DEFAULT:
+            forward["seconds"] = checked.get("seconds")  # None turns the time limit off
         postprocess = {} if return_prompt is None else {"return_prompt": bool(return_prompt)}
         return preprocess, forward, postprocess
 

@@ -83,6 +83,13 @@ def test_same_seed_same_music_other_seed_other_music(pipe):
     assert a == b and a != c
 
 
+def test_numpy_and_whole_float_arguments_are_taken_as_numbers(pipe):
+    a = pipe(seconds=np.float32(2.5), top_k=np.int64(5), num_return_sequences=2.0, seed=np.int64(3),
+             temperature=np.float64(0.8))
+    b = pipe(seconds=2.5, top_k=5, num_return_sequences=2, seed=3, temperature=0.8)
+    assert [o["token_ids"] for o in a] == [o["token_ids"] for o in b]
+
+
 # --------------------------------------------------------------------------- outputs
 def test_outputs_are_consistent(pipe):
     [o] = pipe(seconds=5.0, seed=1)
