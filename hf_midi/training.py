@@ -213,6 +213,8 @@ def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int) -> Non
     state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards; a collective on every rank
     if not accelerator.is_main_process:
         return
+    # torch.compile's wrapper names every key "_orig_mod.<key>"; the saved model must not know it ran compiled.
+    state_dict = {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
     unwrapped = accelerator.unwrap_model(model)
     tmp = out / ".tmp-export"
     shutil.rmtree(tmp, ignore_errors=True)

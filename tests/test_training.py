@@ -318,6 +318,24 @@ def test_lstm_trains_saves_loads_and_generates(dataset, tmp_path):
     assert gen.shape == (1, 41) and int(gen[0, 1:].max()) <= EOS_ID and not (gen[0, 1:] == BOS_ID).any()
 
 
+def test_a_compiled_model_exports_plain_keys(tmp_path):
+    """torch.compile wraps the model (keys "_orig_mod.*"); the exported folder must load as plain GPT-2.
+    (Compiling for real takes a minute here; wrapping is what changes the keys.)"""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from hf_midi import MidiTokenizer
+
+    torch.manual_seed(0)
+    model = training.build_model("tiny")
+    compiled = torch.compile(model)
+    assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
+    training.export(Accelerator(cpu=True), compiled, MidiTokenizer(), tmp_path, max_new_tokens=16)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, loaded.get_parameter(name)), name
+
+
 def test_half_written_checkpoints_are_never_resumed_from(tmp_path):
     root = tmp_path / "checkpoints"
     for name, complete in (("step_0000010", True), ("step_0000020", False), (".tmp-step_0000030", True)):

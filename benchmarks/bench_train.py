@@ -1,0 +1,234 @@
+"""Training throughput of a preset on this machine: tokens/s, achieved TFLOP/s and MFU.
+
+    python benchmarks/bench_train.py --preset tiny [--dataset DIR] [--steps 20] [--threads 1]
+    python benchmarks/bench_train.py --preset base --compile          # on a CUDA GPU: bf16 + compile
+
+One training step is what ``hf_midi.training.train`` does (same model builder, optimizer groups,
+loss, clipping; fused AdamW and bf16 autocast on CUDA), timed side by side in one process on:
+
+- ``synthetic``: random token blocks already on the device (the model alone);
+- ``real``: blocks from the dataset through ``stream_blocks`` and the DataLoader, as training reads
+  them (``--dataset``, default: the committed POP909 fixtures, prepared into a temporary folder);
+- ``data``: the stream alone (batches/s), to say whether it keeps up with the model.
+
+``real / synthetic`` step time near 1 means the data stream keeps up. FLOPs per token are the
+PaLM/nanoGPT estimate (6 x matmul parameters + attention). MFU is against a stated peak: on CUDA the
+device's dense bf16 peak (H100: 989 TFLOP/s); on CPU, a peak measured in this run (the best fp32
+matrix multiply the same threads reach), so CPU "MFU" means "fraction of this CPU's sgemm speed".
+``--generate N`` also times N tokens of KV-cached sampling on one thread (the shipped use).
+The last line printed is one JSON object with every figure, the machine and the versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hf_midi.training import (  # noqa: E402
+    Batches,
+    build_model,
+    flops_per_token,
+    generation_config,
+    make_stream,
+    param_groups,
+    peak_tflops,
+    token_loss_sum,
+)
+from hf_midi.training_args import load_config  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def cpu_peak_tflops(seconds: float = 1.0) -> float:
+    """The best fp32 GEMM rate (TFLOP/s) this process reaches with its threads."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * 1024**3 / (time.perf_counter() - t))
+    return best / 1e12
+
+
+def fixture_dataset(tmp: str) -> str:
+    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
+
+    src = ROOT / "tests" / "fixtures" / "pop909"
+    out = Path(tmp) / "pop909-fixtures"
+    prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
+                                            progress=False))
+    return str(out)
+
+
+class _Dist:  # the single-process stand-in for the Accelerator fields make_stream reads
+    process_index, num_processes = 0, 1
+
+
+def time_steps(step, batches, steps: int, warmup: int, device) -> float:
+    """Median seconds of a step over ``steps`` steps after ``warmup``."""
+    times = []
+    for i in range(warmup + steps):
+        sync(device)
+        t = time.perf_counter()
+        step(batches())
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny", help="configs/NAME.yaml (or a YAML path)")
+    p.add_argument("--dataset", default=None, help="a prepared dataset (default: the POP909 fixtures)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps a variant")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=None, help="override the preset's per_device_batch_size")
+    p.add_argument("--block-size", type=int, default=None, help="override the preset's block_size")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    p.add_argument("--generate", type=int, default=0, metavar="N", help="also time N sampled tokens, 1 thread")
+    args = p.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    overrides = {k: v for k, v in {"per_device_batch_size": args.batch_size, "block_size": args.block_size}.items()
+                 if v is not None}
+    cfg = load_config(args.preset, overrides, check_paths=False)
+    B, T = cfg.per_device_batch_size, cfg.block_size
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    flops_tok = flops_per_token(model, T)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+                            betas=(cfg.adam_beta1, cfg.adam_beta2), fused=device.type == "cuda")
+    fwd = torch.compile(model) if args.compile else model
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    model.train()
+
+    def step(batch):
+        with autocast():
+            logits = fwd(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        n = (batch["labels"][:, 1:] != -100).sum()
+        (token_loss_sum(logits, batch["labels"]) / n).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = args.dataset or fixture_dataset(tmp)
+        cfg.dataset = dataset
+        from hf_midi import MidiTokenizer
+
+        stream = make_stream(cfg, cfg.train_split, MidiTokenizer(sustain=cfg.sustain), _Dist(), train=True)
+        real = Batches(stream, cfg, device)
+        ids = torch.randint(0, 390, (B, T), device=device)
+        synthetic = {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
+
+        # side by side, alternating, so machine load hits both alike
+        t_syn, t_real = [], []
+        for _ in range(3):
+            t_syn.append(time_steps(step, lambda: synthetic, args.steps, args.warmup, device))
+            t_real.append(time_steps(step, lambda: next(real), args.steps, args.warmup, device))
+        t_syn, t_real = min(t_syn), min(t_real)
+        data = Batches(make_stream(cfg, cfg.train_split, MidiTokenizer(sustain=cfg.sustain), _Dist(), True), cfg,
+                       device)
+        t0 = time.perf_counter()
+        for _ in range(args.steps * 3):
+            next(data)
+        t_data = (time.perf_counter() - t0) / (args.steps * 3)
+
+    threads = torch.get_num_threads()
+    if device.type == "cuda":
+        peak, peak_source = peak_tflops(cfg, device), f"{torch.cuda.get_device_name(device)} dense bf16 peak"
+    else:
+        peak, peak_source = cpu_peak_tflops(), f"fp32 1024^3 GEMM measured in this run, {threads} thread(s)"
+    figures = {}
+    for name, t in (("synthetic", t_syn), ("real", t_real)):
+        tok_s = B * T / t
+        tflops = tok_s * flops_tok / 1e12
+        figures[name] = {"step_s": round(t, 5), "tokens_per_s": round(tok_s, 1), "tflops": round(tflops, 5),
+                         "mfu": round(tflops / peak, 4) if peak else None}
+    figures["data"] = {"batch_s": round(t_data, 5), "tokens_per_s": round(B * T / t_data, 1)}
+    figures["real_over_synthetic"] = round(t_real / t_syn, 3)
+    figures["data_keeps_up"] = t_data < t_syn
+
+    gen = None
+    if args.generate:
+        torch.set_num_threads(1)
+        m = build_model(cfg.model).eval()
+        n_gen = min(args.generate, getattr(m.config, "n_positions", args.generate + 1) - 1)
+        gc = generation_config(m.config, n_gen)
+        gc.min_new_tokens = n_gen
+        bos = torch.tensor([[391]])
+        best = float("inf")
+        with torch.inference_mode():
+            m.generate(bos, max_new_tokens=16, min_new_tokens=16)
+            for _ in range(3):
+                t = time.perf_counter()
+                m.generate(bos, generation_config=gc, attention_mask=torch.ones_like(bos))
+                best = min(best, time.perf_counter() - t)
+        gen = {"tokens": n_gen, "tokens_per_s_1_thread": round(n_gen / best, 1)}
+        torch.set_num_threads(threads)
+
+    print(f"{args.preset}: {n_params / 1e6:.2f} M parameters, batch {B} x {T} tokens, {device} "
+          f"({'bf16' if bf16 else 'fp32'}{', compiled' if args.compile else ''}, {threads} thread(s))")
+    for name in ("synthetic", "real"):
+        f = figures[name]
+        mfu = f"{f['mfu']:.1%}" if f["mfu"] is not None else "n/a"
+        print(f"  {name:<9} {f['step_s'] * 1e3:8.1f} ms/step {f['tokens_per_s']:>10,.0f} tok/s "
+              f"{f['tflops'] * 1e3:8.2f} GFLOP/s  MFU {mfu}")
+    print(f"  data      {t_data * 1e3:8.1f} ms/batch ({figures['data']['tokens_per_s']:,.0f} tok/s); "
+          f"real/synthetic step time {figures['real_over_synthetic']:.2f}")
+    print(f"  peak {peak * 1e3 if peak else float('nan'):.1f} GFLOP/s ({peak_source})")
+    if gen:
+        print(f"  generation: {gen['tokens_per_s_1_thread']:.0f} tokens/s (1 thread, KV cache, {gen['tokens']} tokens)")
+
+    import accelerate
+    import transformers
+
+    print(json.dumps({
+        "benchmark": "bench_train",
+        "preset": args.preset,
+        "parameters": n_params,
+        "batch_size": B,
+        "block_size": T,
+        "device": str(device),
+        "precision": "bf16" if bf16 else "fp32",
+        "compiled": args.compile,
+        "threads": threads,
+        "flops_per_token": flops_tok,
+        "peak_tflops": peak,
+        "peak_source": peak_source,
+        **figures,
+        "generation": gen,
+        "dataset": args.dataset or "tests/fixtures/pop909 (prepared)",
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "accelerate": accelerate.__version__},
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
