@@ -243,15 +243,18 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_losses(dataset, tmp_pa
     ref = losses(tmp_path / "ref")
 
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args_for(dataset, out, *common)], env=ENV,
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert _wait_for(lambda: checkpoints(out), proc), proc.stderr.read() if proc.poll() is not None else ""
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:  # a file, not a pipe nobody reads while it runs
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args_for(dataset, out, *common)], env=ENV,
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            assert _wait_for(lambda: checkpoints(out), proc), log.read_text()[-3000:]
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     killed_at = max(losses(out))
     resumed_from = int(checkpoints(out)[-1].name[5:])
