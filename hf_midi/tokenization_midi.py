@@ -41,8 +41,8 @@ def _is_midi(x: Any) -> bool:
         return True
     if isinstance(x, os.PathLike):
         return True
-    if isinstance(x, str):
-        return x.lower().endswith((".mid", ".midi")) and not any(c.isspace() for c in x.strip())
+    if isinstance(x, str):  # no token ends in ".mid", so this cannot be event text
+        return x.rstrip().lower().endswith((".mid", ".midi"))
     return type(x).__name__ == "Score" and type(x).__module__.startswith("symusic")
 
 
@@ -145,7 +145,12 @@ class MidiTokenizer(PreTrainedTokenizer):
         """
         if hasattr(ids, "detach"):
             ids = ids.detach().cpu().numpy()
-        return decode(np.asarray(ids).reshape(-1))
+        ids = np.asarray(ids)
+        if ids.ndim > 1 and ids.shape[0] != 1 or ids.ndim > 2:
+            raise ValueError(
+                f"decode_midi takes one sequence of ids, got shape {ids.shape}; decode each row"
+            )
+        return decode(ids.reshape(-1))
 
     def __call__(self, text=None, *args, midi=None, **kwargs):
         """Text as usual; MIDI through ``midi=`` (a path, bytes, Score, or a list of them).
@@ -188,10 +193,11 @@ class MidiTokenizer(PreTrainedTokenizer):
                 ids = ids[: max(limit - (2 if add_special_tokens else 0), 0)]
             out.append(self.build_inputs_with_special_tokens(ids) if add_special_tokens else ids)
         encoded = {"input_ids": out if batched else out[0]}
+        to_max = getattr(padding, "value", padding) == "max_length"
         return self.pad(
             encoded,
             padding=padding,
-            max_length=max_length,
+            max_length=max_length if to_max else None,  # else pad warns that it ignores it
             pad_to_multiple_of=pad_to_multiple_of,
             padding_side=padding_side,
             return_tensors=return_tensors,
