@@ -27,7 +27,8 @@ from pathlib import Path
 import gradio as gr
 
 # In a deployed Space this is the copy of hf_midi beside app.py (python puts the script's folder
-# first on sys.path); in a checkout, the installed package.
+# first on sys.path); in a checkout, the installed package. main() logs which.
+import hf_midi
 from hf_midi.codec import MidiError, load_score, score_to_performance
 
 HERE = Path(__file__).resolve().parent
@@ -419,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"app.py: error: cannot load model {args.model!r}: {e}", file=sys.stderr)
         return 1
+    log.info("hf_midi %s from %s; model: %s", hf_midi.__version__, Path(hf_midi.__file__).parent,
+             pipe.model.name_or_path if pipe is not None else "none")
     launch(build_demo(pipe=pipe, concurrency=args.concurrency), args.host, args.port, args.share)
     return 0
 

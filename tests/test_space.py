@@ -8,11 +8,13 @@ render, packaging, queueing) is the real one.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -251,7 +253,7 @@ def test_space_requirements_cover_the_package(app):
     assert len(files) == 2 and all(Path(f).is_file() for f in files)  # the examples the page offers
 
 
-def test_build_assembles_a_space_that_imports_its_own_copy(tiny_model, tmp_path):
+def test_build_assembles_a_space_that_runs_from_its_own_copy(tiny_model, tmp_path):
     out = tmp_path / "space"
     build = [sys.executable, str(SPACE_DIR / "build.py"), str(out), "--model", str(tiny_model)]
     subprocess.run(build, check=True, capture_output=True)
@@ -259,13 +261,28 @@ def test_build_assembles_a_space_that_imports_its_own_copy(tiny_model, tmp_path)
                  "hf_midi/__init__.py", "hf_midi/codec.py", "hf_midi/pretrained/default/config.json"):
         assert (out / name).is_file(), name
     assert not list(out.rglob("__pycache__"))
-    probe = ("import app, hf_midi, hf_midi.generation as g; "
-             "print(hf_midi.__file__); print(g.default_model_path())")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=out, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    package_file, model = done.stdout.split()[-2:]
-    assert Path(package_file).resolve() == (out / "hf_midi" / "__init__.py").resolve()
-    assert Path(model).resolve() == (out / "hf_midi" / "pretrained" / "default").resolve()
+    # `python app.py` in the copy, as a Space runs it: it must use the copied package and model.
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_SERVER", "HF_MIDI_MODEL"))}
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=out, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in server.stdout:  # until the server is up (or has died)
+            lines.append(line)
+            if "Running on local URL" in line:
+                break
+        log = "".join(lines)
+        assert f"http://127.0.0.1:{port}" in log, log  # this machine only, unless told otherwise
+        used = re.search(r"hf_midi \S+ from (\S+); model: (\S+)", log)
+        assert used, log
+        assert Path(used[1]).resolve() == (out / "hf_midi").resolve()
+        assert Path(used[2]).resolve() == (out / "hf_midi" / "pretrained" / "default").resolve()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert page.status == 200 and b"hf-midi piano" in page.read()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
     # A second build into the same folder is refused, not merged.
     again = subprocess.run(build, capture_output=True, text=True)
     assert again.returncode == 1 and "exists and is not empty" in again.stderr
