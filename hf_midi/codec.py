@@ -434,22 +434,31 @@ def jitter_velocity(perf: Performance, rng: np.random.Generator, amount: int) ->
 
 # --------------------------------------------------------------------------- performance -> ids
 def _quantise(t: np.ndarray) -> np.ndarray:
-    """SPEC rule 2: floor(t * 100 + 0.5) on absolute float64 times."""
+    """SPEC rule 2: floor(t * 100 + 0.5) on absolute float64 times.
+
+    The cast truncates, which is the floor for every t >= -0.005 s; earlier times (an error for
+    notes, clamped to 0 for pedals) may come out one step late.
+    """
     x = np.asarray(t, dtype=np.float64) * STEPS_PER_SECOND
     x += 0.5
-    return np.floor(x, out=x).astype(np.int64)
+    return x.astype(np.int64)
 
 
 def _merge_intervals(start: np.ndarray, end: np.ndarray):
     """Union of half-open step intervals; touching ones merge, empty ones vanish."""
     keep = end > start
-    start, end = start[keep], end[keep]
-    if not len(start):
+    if not keep.all():
+        start, end = start[keep], end[keep]
+    if len(start) < 2:
         return start, end
-    order = np.argsort(start, kind="stable")
-    start, end = start[order], end[order]
+    if (start[1:] < start[:-1]).any():  # one track's intervals come sorted
+        order = np.argsort(start, kind="stable")
+        start, end = start[order], end[order]
     reach = np.maximum.accumulate(end)
-    new = np.flatnonzero(np.concatenate(([True], start[1:] > reach[:-1])))
+    new = np.flatnonzero(start[1:] > reach[:-1]) + 1
+    if len(new) == len(start) - 1:  # none touch or overlap
+        return start, end
+    new = np.concatenate(([0], new))
     return start[new], np.maximum.reduceat(end, new)
 
 
@@ -458,6 +467,7 @@ def _merge_intervals(start: np.ndarray, end: np.ndarray):
 # | (velocity bin - 1). Kinds in their in-step order: NOTE_OFF, SUSTAIN_OFF, SUSTAIN_ON, NOTE_ON.
 _KIND_SHIFT, _PITCH_SHIFT, _STEP_SHIFT = 13, 6, 15
 _MAX_STEP = 1 << 47  # keys stay below 2**62: 44 000 years
+_BIN_MINUS_1 = (np.maximum(np.arange(128), 1) - 1) // 4  # velocity 0..127 -> bin - 1
 # Event id of each (kind << 7 | pitch).
 _EVENT_ID = np.concatenate((
     NOTE_OFF + np.arange(128), np.full(128, SUSTAIN_OFF), np.full(128, SUSTAIN_ON), NOTE_ON + np.arange(128),
@@ -470,8 +480,9 @@ def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray
         raise ValueError(f"sustain must be one of {SUSTAIN_MODES}, got {sustain!r}")
     if perf.num_notes == 0:
         return np.empty(0, dtype=np.int64)
-    start = _quantise(perf.onset)
-    end = np.maximum(_quantise(perf.offset), start + 1)
+    n = perf.num_notes
+    start, end = _quantise(np.concatenate((perf.onset, perf.offset))).reshape(2, n)
+    end = np.maximum(end, start + 1)
     last = int(end.max())
     if start.min() < 0 or last >= _MAX_STEP:
         raise ValueError(f"note times must lie in 0..{_MAX_STEP // 100} s, got {start.min() / 100} s "
@@ -480,11 +491,13 @@ def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray
     # Rule 3: pedal intervals in steps; one still down closes at the last note's end step.
     p_start = p_end = np.empty(0, np.int64)
     if sustain != "ignore" and len(perf.pedal_down):
-        p_start = _quantise(perf.pedal_down)
         closed = np.isfinite(perf.pedal_up)
-        p_end = _quantise(np.where(closed, perf.pedal_up, 0.0))
+        up = np.where(closed, perf.pedal_up, 0.0)
+        p_start, p_end = _quantise(np.concatenate((perf.pedal_down, up))).reshape(2, len(up))
         p_end[~closed] = last
-        p_start, p_end = _merge_intervals(np.maximum(p_start, 0), np.minimum(p_end, _MAX_STEP))
+        if p_start.min() < 0 or p_end.max() >= _MAX_STEP:
+            p_start, p_end = np.maximum(p_start, 0), np.minimum(p_end, _MAX_STEP - 1)
+        p_start, p_end = _merge_intervals(p_start, p_end)
     if sustain == "extend" and len(p_start):
         # Rule 4: an end e in [a, b) moves to b.
         k = np.maximum(np.searchsorted(p_start, end, side="right") - 1, 0)
@@ -492,13 +505,14 @@ def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray
 
     # Notes sorted by (onset, pitch, velocity bin). Each track's notes come sorted by onset, so
     # the stable sort (timsort) only merges a few runs.
-    vel = np.minimum(np.maximum(perf.velocity, 1), 127)  # rule 6: v clamped into 1..127
-    key = (start << _STEP_SHIFT) | (perf.pitch << _PITCH_SHIFT) | ((vel - 1) >> 2)
+    key = (start << _STEP_SHIFT) | (perf.pitch << _PITCH_SHIFT)
+    key |= _BIN_MINUS_1.take(perf.velocity, mode="clip")  # rule 6, v clamped into 1..127
     order = np.argsort(key, kind="stable")
     key, end = key[order], end[order]
     # Rule 5a: same pitch, same onset -> one note with the latest end and the highest velocity,
     # which is the group's last key (the bin is the key's lowest field).
-    new = (key[1:] >> _PITCH_SHIFT) != (key[:-1] >> _PITCH_SHIFT)
+    onset_pitch = key >> _PITCH_SHIFT
+    new = onset_pitch[1:] != onset_pitch[:-1]
     if not new.all():
         last_of = np.flatnonzero(np.concatenate((new, [True])))
         end = np.maximum.reduceat(end, np.concatenate(([0], last_of[:-1] + 1)))
@@ -565,13 +579,18 @@ def check_ids(ids) -> np.ndarray:
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             bad = int(np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))[0])
             raise TokenIdError(f"token id {arr[bad]!r} at position {bad} is not an integer")
-    arr = arr.astype(np.int64)
-    bad = np.flatnonzero((arr < 0) | (arr >= VOCAB_SIZE))
-    if len(bad):
-        raise TokenIdError(
-            f"token id {int(arr[bad[0]])} at position {int(bad[0])} is outside 0..{VOCAB_SIZE - 1}"
-        )
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and (arr.min() < 0 or arr.max() >= VOCAB_SIZE):
+        bad = int(np.flatnonzero((arr < 0) | (arr >= VOCAB_SIZE))[0])
+        raise TokenIdError(f"token id {int(arr[bad])} at position {bad} is outside 0..{VOCAB_SIZE - 1}")
     return arr
+
+
+# Steps each id advances the clock, and the velocity of each VELOCITY id, as lookup tables.
+_SHIFT_OF = np.where((np.arange(VOCAB_SIZE) >= TIME_SHIFT) & (np.arange(VOCAB_SIZE) < VELOCITY),
+                     np.arange(VOCAB_SIZE) - (TIME_SHIFT - 1), 0)
+_VELOCITY_OF = np.where((np.arange(VOCAB_SIZE) >= VELOCITY) & (np.arange(VOCAB_SIZE) < SUSTAIN_ON),
+                        4 * (np.arange(VOCAB_SIZE) - (VELOCITY - 1)) - 2, DEFAULT_VELOCITY)
 
 
 def ids_to_notes(ids) -> dict[str, np.ndarray]:
@@ -585,35 +604,38 @@ def ids_to_notes(ids) -> dict[str, np.ndarray]:
     if len(stop):
         ids = ids[: stop[0]]
     ids = ids[ids < PAD_ID]  # <pad> and <bos> are skipped
-    clock = np.cumsum(shift_steps(ids))  # time at each token (shifts advance before later tokens)
+    clock = np.cumsum(_SHIFT_OF.take(ids))  # the time at each token
     final = int(clock[-1]) if len(ids) else 0
 
-    # Velocity in force at each token: forward-fill the last VELOCITY token.
-    is_vel = (ids >= VELOCITY) & (ids < SUSTAIN_ON)
-    last_vel = np.maximum.accumulate(np.where(is_vel, np.arange(len(ids)), -1)) if len(ids) else ids
-    vel_now = np.where(last_vel >= 0, bin_velocity(ids[np.maximum(last_vel, 0)] - (VELOCITY - 1)), DEFAULT_VELOCITY)
-
-    # Notes: per pitch, each NOTE_ON lasts until the next NOTE_ON/NOTE_OFF of that pitch.
-    is_note = ids < TIME_SHIFT
-    pos = np.flatnonzero(is_note)
-    p = ids[pos] % 128
-    is_on = ids[pos] < NOTE_OFF
-    order = np.lexsort((pos, p))
-    pos, p, is_on = pos[order], p[order], is_on[order]
-    has_next = np.concatenate((p[1:] == p[:-1], [False]))
-    nxt_time = np.concatenate((clock[pos[1:]], [0])) if len(pos) else np.empty(0, np.int64)
-    start = clock[pos]
-    end = np.where(has_next, nxt_time, final)
-    on = is_on
-    start, end, pitch, vel = start[on], end[on], p[on], vel_now[pos[on]]
+    # Notes: each NOTE_ON lasts until the next NOTE_ON/NOTE_OFF of its pitch (a re-strike or its
+    # end), else until the final time. A stable radix sort by pitch keeps each pitch's events in
+    # token order.
+    note_pos = np.flatnonzero(ids < TIME_SHIFT)
+    note_ids = ids[note_pos]
+    perm = np.argsort((note_ids & 127).astype(np.int16), kind="stable")
+    pitch_sorted, t = note_ids[perm] & 127, clock[note_pos[perm]]
+    until = np.full(len(perm), final, np.int64)
+    same = pitch_sorted[1:] == pitch_sorted[:-1]
+    until[:-1][same] = t[1:][same]
+    until[perm] = until.copy()  # back to token order
+    is_on = note_ids < NOTE_OFF
+    on_pos, end = note_pos[is_on], until[is_on]
+    start, pitch = clock[on_pos], ids[on_pos]
     end = np.maximum(end, start + 1)  # a note ending at its start lasts one step
-    order = np.lexsort((pitch, start))
+    # Velocity in force at each onset: the default, changed at each VELOCITY token (a cumulative
+    # sum of the changes).
+    vel_pos = np.flatnonzero((ids >= VELOCITY) & (ids < SUSTAIN_ON))
+    change = np.zeros(len(ids), np.int64)
+    change[vel_pos] = np.diff(_VELOCITY_OF.take(ids[vel_pos]), prepend=DEFAULT_VELOCITY)
+    vel = (np.cumsum(change) + DEFAULT_VELOCITY)[on_pos]
+    # Token order is onset order; a stable sort puts each step's onsets in pitch order.
+    order = np.argsort((start << 7) | pitch, kind="stable")
 
     # Pedal: keep only changes of state (ON while down / OFF while up are ignored).
     ped = np.flatnonzero(ids >= SUSTAIN_ON)
-    down = (ids[ped] == SUSTAIN_ON).astype(np.int64)
-    change = np.diff(down, prepend=0) != 0
-    ped_time, ped_val = clock[ped[change]], np.where(down[change] == 1, 127, 0)
+    down = ids[ped] == SUSTAIN_ON
+    change = np.flatnonzero(down != np.concatenate(([False], down[:-1])))
+    ped_time, ped_val = clock[ped[change]], np.where(down[change], 127, 0)
     if len(ped_val) and ped_val[-1] == 127:  # still down at the end: release at the final time
         ped_time, ped_val = np.append(ped_time, final), np.append(ped_val, 0)
     return {
