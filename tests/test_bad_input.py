@@ -243,7 +243,8 @@ def test_decode_midi_accepts_any_sequence_in_range():
 # --------------------------------------------------------------------------- the shared corpora
 @requires_shared_data
 def test_every_edge_case_is_read_or_refused_cleanly(shared_data):
-    rows = list(csv.DictReader(open(shared_data / "edge_cases" / "MANIFEST.csv")))
+    with open(shared_data / "edge_cases" / "MANIFEST.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     results = encode_isolated([shared_data / "edge_cases" / r["path"] for r in rows])
     for row, r in zip(rows, results):
         if row["symusic_0_6_0_parses"] == "1":  # no false refusals
