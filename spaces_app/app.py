@@ -375,10 +375,11 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
         inputs = [source, upload, keep, seconds, temperature, top_p, top_k, seed, new_seed, variations]
         gr.Examples([row for _, row in EXAMPLES], inputs, example_labels=[label for label, _ in EXAMPLES])
 
-        source.change(on_source, source, [upload, upload_info, keep, which], api_visibility="private",
-                      show_progress="hidden")
-        upload.change(describe_upload, upload, upload_info, api_visibility="private", show_progress="hidden")
-        dice.click(lambda: random.randint(0, MAX_SEED), None, seed, api_visibility="private")
+        # Light page events (a few ms) skip the queue: they never wait behind a generation.
+        light = dict(queue=False, show_progress="hidden", api_visibility="private")
+        source.change(on_source, source, [upload, upload_info, keep, which], **light)
+        upload.change(describe_upload, upload, upload_info, **light)
+        dice.click(lambda: random.randint(0, MAX_SEED), None, seed, **light)
         event = go.click(
             on_generate,
             [source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed, new_seed,

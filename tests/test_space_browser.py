@@ -158,6 +158,6 @@ def test_an_example_fills_the_form(page):
     page.get_by_role("button", name="Continue POP909 #720").click()
     info = page.locator("#upload-info")
     page.wait_for_function("el => /notes/.test(el.innerText)", arg=info.element_handle())
-    assert info.inner_text().startswith("pop909-720.mid:")
+    assert "pop909-720.mid: 895 notes, 3:32 long." in info.inner_text()
     assert page.get_by_label("Continue a MIDI file").is_checked()
     assert page.locator("#seconds input[type=number]").input_value() == "20"
