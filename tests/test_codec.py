@@ -30,7 +30,7 @@ def ids_of(text: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------- building scores
-def make_score(*tracks, tempos=None, tpq=480):
+def make_score(*tracks, tpq=480):
     """A score in seconds. Each track is a dict: notes=[(time, duration, pitch, velocity)],
     cc=[(time, number, value)], drum=False. Times are seconds (stored as float32 by symusic)."""
     score = symusic.Score(tpq, ttype="second")
@@ -470,19 +470,25 @@ def test_round_trip_on_fixtures(path):
 
 
 def test_start_and_end_within_five_ms_of_the_source():
+    # SPEC "Round trip" in its own words, against the source's float times: each decoded note has
+    # a source note of its pitch starting within 5 ms, whose velocity is in the decoded bin, and
+    # ending within 5 ms unless rule 2 (one step) or rule 5 (cut at a re-strike) moved the end.
     path = POP909_FIXTURES[0]
     score = symusic.Score(str(path), ttype="second")
-    d = codec.ids_to_notes(codec.encode(path, sustain="ignore"))
-    src = {}
+    by_pitch = {}
     for tr in score.tracks:
         for n in tr.notes:
-            src.setdefault((q(n.time), n.pitch), []).append(n)
-    for s, e, p in zip(d["start"].tolist(), d["end"].tolist(), d["pitch"].tolist()):
-        cands = src[(s, p)]
-        assert any(abs(n.time - s / 100) <= 0.005 + 1e-6 for n in cands)
-        # the end is the source's (within 5 ms) unless rule 2 or 5 moved it
-        assert any(abs(n.end - e / 100) <= 0.005 + 1e-6 or e == s + 1 for n in cands) or \
-            any(q(n.end) > e for n in cands)
+            by_pitch.setdefault(n.pitch, []).append((n.time, n.end, n.velocity))
+    d = codec.ids_to_notes(codec.encode(path, sustain="ignore"))
+    moved = 0
+    for s, e, p, v in zip(*(d[k].tolist() for k in ("start", "end", "pitch", "velocity"))):
+        near = [x for x in by_pitch[p] if abs(x[0] - s / 100) <= 0.005 + 1e-6]
+        assert near, (s, p)
+        assert codec.velocity_bin(v) in codec.velocity_bin([x[2] for x in near])
+        if not any(abs(x[1] - e / 100) <= 0.005 + 1e-6 for x in near):
+            moved += 1
+            assert e == s + 1 or any(x[1] > e / 100 for x in near)
+    assert 0 < moved < len(d["start"]) // 10
 
 
 def _test_split(folder: Path, split_csv: str) -> list[Path]:
