@@ -241,6 +241,7 @@ def test_decode_midi_accepts_any_sequence_in_range():
 
 
 # --------------------------------------------------------------------------- the shared corpora
+@pytest.mark.data
 @requires_shared_data
 def test_every_edge_case_is_read_or_refused_cleanly(shared_data):
     with open(shared_data / "edge_cases" / "MANIFEST.csv", newline="") as f:
@@ -255,6 +256,7 @@ def test_every_edge_case_is_read_or_refused_cleanly(shared_data):
     assert sum(row["symusic_0_6_0_parses"] == "0" for row in rows) == 10
 
 
+@pytest.mark.data
 @requires_shared_data
 def test_every_pop909_and_asap_file_passes_check_smf(shared_data):
     files = sorted((shared_data / "pop909").rglob("*.mid")) + sorted((shared_data / "asap").rglob("*.mid"))

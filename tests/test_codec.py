@@ -496,6 +496,8 @@ def _test_split(folder: Path, split_csv: str) -> list[Path]:
         return [folder / r["path"] for r in csv.DictReader(f) if r["split"] == "test"]
 
 
+@pytest.mark.data
+@pytest.mark.slow
 @requires_shared_data
 def test_round_trip_on_every_test_split_file(shared_data):
     files = _test_split(shared_data / "pop909", "split.csv") + _test_split(shared_data / "asap", "split_by_piece.csv")
