@@ -143,11 +143,12 @@ def _scan_one(root: str, rel: str) -> FileResult:
     try:
         check_smf(data, rel)
         score = symusic.Score.from_midi(data, ttype="second")
+        # also refuses corrupt values symusic stored (pitch, velocity or controller above 127)
+        perf = score_to_performance(score, source=rel)
     except MidiReadError as e:
         return FileResult(rel, len(data), sha, reason="unreadable", detail=e.problem)
     except Exception as e:  # symusic's own errors
         return FileResult(rel, len(data), sha, reason="unreadable", detail=f"symusic could not parse it: {e}")
-    perf = score_to_performance(score)
     if perf.num_notes == 0:
         return FileResult(rel, len(data), sha, reason="no notes", detail="no notes outside drum tracks")
     return FileResult(rel, len(data), sha, round(perf.duration, 6), perf.num_notes)

@@ -356,3 +356,20 @@ def test_shards_balance_the_corpus(prepared):
     paths = [pq.read_table(p, columns=["path"]).column(0).to_pylist()
              for p in sorted((out / "data").glob("train-*.parquet"))]
     assert np.all([len(p) >= 1 for p in paths])
+
+
+@requires_shared_data
+def test_corrupt_values_and_segfault_files_are_skipped(tmp_path):
+    # symusic 0.5.9 stores controller value 168 from one file and segfaults on the other; prepare must
+    # report both as unreadable and keep the good file.
+    src = tmp_path / "src"
+    src.mkdir()
+    corrupted = SHARED_DATA / "edge_cases" / "symusic_testcases" / "MIDIs_corrupted"
+    for name in ("ValueError_Control168.mid", "Issue104_Bizarre_Love_Triangle2.mid"):
+        shutil.copy(corrupted / name, src / name)
+    shutil.copy(POP909_FIXTURES[0], src / "good.mid")
+    report = prepare_dataset(src, tmp_path / "out", PrepareConfig(split_ratios=(1.0, 0.0, 0.0), num_workers=0,
+                                                                   progress=False))
+    reasons = {s.path: s.reason for s in report.skipped}
+    assert reasons == {"ValueError_Control168.mid": "unreadable", "Issue104_Bizarre_Love_Triangle2.mid": "unreadable"}
+    assert [f.path for files in report.splits.values() for f in files] == ["good.mid"]
