@@ -55,7 +55,7 @@ class TrainingArguments:
     output_dir: str | None = None  # final model here; checkpoints in OUT/checkpoints, logs in OUT/logs
     model: ModelArguments = field(default_factory=ModelArguments)
 
-    # data
+    # -- data --
     train_split: str = "train"
     eval_split: str = "validation"
     block_size: int = 1024  # tokens a training example (<= model.context_length for GPT-2)
@@ -69,7 +69,7 @@ class TrainingArguments:
     piece_shuffle_buffer: int = 64  # pieces (before parsing) in the streaming shuffle buffer
     num_workers: int = 0  # DataLoader worker processes (0: in the training process)
 
-    # batch and optimisation
+    # -- batch and optimisation --
     per_device_batch_size: int = 8  # blocks a micro-batch on each process
     gradient_accumulation_steps: int = 1  # micro-batches an optimizer step
     learning_rate: float = 6e-4  # peak learning rate, after warm-up
@@ -86,12 +86,12 @@ class TrainingArguments:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0  # gradient clipping (0: off)
 
-    # speed
+    # -- speed --
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that has it, else fp32), "bf16" or "no"
     compile: bool = False  # torch.compile the model
     cpu_threads: int = 0  # torch threads on CPU (0: torch's default)
 
-    # evaluation, checkpoints, logging
+    # -- evaluation, checkpoints, logging --
     eval_every: int = 200  # optimizer steps between evaluations (0: only at the end)
     eval_batches: int = 16  # micro-batches of eval_split a process scores each evaluation (0: no evaluation)
     save_every: int = 200  # optimizer steps between checkpoints (0: none)
@@ -246,6 +246,26 @@ def field_names() -> list[str]:
     return top + [f"model.{f.name}" for f in dataclasses.fields(ModelArguments)]
 
 
+def field_help() -> dict[str, str]:
+    """``{"learning_rate": "peak learning rate, after warm-up", ...}``: the comments beside the fields."""
+    import inspect
+
+    out = {}
+    for cls, prefix in ((TrainingArguments, ""), (ModelArguments, "model.")):
+        defaults, above = cls(), []
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+): [^=]+=.*?(?:#\s*(.*))?$", line)
+            if line.strip().startswith("#") and not line.strip().startswith("# --"):  # not a section title
+                above.append(line.strip().lstrip("# "))  # a comment block above a field
+            elif m:
+                text = m.group(2) or " ".join(above)
+                out[prefix + m.group(1)] = f"{text} (default: {getattr(defaults, m.group(1))!r})".strip()
+                above = []
+            else:
+                above = []
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> TrainingArguments:
     """``--config PRESET_OR_YAML`` and ``--<field> VALUE`` for any field (values read as YAML)."""
     parser = argparse.ArgumentParser(
@@ -255,11 +275,12 @@ def parse_args(argv: list[str] | None = None) -> TrainingArguments:
     parser.add_argument("--config", default="tiny", help="preset name (configs/NAME.yaml) or a YAML file")
     hints = {**typing.get_type_hints(TrainingArguments), **{
         f"model.{k}": v for k, v in typing.get_type_hints(ModelArguments).items()}}
+    helps = field_help()
     for name in field_names():
         kwargs = {"dest": name, "default": argparse.SUPPRESS, "metavar": "VALUE"}
         if name == "resume":
             kwargs.update(nargs="?", const="latest")
-        parser.add_argument(f"--{name}", **kwargs, help=f"({hints[name]})".replace("typing.", ""))
+        parser.add_argument(f"--{name}", **kwargs, help=helps.get(name, "").replace("%", "%%"))
     ns = vars(parser.parse_args(argv))
     config = ns.pop("config")
     overrides = {}
