@@ -16,6 +16,8 @@ PaLM/nanoGPT estimate (6 x matmul parameters + attention). MFU is against a stat
 device's dense bf16 peak (H100: 989 TFLOP/s); on CPU, a peak measured in this run (the best fp32
 matrix multiply the same threads reach), so CPU "MFU" means "fraction of this CPU's sgemm speed".
 ``--generate N`` also times N tokens of KV-cached sampling on one thread (the shipped use).
+On a shared CPU wall times include waiting for other jobs; the figures per process CPU-second
+(``tokens_per_cpu_s``, ``mfu_per_cpu_s``) do not, and with one thread they stand for an idle core.
 The last line printed is one JSON object with every figure, the machine and the versions.
 """
 
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -79,18 +82,22 @@ class _Dist:  # the single-process stand-in for the Accelerator fields make_stre
     process_index, num_processes = 0, 1
 
 
-def time_steps(step, batches, steps: int, warmup: int, device) -> float:
-    """Median seconds of a step over ``steps`` steps after ``warmup``."""
-    times = []
+def time_steps(step, batches, steps: int, warmup: int, device) -> tuple[float, float]:
+    """Median (wall seconds, process CPU seconds) of a step over ``steps`` steps after ``warmup``.
+
+    On a shared CPU the wall time includes waiting for other jobs; the process CPU time (all its
+    threads) does not, so with one thread it stands for what an idle core would do.
+    """
+    times, cpu = [], []
     for i in range(warmup + steps):
         sync(device)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         step(batches())
         sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
+            cpu.append(time.process_time() - c)
+    return sorted(times)[len(times) // 2], sorted(cpu)[len(cpu) // 2]
 
 
 def main() -> int:
@@ -103,6 +110,8 @@ def main() -> int:
     p.add_argument("--block-size", type=int, default=None, help="override the preset's block_size")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field, e.g. --set model.num_layers=4 (repeatable)")
     p.add_argument("--generate", type=int, default=0, metavar="N", help="also time N sampled tokens, 1 thread")
     args = p.parse_args()
 
@@ -111,6 +120,9 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     overrides = {k: v for k, v in {"per_device_batch_size": args.batch_size, "block_size": args.block_size}.items()
                  if v is not None}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
     cfg = load_config(args.preset, overrides, check_paths=False)
     B, T = cfg.per_device_batch_size, cfg.block_size
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -143,12 +155,12 @@ def main() -> int:
         ids = torch.randint(0, 390, (B, T), device=device)
         synthetic = {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
 
-        # side by side, alternating, so machine load hits both alike
-        t_syn, t_real = [], []
+        # side by side, alternating, so machine load hits both alike; the best of three rounds
+        runs = {"synthetic": [], "real": []}
         for _ in range(3):
-            t_syn.append(time_steps(step, lambda: synthetic, args.steps, args.warmup, device))
-            t_real.append(time_steps(step, lambda: next(real), args.steps, args.warmup, device))
-        t_syn, t_real = min(t_syn), min(t_real)
+            runs["synthetic"].append(time_steps(step, lambda: synthetic, args.steps, args.warmup, device))
+            runs["real"].append(time_steps(step, lambda: next(real), args.steps, args.warmup, device))
+        (t_syn, c_syn), (t_real, c_real) = min(runs["synthetic"]), min(runs["real"])
         data = Batches(make_stream(cfg, cfg.train_split, MidiTokenizer(sustain=cfg.sustain), _Dist(), True), cfg,
                        device)
         t0 = time.perf_counter()
@@ -162,11 +174,14 @@ def main() -> int:
     else:
         peak, peak_source = cpu_peak_tflops(), f"fp32 1024^3 GEMM measured in this run, {threads} thread(s)"
     figures = {}
-    for name, t in (("synthetic", t_syn), ("real", t_real)):
+    for name, t, c in (("synthetic", t_syn, c_syn), ("real", t_real, c_real)):
         tok_s = B * T / t
         tflops = tok_s * flops_tok / 1e12
         figures[name] = {"step_s": round(t, 5), "tokens_per_s": round(tok_s, 1), "tflops": round(tflops, 5),
                          "mfu": round(tflops / peak, 4) if peak else None}
+        if device.type == "cpu" and c:  # per CPU-second: what the process got, whatever else ran
+            figures[name].update(cpu_s=round(c, 5), tokens_per_cpu_s=round(B * T / c, 1),
+                                 mfu_per_cpu_s=round(B * T / c * flops_tok / 1e12 / peak, 4))
     figures["data"] = {"batch_s": round(t_data, 5), "tokens_per_s": round(B * T / t_data, 1)}
     figures["real_over_synthetic"] = round(t_real / t_syn, 3)
     figures["data_keeps_up"] = t_data < t_syn
@@ -179,28 +194,33 @@ def main() -> int:
         gc = generation_config(m.config, n_gen)
         gc.min_new_tokens = n_gen
         bos = torch.tensor([[391]])
-        best = float("inf")
+        best, best_cpu = float("inf"), float("inf")
         with torch.inference_mode():
             m.generate(bos, max_new_tokens=16, min_new_tokens=16)
             for _ in range(3):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 m.generate(bos, generation_config=gc, attention_mask=torch.ones_like(bos))
-                best = min(best, time.perf_counter() - t)
-        gen = {"tokens": n_gen, "tokens_per_s_1_thread": round(n_gen / best, 1)}
+                best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
+        gen = {"tokens": n_gen, "tokens_per_s_1_thread": round(n_gen / best, 1),
+               "tokens_per_cpu_s": round(n_gen / best_cpu, 1)}
         torch.set_num_threads(threads)
 
-    print(f"{args.preset}: {n_params / 1e6:.2f} M parameters, batch {B} x {T} tokens, {device} "
+    name = " ".join([args.preset, *args.set])
+    print(f"{name}: {n_params / 1e6:.2f} M parameters, batch {B} x {T} tokens, {device} "
           f"({'bf16' if bf16 else 'fp32'}{', compiled' if args.compile else ''}, {threads} thread(s))")
     for name in ("synthetic", "real"):
         f = figures[name]
         mfu = f"{f['mfu']:.1%}" if f["mfu"] is not None else "n/a"
+        cpu = (f"  ({f['tokens_per_cpu_s']:,.0f} tok per CPU-s, MFU {f['mfu_per_cpu_s']:.1%})"
+               if "tokens_per_cpu_s" in f else "")
         print(f"  {name:<9} {f['step_s'] * 1e3:8.1f} ms/step {f['tokens_per_s']:>10,.0f} tok/s "
-              f"{f['tflops'] * 1e3:8.2f} GFLOP/s  MFU {mfu}")
+              f"{f['tflops'] * 1e3:8.2f} GFLOP/s  MFU {mfu}{cpu}")
     print(f"  data      {t_data * 1e3:8.1f} ms/batch ({figures['data']['tokens_per_s']:,.0f} tok/s); "
           f"real/synthetic step time {figures['real_over_synthetic']:.2f}")
     print(f"  peak {peak * 1e3 if peak else float('nan'):.1f} GFLOP/s ({peak_source})")
     if gen:
-        print(f"  generation: {gen['tokens_per_s_1_thread']:.0f} tokens/s (1 thread, KV cache, {gen['tokens']} tokens)")
+        print(f"  generation: {gen['tokens_per_s_1_thread']:.0f} tokens/s, {gen['tokens_per_cpu_s']:.0f} per CPU-s "
+              f"(1 thread, KV cache, {gen['tokens']} tokens from <bos>)")
 
     import accelerate
     import transformers
@@ -208,6 +228,7 @@ def main() -> int:
     print(json.dumps({
         "benchmark": "bench_train",
         "preset": args.preset,
+        "overrides": args.set,
         "parameters": n_params,
         "batch_size": B,
         "block_size": T,

@@ -327,6 +327,7 @@ def train(args: TrainingArguments) -> Path:
                                 accelerator.device)
         eval_stream = make_stream(args, args.eval_split, tokenizer, accelerator, False) if args.eval_batches else None
     eval_batches = None  # read once, at the first evaluation
+    model.to(accelerator.device)  # fused AdamW wants its parameters on the GPU when it is made
     fused = accelerator.device.type == "cuda"
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.learning_rate,
                                   betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, fused=fused)
