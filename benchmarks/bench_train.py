@@ -120,6 +120,8 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     overrides = {k: v for k, v in {"per_device_batch_size": args.batch_size, "block_size": args.block_size}.items()
                  if v is not None}
+    if args.block_size is not None:
+        overrides["model.context_length"] = args.block_size  # ignored by the LSTM
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)

@@ -161,7 +161,8 @@ def configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="a dataset folder written by `hf-midi prepare` (or Hub id)")
     p.add_argument("--split", default="test")
     p.add_argument("--context", type=int, default=None,
-                   help="GPT-2 window (default: the model's context) / LSTM chunk (default 1024)")
+                   help="GPT-2 window (default: the model's context, at most the tokenizer's model_max_length) / "
+                        "LSTM chunk (default 1024)")
     p.add_argument("--stride", type=int, default=None, help="GPT-2 window step (default: context / 2)")
     p.add_argument("--batch-size", type=int, default=8, help="windows a forward pass")
     p.add_argument("--max-pieces", type=int, default=None, help="score only the first N pieces")
@@ -187,7 +188,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     pieces = iter_pieces(args.dataset, args.split, tokenizer)
     if args.max_pieces:
         pieces = itertools.islice(pieces, args.max_pieces)
-    result = evaluate_model(model, pieces, args.context, args.stride, args.batch_size, progress=not args.quiet)
+    context = args.context
+    if context is None and hasattr(model.config, "n_positions"):
+        # The tokenizer saved by training holds the block length the model was trained on.
+        context = min(model.config.n_positions, int(getattr(tokenizer, "model_max_length", 1e9)))
+    result = evaluate_model(model, pieces, context, args.stride, args.batch_size, progress=not args.quiet)
     result = {"model": str(args.model), "model_type": model.config.model_type,
               "parameters": sum(p.numel() for p in model.parameters()), "dataset": str(args.dataset),
               "split": args.split, **result}

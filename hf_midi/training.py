@@ -3,7 +3,9 @@
 The loop follows the canonical Accelerate order: arguments -> Accelerator -> seed -> model -> data
 -> optimizer groups -> prepare -> loop under ``accumulate()`` -> evaluation -> ``save_state``
 checkpoints -> ``save_pretrained`` export -> ``end_training()``. The same script runs on one CPU,
-one or several GPUs (DDP, or FSDP through an accelerate config) and several machines.
+one or several GPUs (DDP, or FSDP through an accelerate config: FSDP2, or FSDP1 with
+``fsdp_use_orig_params: true`` so the weight-decay groups survive wrapping) and several machines.
+Two CPU processes (gloo): ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py``.
 
 OUT/ holds, at the end, a folder ``from_pretrained`` and the pipeline load directly:
 ``model.safetensors``, ``config.json``, ``generation_config.json`` and the tokenizer (with its remote
@@ -320,8 +322,7 @@ def train(args: TrainingArguments) -> Path:
     )
     set_seed(args.seed)
     model = build_model(args.model)
-    tokenizer = MidiTokenizer(sustain=args.sustain, model_max_length=args.block_size
-                              if args.model.architecture == "musicrnn" else args.model.context_length)
+    tokenizer = MidiTokenizer(sustain=args.sustain, model_max_length=args.block_size)
     with accelerator.main_process_first():
         train_batches = Batches(make_stream(args, args.train_split, tokenizer, accelerator, True), args,
                                 accelerator.device)

@@ -58,7 +58,7 @@ class TrainingArguments:
     # -- data --
     train_split: str = "train"
     eval_split: str = "validation"
-    block_size: int = 1024  # tokens a training example (<= model.context_length for GPT-2)
+    block_size: int = 1024  # tokens a training example (= model.context_length for GPT-2)
     data_mode: str = "pack"  # "pack": pieces concatenated into full blocks; "crop": one random window a piece
     sustain: str = "events"  # tokenizer pedal mode (saved with the tokenizer): events, extend or ignore
     augment: bool = True  # random transposition / time stretch of training pieces
@@ -191,8 +191,11 @@ def validate(args: TrainingArguments, check_paths: bool = True) -> TrainingArgum
     """Range and consistency checks; ConfigError names the field."""
     m = validate_model(args.model)
     _check_ranges(args, "")
-    if m.architecture == "gpt2" and args.block_size > m.context_length:
-        raise ConfigError(f"block_size: {args.block_size} exceeds model.context_length {m.context_length}")
+    if m.architecture == "gpt2" and args.block_size != m.context_length:
+        # GPT-2 learns a position's embedding only from blocks that reach it: a longer context would
+        # ship untrained positions that generation and evaluation then use.
+        raise ConfigError(f"block_size: {args.block_size} differs from model.context_length {m.context_length} "
+                          "(for GPT-2 set both to the same length)")
     if args.transpose[0] > args.transpose[1] or args.stretch[0] > args.stretch[1]:
         raise ConfigError("transpose/stretch: the range must be [low, high] with low <= high")
     if check_paths:

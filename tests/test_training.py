@@ -81,7 +81,7 @@ def test_config_errors_name_the_field_and_stop_before_any_work(tmp_path, dataset
         (args_for(dataset, out, "--model.architecture", "rnn"), "model.architecture: must be one of"),
         (args_for(str(tmp_path / "nope"), out), "dataset: no such folder"),
         (["--config", "tiny", "--dataset", dataset], "output_dir: required"),
-        (args_for(dataset, out, "--block_size", "4096"), "block_size: 4096 exceeds model.context_length 128"),
+        (args_for(dataset, out, "--block_size", "256"), "block_size: 256 differs from model.context_length 128"),
         (args_for(dataset, out, "--resume", str(tmp_path)), "is not a checkpoint folder (no trainer_state.json)"),
         (["--config", "huge", "--dataset", dataset, "--output_dir", str(out)], "unknown preset 'huge'"),
     ]
