@@ -46,6 +46,7 @@ from hf_midi.generation import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"events_per_s_b1": 500, "events_per_s_b4": 1500}
+WARMUP_S: dict[str, float] = {}  # first call of each variant (includes torch.compile with --compile)
 
 
 # --------------------------------------------------------------------------- models
@@ -104,9 +105,11 @@ def measure(fns: dict, tokens: int, repeats: int) -> tuple[dict, dict]:
     shared machine its ratios are the steadier ones."""
     wall, cpu = {}, {}
     with torch.inference_mode():
-        for fn in fns.values():  # warm up (and compile) outside the clock
+        for name, fn in fns.items():  # warm up (and compile) outside the clock
             for b in (1, 4):
+                t = time.perf_counter()
                 fn(b)
+                WARMUP_S[f"{name}/b{b}"] = round(time.perf_counter() - t, 2)
         for _ in range(repeats):
             for b in (1, 4):
                 for name, fn in fns.items():
@@ -268,6 +271,7 @@ def main(argv=None) -> dict:
         "ratios_wall": {f"{a}_over_{b}/b{n}": round(eps[f"{a}/b{n}"] / eps[f"{b}/b{n}"], 3)
                         for n in (1, 4) for a, b in pairs},
         "grammar_processor_us_per_step": {"b1": grammar_cost_us(1), "b4": grammar_cost_us(4)},
+        "warmup_s": dict(WARMUP_S),
         "goals": {
             f"events_per_s_b{n}": {"goal": GOALS[f"events_per_s_b{n}"], "wall": eps[f"ours+grammar/b{n}"],
                                    "cpu": eps_cpu[f"ours+grammar/b{n}"],
