@@ -70,11 +70,13 @@ def main(argv=None) -> int:
     p.add_argument("--asap", default=None, help="ASAP performances dataset folder (hf-midi prepare)")
     p.add_argument("--split", default="test")
     p.add_argument("--max-pieces", type=int, default=None, help="evaluate only the first N pieces (smoke runs)")
-    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--samples", type=int, default=20, help="0: NLL only")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/samples", help="folder for sample PNGs, MIDI and one WAV")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--cache", default=None,
+                   help="folder of per-(model, dataset) NLL results: reused when there, written when computed")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -84,11 +86,22 @@ def main(argv=None) -> int:
     datasets = {"pop909": args.pop909} | ({"asap": args.asap} if args.asap else {})
     for mname, mdir in models.items():
         for dname, ddir in datasets.items():
-            results["nll"][f"{mname}/{dname}"] = evaluate(mdir, ddir, args.split, args.max_pieces)
+            key = f"{mname}/{dname}"
+            cached = Path(args.cache) / f"{mname}-{dname}-{args.split}.json" if args.cache else None
+            if cached is not None and cached.is_file():
+                results["nll"][key] = json.loads(cached.read_text())
+                continue
+            results["nll"][key] = evaluate(mdir, ddir, args.split, args.max_pieces)
+            results["nll"][key]["model_dir"] = mdir
+            if cached is not None:
+                atomic_write_bytes(cached, (json.dumps(results["nll"][key], indent=1) + "\n").encode())
     if "lstm" in models:
         results["nll_gap_pop909"] = (results["nll"]["lstm/pop909"]["nll"]
                                      - results["nll"]["transformer/pop909"]["nll"])
 
+    if args.samples == 0:
+        print(json.dumps(results))
+        return 0
     samples = sample(args.model, args.samples, args.seconds, args.seed)
     tok = AutoTokenizer.from_pretrained(args.model)
     reference = []
