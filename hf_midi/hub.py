@@ -190,6 +190,46 @@ def push_folder(
     return str(getattr(info, "commit_url", info))
 
 
+def bundle_model(
+    model_dir: str | os.PathLike, out: str | os.PathLike | None = None, context: int | None = None
+) -> Path:
+    """Copy a trained GPT-2 folder into the package (``hf_midi/pretrained/default``), atomically.
+
+    ``context`` cuts the position table to the first ``context`` rows (and ``n_positions`` with
+    it): a model trained on shorter blocks than its table never learned the later rows, so
+    generation must slide its window within the trained ones.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out) if out is not None else PACKAGE_DIR / "pretrained" / "default"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if context is not None:
+        if model.config.model_type != "gpt2":
+            raise HubError(f"{model_dir}: context trimming is for GPT-2 models, not {model.config.model_type}")
+        if not 0 < context <= model.config.n_positions:
+            raise HubError(f"context must be in 1..{model.config.n_positions}, got {context}")
+        wpe = model.transformer.wpe
+        wpe.weight = torch.nn.Parameter(wpe.weight.data[:context].clone())
+        wpe.num_embeddings = context
+        model.config.n_positions = context
+        tokenizer.model_max_length = context
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        add_tokenizer_code(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="a trained model folder (train.py's --output_dir)")
     p.add_argument("out", help="the Hub-ready folder to write")
@@ -218,7 +258,7 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "HubError", "TOKENIZER_CODE", "add_tokenizer_code", "code_closure", "export_model_folder",
+    "HubError", "TOKENIZER_CODE", "add_tokenizer_code", "bundle_model", "code_closure", "export_model_folder",
     "push_folder", "write_tokenizer_folder",
 ]
 

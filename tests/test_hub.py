@@ -168,3 +168,23 @@ def test_push_needs_a_token_and_a_valid_repo_id(exported, monkeypatch):
         push_folder(exported["tiny"], "no-slash", token="x")
     with pytest.raises(HubError, match="not an exported model folder"):
         push_folder(exported["tiny"] / "nope", "user/name", token="x")
+
+
+def test_bundle_model_trims_positions_and_keeps_logits(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from hf_midi.hub import bundle_model
+
+    trained = _save_model("tiny", tmp_path / "trained")
+    full = AutoModelForCausalLM.from_pretrained(trained)
+    n = full.config.n_positions
+    out = bundle_model(trained, tmp_path / "bundled", context=n // 2)
+    small = AutoModelForCausalLM.from_pretrained(out)
+    assert small.config.n_positions == n // 2 and small.transformer.wpe.weight.shape[0] == n // 2
+    ids = torch.randint(0, 390, (1, n // 2))
+    with torch.no_grad():
+        assert torch.equal(full(ids).logits, small(ids).logits)
+    assert MidiTokenizer.from_pretrained(out).model_max_length == n // 2
+    with pytest.raises(HubError, match="context must be"):
+        bundle_model(trained, tmp_path / "bad", context=n + 1)
+    assert not (tmp_path / "bad").exists()
