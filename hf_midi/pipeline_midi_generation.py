@@ -15,6 +15,7 @@ can be copied into a Hub folder as custom code with the files it imports.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import symusic
@@ -123,8 +124,13 @@ class MidiGenerationPipeline(Pipeline):
             if prompt_seconds is not None:
                 raise GenerationError("prompt_seconds needs a prompt")
             return {"input_ids": torch.tensor([[BOS_ID]]), "prompt_steps": 0}
-        source = f"prompt {prompt}" if isinstance(prompt, str) or hasattr(prompt, "__fspath__") else "prompt"
-        score = load_score(prompt, source=source if not isinstance(prompt, (bytes, bytearray)) else "prompt <bytes>")
+        if isinstance(prompt, (bytes, bytearray, memoryview)):
+            source = "prompt <bytes>"
+        elif isinstance(prompt, (str, os.PathLike)):
+            source = f"prompt {os.fspath(prompt)}"
+        else:
+            source = "prompt"
+        score = load_score(prompt, source=source)
         events = performance_to_ids(score_to_performance(score), getattr(self.tokenizer, "sustain", "events"))
         if prompt_seconds is not None:
             events = cut_events(events, prompt_seconds)
