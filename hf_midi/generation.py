@@ -617,4 +617,5 @@ __all__ = [
     "MusicTimeStoppingCriteria", "PerformanceGrammarLogitsProcessor", "PerformanceState",
     "check_generation_args", "check_model_folder", "configure_generate", "context_length", "cut_events",
     "default_model_path", "generate_music", "load_pipeline", "music_generation_config", "run_generate",
+    "seconds_to_steps",
 ]
