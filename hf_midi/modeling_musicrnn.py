@@ -95,9 +95,28 @@ class MusicRNNForCausalLM(MusicRNNPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
+    def _step(self, x, state):
+        """One time step, x (B, 1, E), in inference: the fused cell op, layer by layer. nn.LSTM on a
+        length-1 input costs ~11x more on CPU (measured: 2.7 ms against 0.24 ms for 2 x 336), and
+        generation makes exactly these calls."""
+        B, L, H = x.shape[0], self.config.num_layers, self.config.hidden_size
+        h0, c0 = state if state is not None else (x.new_zeros(L, B, H), x.new_zeros(L, B, H))
+        inp, hs, cs = x[:, 0], [], []
+        for i in range(L):
+            h, c = torch.lstm_cell(
+                inp, (h0[i], c0[i]), getattr(self.lstm, f"weight_ih_l{i}"), getattr(self.lstm, f"weight_hh_l{i}"),
+                getattr(self.lstm, f"bias_ih_l{i}"), getattr(self.lstm, f"bias_hh_l{i}"),
+            )
+            hs.append(h)
+            cs.append(c)
+            inp = h
+        return inp[:, None], (torch.stack(hs), torch.stack(cs))
+
     def _run_lstm(self, x, state, mask):
         """x (B, T, E) -> (out (B, T, H), (h, c)); rows with padding are packed so pads are skipped."""
         if mask is None or bool(mask.all()):
+            if x.shape[1] == 1 and not self.training:
+                return self._step(x, state)
             return self.lstm(x, state)
         B, T = mask.shape
         mask = mask.bool()

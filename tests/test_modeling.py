@@ -111,6 +111,14 @@ def test_lstm_state_continues_a_sequence_exactly(lstm):
         first = lstm(IDS[:, :4])
         rest = lstm(IDS[:, 4:], rnn_state=first.rnn_state)
     torch.testing.assert_close(torch.cat([first.logits, rest.logits], 1), full, rtol=0, atol=1e-6)
+    # One token at a time (the fused single-step path generation takes) gives the same logits.
+    state, steps = None, []
+    with torch.no_grad():
+        for t in range(IDS.shape[1]):
+            out = lstm(IDS[:, t : t + 1], rnn_state=state)
+            state = out.rnn_state
+            steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=1e-5)
 
 
 def test_lstm_generate_feeds_one_token_a_step_and_matches_full_recompute(lstm):
