@@ -29,6 +29,13 @@ TOKENIZER_CODE = ("codec.py", "tokenization_midi.py")
 TOKENIZER_AUTO_MAP = {"AutoTokenizer": ["tokenization_midi.MidiTokenizer", None]}
 
 
+def _publishable(folder: Path) -> None:
+    """mkdtemp makes 0700 folders; published folders (and the package's own data) must be readable."""
+    folder.chmod(0o755)
+    for f in folder.iterdir():
+        f.chmod(0o644 if f.is_file() else 0o755)
+
+
 def add_tokenizer_code(folder: str | os.PathLike) -> None:
     """Copy the tokenizer's code into ``folder`` and point its ``auto_map`` at it."""
     folder = Path(folder)
@@ -51,6 +58,7 @@ def write_tokenizer_folder(
     try:
         tokenizer.save_pretrained(tmp)
         add_tokenizer_code(tmp)
+        _publishable(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -154,6 +162,7 @@ def export_model_folder(
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if card is not None:
             shutil.copyfile(card, tmp / "README.md")
+        _publishable(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -219,8 +228,8 @@ def bundle_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        add_tokenizer_code(tmp)
+        tokenizer.save_pretrained(tmp)  # in-package, AutoTokenizer finds MidiTokenizer by name: no code copy
+        _publishable(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
