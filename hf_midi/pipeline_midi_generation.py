@@ -243,3 +243,9 @@ class _BundledDefault(dict):
 
 
 __all__ = ["MidiGenerationPipeline", "continuation_score", "register_pipeline_task"]
+
+# Imported directly (before transformers.pipelines finished loading), this module's own
+# `from transformers import Pipeline` fires hf_midi's import hook while the module is half made,
+# so that registration fails; registering here, once the class exists, covers that order.
+if __name__ == "hf_midi.pipeline_midi_generation":
+    register_pipeline_task()

@@ -293,3 +293,16 @@ def test_exported_folder_runs_as_hub_custom_code_without_hf_midi(pipe, model_dir
     module, ids = r.stdout.strip().split(" ", 1)
     assert not module.startswith("hf_midi")
     assert ids == str(ref["token_ids"])
+
+
+def test_task_registers_whatever_the_import_order():
+    # Importing the pipeline module first used to leave the task unregistered (a circular import in
+    # the registration hook); check in a fresh process.
+    import subprocess
+    import sys
+
+    code = ("import hf_midi.pipeline_midi_generation\n"
+            "from transformers.pipelines import PIPELINE_REGISTRY\n"
+            "assert 'midi-generation' in PIPELINE_REGISTRY.get_supported_tasks()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
