@@ -32,6 +32,9 @@ def _register_pipeline_when_imported() -> None:
     import sys
 
     def register(registry=None) -> None:
+        half_made = sys.modules.get(f"{__name__}.pipeline_midi_generation")
+        if half_made is not None and not hasattr(half_made, "register_pipeline_task"):
+            return  # that module is being imported right now and registers the task at its end
         try:
             from .pipeline_midi_generation import register_pipeline_task
 
