@@ -13,6 +13,7 @@ folder holds exactly what the tokenizer, the pipeline and (for the LSTM) the mod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,22 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # hf_midi is not installed: the tokenizer imports only the codec, relatively.
 TOKENIZER_CODE = ("codec.py", "tokenization_midi.py")
 TOKENIZER_AUTO_MAP = {"AutoTokenizer": ["tokenization_midi.MidiTokenizer", None]}
+
+
+@contextlib.contextmanager
+def _atomic_folder(out: Path):
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, on error it goes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        _publishable(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _publishable(folder: Path) -> None:
@@ -53,18 +70,9 @@ def write_tokenizer_folder(
     """Write a Hub-ready tokenizer folder (``save_pretrained`` + code + ``auto_map``) atomically."""
     out = Path(out)
     tokenizer = tokenizer or MidiTokenizer()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with _atomic_folder(out) as tmp:
         tokenizer.save_pretrained(tmp)
         add_tokenizer_code(tmp)
-        _publishable(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -133,9 +141,7 @@ def export_model_folder(
     if out.resolve() == model_dir.resolve():
         raise HubError(f"{out}: the export folder must differ from the model folder")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with _atomic_folder(out) as tmp:
         for f in [*weights, *(model_dir / n for n in _MODEL_FILES if (model_dir / n).is_file())]:
             shutil.copyfile(f, tmp / f.name)
         add_tokenizer_code(tmp)
@@ -162,13 +168,6 @@ def export_model_folder(
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if card is not None:
             shutil.copyfile(card, tmp / "README.md")
-        _publishable(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -224,18 +223,9 @@ def bundle_model(
         wpe.num_embeddings = context
         model.config.n_positions = context
         tokenizer.model_max_length = context
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with _atomic_folder(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)  # in-package, AutoTokenizer finds MidiTokenizer by name: no code copy
-        _publishable(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
