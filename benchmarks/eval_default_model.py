@@ -52,12 +52,12 @@ def evaluate(model_dir: str, dataset: str, split: str, max_pieces: int | None) -
     return result
 
 
-def sample(model_dir: str, n: int, seconds: float, seed: int) -> list[dict]:
+def sample(model_dir: str, n: int, seconds: float, seed: int, **sampling) -> list[dict]:
     pipe = load_pipeline(model_dir)
     out = []
     t0 = time.perf_counter()
     for i in range(n):  # one at a time, each with its own seed, as a user would
-        out += pipe(seconds=seconds, seed=seed + i)
+        out += pipe(seconds=seconds, seed=seed + i, **sampling)
     print(f"sampled {n} x {seconds:g} s in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return out
 
@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=20, help="0: NLL only")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=None, help="default: the model's generation config")
+    p.add_argument("--top-p", type=float, default=None, help="default: the model's generation config")
     p.add_argument("--out", default="docs/samples", help="folder for sample PNGs, MIDI and one WAV")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--cache", default=None,
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
     if args.samples == 0:
         print(json.dumps(results))
         return 0
-    samples = sample(args.model, args.samples, args.seconds, args.seed)
+    samples = sample(args.model, args.samples, args.seconds, args.seed, temperature=args.temperature,
+                     top_p=args.top_p)
     tok = AutoTokenizer.from_pretrained(args.model)
     reference = []
     for _, ids in iter_pieces(args.pop909, args.split, tok):
@@ -110,7 +113,8 @@ def main(argv=None) -> int:
     sample_stats = [music_stats.ids_stats(s["token_ids"]) for s in samples]
     band = music_stats.band_report(sample_stats, reference)
     results["samples"] = {
-        "count": len(samples), "seconds": args.seconds, "reference_windows": len(reference),
+        "count": len(samples), "seconds": args.seconds, "temperature": args.temperature, "top_p": args.top_p,
+        "reference_windows": len(reference),
         "sample_seconds": [round(s["seconds"], 2) for s in samples], "band": band,
         "min_fraction_inside": min(b["fraction_inside"] for b in band.values()),
     }
