@@ -13,44 +13,20 @@ folder holds exactly what the tokenizer, the pipeline and (for the LSTM) the mod
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from .tokenization_midi import MidiTokenizer
+from .utils import atomic_folder
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The files a Hub folder needs so that AutoTokenizer loads it with trust_remote_code=True where
 # hf_midi is not installed: the tokenizer imports only the codec, relatively.
 TOKENIZER_CODE = ("codec.py", "tokenization_midi.py")
 TOKENIZER_AUTO_MAP = {"AutoTokenizer": ["tokenization_midi.MidiTokenizer", None]}
-
-
-@contextlib.contextmanager
-def _atomic_folder(out: Path):
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, on error it goes."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        _publishable(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _publishable(folder: Path) -> None:
-    """mkdtemp makes 0700 folders; published folders (and the package's own data) must be readable."""
-    folder.chmod(0o755)
-    for f in folder.iterdir():
-        f.chmod(0o644 if f.is_file() else 0o755)
 
 
 def add_tokenizer_code(folder: str | os.PathLike) -> None:
@@ -70,7 +46,7 @@ def write_tokenizer_folder(
     """Write a Hub-ready tokenizer folder (``save_pretrained`` + code + ``auto_map``) atomically."""
     out = Path(out)
     tokenizer = tokenizer or MidiTokenizer()
-    with _atomic_folder(out) as tmp:
+    with atomic_folder(out) as tmp:
         tokenizer.save_pretrained(tmp)
         add_tokenizer_code(tmp)
     return out
@@ -141,7 +117,7 @@ def export_model_folder(
     if out.resolve() == model_dir.resolve():
         raise HubError(f"{out}: the export folder must differ from the model folder")
 
-    with _atomic_folder(out) as tmp:
+    with atomic_folder(out) as tmp:
         for f in [*weights, *(model_dir / n for n in _MODEL_FILES if (model_dir / n).is_file())]:
             shutil.copyfile(f, tmp / f.name)
         add_tokenizer_code(tmp)
@@ -223,7 +199,7 @@ def bundle_model(
         wpe.num_embeddings = context
         model.config.n_positions = context
         tokenizer.model_max_length = context
-    with _atomic_folder(out) as tmp:
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)  # in-package, AutoTokenizer finds MidiTokenizer by name: no code copy
     return out

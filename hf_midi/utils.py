@@ -1,8 +1,10 @@
-"""Small shared helpers: atomic writes (nothing half-written is ever left on disk)."""
+"""Small shared helpers: atomic writes of files and folders (nothing half-written is ever left on disk)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,4 +29,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-__all__ = ["atomic_write_bytes"]
+@contextlib.contextmanager
+def atomic_folder(out: str | os.PathLike):
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole (readable by all,
+    as mkdtemp's 0700 is not), on any error it is removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        for f in tmp.iterdir():
+            f.chmod(0o644 if f.is_file() else 0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+__all__ = ["atomic_folder", "atomic_write_bytes"]

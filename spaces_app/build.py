@@ -12,7 +12,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,9 +37,9 @@ def build_space(out: str | os.PathLike, model: str | os.PathLike | None = None, 
         raise FileExistsError(f"{out} exists and is not empty (pass force=True / --force to replace it)")
     if model is not None and not (Path(model) / "config.json").is_file():
         raise FileNotFoundError(f"{model}: not a model folder (no config.json)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    from hf_midi.utils import atomic_folder
+
+    with atomic_folder(out) as tmp:
         for name in SPACE_FILES:
             shutil.copy2(HERE / name, tmp / name)
         for name in SPACE_DIRS:
@@ -51,12 +50,6 @@ def build_space(out: str | os.PathLike, model: str | os.PathLike | None = None, 
             bundled = package / "pretrained" / "default"
             shutil.rmtree(bundled, ignore_errors=True)
             shutil.copytree(model, bundled, ignore=IGNORE)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -44,3 +44,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "pop909").is_dir():
         pytest.skip(f"needs the shared MIDI corpora at {SHARED_DATA} (absent here; CI has them)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> str:
+    """The 9 committed POP909 fixtures prepared once (5 train, 2 validation, 2 test), for model tests."""
+    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
+
+    src = POP909_FIXTURES[0].parent
+    out = tmp_path_factory.mktemp("data") / "pop"
+    prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
+                                            progress=False))
+    return str(out)

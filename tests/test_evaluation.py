@@ -83,17 +83,6 @@ def test_family_rows_add_up_to_the_total(piece):
     assert 0 <= r["accuracy"] <= 1 and r["nll"] > 0
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> str:
-    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
-
-    src = POP909_FIXTURES[0].parent
-    out = tmp_path_factory.mktemp("data") / "pop"
-    prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
-                                            progress=False))
-    return str(out)
-
-
 @pytest.mark.parametrize("spec", [GPT, LSTM], ids=["gpt2", "musicrnn"])
 def test_cli_prints_a_table_and_writes_json(tmp_path, dataset, capsys, spec):
     torch.manual_seed(0)

@@ -33,17 +33,6 @@ pytest.importorskip("datasets")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> str:
-    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
-
-    src = POP909_FIXTURES[0].parent
-    out = tmp_path_factory.mktemp("data") / "pop"
-    prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
-                                            progress=False))
-    return str(out)
-
-
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Each in-process run builds its own Accelerator (accelerate keeps process-wide singletons)."""
