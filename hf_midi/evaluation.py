@@ -97,18 +97,24 @@ def _window_scores(model, ids: torch.Tensor, context: int, stride: int, batch_si
     return nll, correct
 
 
-def _recurrent_scores(model, ids: torch.Tensor, chunk: int):
-    """LSTM: (nll, correct) of targets ids[1:], the state carried through the whole piece."""
-    state, nlls, corrects = None, [], []
-    for b in range(0, len(ids) - 1, chunk):
-        x = ids[b : min(b + chunk, len(ids) - 1)]
-        out = model(input_ids=x[None].to(model.device), rnn_state=state, use_cache=True)
+def _recurrent_scores(model, pieces: list[torch.Tensor], chunk: int):
+    """LSTM: [(nll, correct)] of targets ids[1:] of each piece, the state carried through the whole
+    piece. Pieces run side by side, right-padded: a padded row's later outputs are never read, and
+    the real positions depend only on what came before them, so the result is a piece run alone."""
+    n = max(len(x) for x in pieces)
+    x = torch.full((len(pieces), n), PAD_ID, dtype=torch.long)
+    for j, ids in enumerate(pieces):
+        x[j, : len(ids)] = ids
+    state, nll, correct = None, torch.zeros(len(pieces), n - 1), torch.zeros(len(pieces), n - 1, dtype=torch.bool)
+    for b in range(0, n - 1, chunk):
+        e = min(b + chunk, n - 1)
+        out = model(input_ids=x[:, b:e].to(model.device), rnn_state=state, use_cache=True)
         state = out.rnn_state
-        logp = torch.log_softmax(out.logits[0, :, :VOCAB_SIZE].float(), -1).cpu()  # (k, V)
-        y = ids[b + 1 : b + 1 + len(x)]
-        nlls.append(-logp.gather(1, y[:, None]).squeeze(1))
-        corrects.append(logp.argmax(-1) == y)
-    return torch.cat(nlls), torch.cat(corrects)
+        logp = torch.log_softmax(out.logits[..., :VOCAB_SIZE].float(), -1).cpu()  # (B, k, V)
+        y = x[:, b + 1 : e + 1].clamp(max=VOCAB_SIZE - 1)
+        nll[:, b:e] = -logp.gather(2, y[..., None]).squeeze(2)
+        correct[:, b:e] = logp.argmax(-1) == y
+    return [(nll[j, : len(ids) - 1], correct[j, : len(ids) - 1]) for j, ids in enumerate(pieces)]
 
 
 @torch.no_grad()
@@ -128,15 +134,25 @@ def evaluate_model(model, pieces, context: int | None = None, stride: int | None
     if not 0 < stride <= context:
         raise ValueError(f"stride {stride}: must be in 1..context ({context})")
     scores = Scores()
-    for _, ids in tqdm(pieces, desc="evaluate", unit="piece", disable=not progress):
-        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
-        if len(ids) < 2:
-            continue
+    todo = [torch.as_tensor(np.asarray(ids), dtype=torch.long) for _, ids in pieces]
+    todo = [ids for ids in todo if len(ids) >= 2]
+    bar = tqdm(total=len(todo), desc="evaluate", unit="piece", disable=not progress)
+    if recurrent:  # pieces of similar length side by side, batch_size at a time
+        order = sorted(range(len(todo)), key=lambda i: len(todo[i]))
+        results = [None] * len(todo)
+        for g in range(0, len(order), batch_size):
+            group = order[g : g + batch_size]
+            for i, r in zip(group, _recurrent_scores(model, [todo[i] for i in group], context)):
+                results[i] = r
+            bar.update(len(group))
+    for i, ids in enumerate(todo):  # in the given order, so the sums are reproducible
         if recurrent:
-            nll, correct = _recurrent_scores(model, ids, context)
+            nll, correct = results[i]
         else:
             nll, correct = _window_scores(model, ids, context, stride, batch_size)
+            bar.update(1)
         scores.add(ids[1:].numpy(), nll.numpy().astype(np.float64), correct.numpy())
+    bar.close()
     out = scores.summary()
     out.update(context=context, stride=None if recurrent else stride)
     return out

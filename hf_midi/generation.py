@@ -62,6 +62,9 @@ MAX_SECONDS = 3600.0  # one hour of music: more is taken as a typo
 # second, so a model that stops advancing time cannot run forever.
 MAX_TOKENS_PER_SECOND = 200
 MAX_RETURN_SEQUENCES = 64
+# The stuck-note guard's default (MaxNoteLengthLogitsProcessor): None = off. Measured in
+# benchmarks/RESULTS.md (expressive-piano model), with and without.
+DEFAULT_MAX_NOTE_SECONDS: float | None = None
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
 NO_DEFAULT_MODEL = (
     f"no default model is installed ({DEFAULT_MODEL_DIR} has no config.json); "
@@ -78,6 +81,29 @@ class GenerationError(MidiError):
 def default_model_path() -> Path | None:
     """The model bundled in the package (``hf_midi/pretrained/default``), or None when not installed."""
     return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
+
+
+def bundled_models() -> dict[str, Path]:
+    """Models shipped in the package, by the name ``--model`` and ``load_pipeline`` accept:
+    ``default`` (fast, the default) and ``base`` (larger and better, slower on a CPU)."""
+    root = DEFAULT_MODEL_DIR.parent
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
+
+
+def resolve_model(model: str | Path | None) -> str | Path:
+    """None -> the bundled default; a bundled model's name (when no such folder exists here) -> its
+    folder; anything else unchanged (a folder or a Hub repo id)."""
+    if model is None:
+        path = default_model_path()
+        if path is None:
+            raise GenerationError(NO_DEFAULT_MODEL)
+        return path
+    bundled = bundled_models()
+    if isinstance(model, str) and model in bundled and not Path(model).exists():
+        return bundled[model]
+    return model
 
 
 def seconds_to_steps(seconds: float) -> int:
@@ -190,7 +216,8 @@ class PerformanceState:
 
     Attributes (tensors on the ids' device): ``elapsed`` (B,) steps since ``start``; ``sounding``
     (B, 128) pitches on (``silent`` is its negation); ``pedal`` (B,) 1 while the sustain is down;
-    ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``.
+    ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``; ``clock`` (B,)
+    steps since the first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON.
     """
 
     def __init__(self, start: int | None = None, lag: int = 0):
@@ -243,6 +270,12 @@ class PerformanceState:
         last_on = empty.scatter_reduce(1, on_col, pos, "amax")
         last_off = empty.scatter_reduce(1, off_col, pos, "amax")
         self._silent = last_on <= last_off  # (B, 129)
+        # Music time of every position over the whole sequence (history included), and of each
+        # pitch's last NOTE_ON: how long a sounding note has been held (MaxNoteLengthLogitsProcessor).
+        clock = torch.where((ids >= TIME_SHIFT) & (ids < VELOCITY), ids - (TIME_SHIFT - 1), 0).cumsum(1)
+        self.onset = torch.zeros(rows, 129, dtype=torch.long, device=ids.device).scatter_reduce(
+            1, on_col, clock, "amax")
+        self.clock = clock[:, -1].clone()
         pedal_on = torch.where(ids == SUSTAIN_ON, pos, -1).amax(1)
         pedal_off = torch.where(ids == SUSTAIN_OFF, pos, -1).amax(1)
         self.pedal = (pedal_on > pedal_off).long()
@@ -253,9 +286,13 @@ class PerformanceState:
     def _advance(self, token: torch.Tensor, counted: bool) -> None:  # token: (B,)
         t = self._table
         i = token.clamp(max=VOCAB_SIZE)
+        steps = t["steps"][i]
         if counted:
-            self.elapsed += t["steps"][i]
-        self._silent[self._row_index, t["column"][i]] = t["silent"][i]
+            self.elapsed += steps
+        self.clock += steps
+        col = t["column"][i]
+        self.onset[self._row_index, col] = torch.where(token < NOTE_OFF, self.clock, self.onset[self._row_index, col])
+        self._silent[self._row_index, col] = t["silent"][i]
         pedal = t["pedal"][i]
         self.pedal = torch.where(pedal < 0, self.pedal, pedal)
         self.last = token
@@ -289,6 +326,29 @@ class PerformanceGrammarLogitsProcessor(LogitsProcessor):
         scores[:, NOTE_OFF:TIME_SHIFT].masked_fill_(s.silent, ninf)
         scores[:, VELOCITY:SUSTAIN_ON].masked_fill_(t["velocity"][s.last.clamp(max=VOCAB_SIZE)][:, None], ninf)
         scores[:, SUSTAIN_ON:PAD_ID].masked_fill_(t["pedal_forbid"][s.pedal], ninf)
+        return scores
+
+
+class MaxNoteLengthLogitsProcessor(LogitsProcessor):
+    """Ends notes held too long: once a sounding note has been on for ``seconds``, the next token must
+    be a NOTE_OFF of such a note (one a step, until none is left). A guard against stuck notes, as
+    a second layer behind the model: the longest note is then under ``seconds`` + 1 s (one TIME_SHIFT).
+    """
+
+    def __init__(self, seconds: float, state: PerformanceState | None = None):
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise GenerationError(f"max_note_seconds must be > 0, got {seconds}")
+        self.limit = seconds_to_steps(seconds)
+        self.state = state if state is not None else PerformanceState()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        held = s.sounding & (s.clock[:, None] - s.onset[:, :128] >= self.limit)  # (B, 128)
+        rows = held.any(1)
+        if bool(rows.any()):
+            allowed = torch.zeros_like(scores, dtype=torch.bool)
+            allowed[:, NOTE_OFF:TIME_SHIFT] = held
+            scores.masked_fill_(rows[:, None] & ~allowed, -math.inf)
         return scores
 
 
@@ -397,6 +457,7 @@ def generate_music(
     stop_event=None,
     window: int | None = None,
     keep: int | None = None,
+    max_note_seconds: float | None = None,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -405,6 +466,7 @@ def generate_music(
     ``max_new_tokens`` tokens (default ``seconds`` x 200). When a row outgrows ``window`` positions
     (default: the model's context), generation continues from its last ``keep`` tokens (default half
     the window): the sliding window. While everything fits, this is exactly one ``generate()`` call.
+    ``max_note_seconds``: end notes held that long (``MaxNoteLengthLogitsProcessor``); None: off.
     """
     if seconds is None and max_new_tokens is None:
         raise GenerationError("give seconds or max_new_tokens (both are None)")
@@ -420,6 +482,8 @@ def generate_music(
     criteria = StoppingCriteriaList()
     if grammar:
         processors.append(PerformanceGrammarLogitsProcessor(state))
+    if max_note_seconds is not None:
+        processors.append(MaxNoteLengthLogitsProcessor(max_note_seconds, state))
     if seconds is not None:
         processors.append(MusicTimeLimitLogitsProcessor(seconds, state))
         criteria.append(MusicTimeStoppingCriteria(seconds, state))
@@ -488,10 +552,7 @@ def load_pipeline(model: str | Path | None = None, device=None, **kwargs):
 
     from .pipeline_midi_generation import MidiGenerationPipeline
 
-    if model is None:
-        model = default_model_path()
-        if model is None:
-            raise GenerationError(NO_DEFAULT_MODEL)
+    model = resolve_model(model)
     check_model_folder(model)
     return pipeline("midi-generation", model=str(model), pipeline_class=MidiGenerationPipeline,
                     device=device, **kwargs)
@@ -526,8 +587,15 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _note_limit(text: str):
+    if text == "off":
+        return "off"
+    return _positive_seconds(text)
+
+
 def configure_generate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="model folder or Hub repo id (default: the bundled model)")
+    p.add_argument("--model", default=None,
+                   help="a bundled model's name (default, base), a model folder or a Hub repo id (default: default)")
     p.add_argument("--prompt", default=None, help="a MIDI file to continue")
     p.add_argument("--prompt-seconds", type=_positive_seconds, default=None,
                    help="keep only the prompt's first S seconds")
@@ -539,6 +607,9 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num", type=int, default=1, help="how many pieces (out.mid, or out-1.mid, out-2.mid, ...)")
     p.add_argument("--no-grammar", action="store_true", help="sample without the grammar processor")
+    p.add_argument("--max-note-seconds", type=_note_limit, default=None, metavar="S|off",
+                   help="end any note held S seconds (the stuck-note guard); off: never (default: "
+                        f"{DEFAULT_MAX_NOTE_SECONDS or 'off'})")
     p.add_argument("--no-prompt-in-output", action="store_true", help="write only the continuation")
     p.add_argument("-o", "--output", required=True, help="the MIDI file to write")
     p.add_argument("--wav", default=None, help="also render audio to this WAV file")
@@ -595,6 +666,8 @@ def run_generate(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
             top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
             return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
+            **({} if args.max_note_seconds is None else
+               {"max_note_seconds": None if args.max_note_seconds == "off" else args.max_note_seconds}),
         )
     finally:
         bar.close()
@@ -613,9 +686,10 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "GenerationError", "MAX_SECONDS", "MusicProgressCriteria", "MusicTimeLimitLogitsProcessor",
-    "MusicTimeStoppingCriteria", "PerformanceGrammarLogitsProcessor", "PerformanceState",
-    "check_generation_args", "check_model_folder", "configure_generate", "context_length", "cut_events",
-    "default_model_path", "generate_music", "load_pipeline", "music_generation_config", "run_generate",
+    "DEFAULT_MAX_NOTE_SECONDS", "GenerationError", "MAX_SECONDS", "MaxNoteLengthLogitsProcessor",
+    "MusicProgressCriteria", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
+    "PerformanceGrammarLogitsProcessor", "PerformanceState", "bundled_models", "check_generation_args",
+    "check_model_folder", "configure_generate", "context_length", "cut_events", "default_model_path",
+    "generate_music", "load_pipeline", "music_generation_config", "resolve_model", "run_generate",
     "seconds_to_steps",
 ]

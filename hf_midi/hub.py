@@ -175,19 +175,24 @@ def push_folder(
 
 
 def bundle_model(
-    model_dir: str | os.PathLike, out: str | os.PathLike | None = None, context: int | None = None
+    model_dir: str | os.PathLike, out: str | os.PathLike | None = None, context: int | None = None,
+    dtype: str = "float32",
 ) -> Path:
     """Copy a trained GPT-2 folder into the package (``hf_midi/pretrained/default``), atomically.
 
     ``context`` cuts the position table to the first ``context`` rows (and ``n_positions`` with
     it): a model trained on shorter blocks than its table never learned the later rows, so
-    generation must slide its window within the trained ones.
+    generation must slide its window within the trained ones. ``dtype``: of the stored weights
+    ("float32", or "bfloat16" for a model trained and returned in bf16: half the bytes, nothing
+    lost); the package's loaders compute in float32 on a CPU either way.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if dtype not in ("float32", "bfloat16"):
+        raise HubError(f"dtype {dtype!r}: float32 or bfloat16")
     out = Path(out) if out is not None else PACKAGE_DIR / "pretrained" / "default"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if context is not None:
         if model.config.model_type != "gpt2":

@@ -15,6 +15,7 @@ can be copied into a Hub folder as custom code with the files it imports.
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import numpy as np
@@ -34,6 +35,7 @@ from .codec import (
     shift_steps,
 )
 from .generation import (
+    DEFAULT_MAX_NOTE_SECONDS,
     GenerationError,
     check_generation_args,
     context_length,
@@ -59,6 +61,8 @@ class MidiGenerationPipeline(Pipeline):
     - ``seed``: seeds torch before sampling, so the tokens equal a direct ``model.generate()``;
     - ``num_return_sequences``; ``return_prompt`` (default True): the prompt stays in the output;
     - ``grammar`` (default True): ``PerformanceGrammarLogitsProcessor`` on;
+    - ``max_note_seconds``: end any note held this long (``MaxNoteLengthLogitsProcessor``; None: off;
+      default ``DEFAULT_MAX_NOTE_SECONDS``);
     - ``progress(seconds_done, seconds_total)``: called as music time advances (raising aborts);
     - ``stop_event``: a ``threading.Event``; once set, generation stops and keeps what it made.
 
@@ -82,6 +86,10 @@ class MidiGenerationPipeline(Pipeline):
                 f"model {name}: no MIDI tokenizer (tokenizer_config.json for MidiTokenizer); save one "
                 "beside the model with MidiTokenizer().save_pretrained(folder)"
             )
+        if self.model.device.type == "cpu" and self.model.dtype in (torch.bfloat16, torch.float16):
+            # Weights stored in half precision (the bundled base model) compute in float32 on a CPU:
+            # CPU half-precision matmuls are slower, and sampling should not depend on the storage.
+            self.model.float()
 
     def __call__(self, prompt=None, **kwargs):
         if "max_new_tokens" in kwargs and "seconds" not in kwargs:
@@ -93,7 +101,7 @@ class MidiGenerationPipeline(Pipeline):
     def _sanitize_parameters(
         self, prompt_seconds=None, seconds=_DEFAULT, max_new_tokens=None, temperature=None, top_k=None,
         top_p=None, seed=None, num_return_sequences=None, return_prompt=None, grammar=None,
-        progress=None, stop_event=None,
+        progress=None, stop_event=None, max_note_seconds=_DEFAULT,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         checked = check_generation_args(
@@ -114,6 +122,12 @@ class MidiGenerationPipeline(Pipeline):
                         if v is not None})
         if seconds is not _DEFAULT:
             forward["seconds"] = checked.get("seconds")  # None turns the time limit off
+        if max_note_seconds is not _DEFAULT:  # None turns the guard off
+            if max_note_seconds is not None and not (
+                    isinstance(max_note_seconds, (int, float)) and math.isfinite(max_note_seconds)
+                    and max_note_seconds > 0):
+                raise GenerationError(f"max_note_seconds must be a number > 0 or None, got {max_note_seconds!r}")
+            forward["max_note_seconds"] = max_note_seconds
         postprocess = {} if return_prompt is None else {"return_prompt": bool(return_prompt)}
         return preprocess, forward, postprocess
 
@@ -152,7 +166,8 @@ class MidiGenerationPipeline(Pipeline):
                 "prompt_steps": int(shift_steps(events).sum())}
 
     def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
-                 top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None):
+                 top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
+                 max_note_seconds=DEFAULT_MAX_NOTE_SECONDS):
         if seconds is None and max_new_tokens is None:
             raise GenerationError("give seconds or max_new_tokens (both are None)")
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
@@ -161,7 +176,7 @@ class MidiGenerationPipeline(Pipeline):
             torch.manual_seed(seed)
         sequences = generate_music(
             self.model, input_ids, seconds=seconds, max_new_tokens=max_new_tokens, grammar=grammar,
-            generation_config=config, progress=progress, stop_event=stop_event,
+            generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}

@@ -62,10 +62,23 @@ def test_the_lstm_carries_its_state_across_chunks(piece):
     torch.manual_seed(0)
     model = build_model(LSTM).eval()
     with torch.no_grad():
-        nll, correct = _recurrent_scores(model, piece, chunk=16)
+        [(nll, correct)] = _recurrent_scores(model, [piece], chunk=16)
         logp = torch.log_softmax(model(piece[None]).logits[0, :-1, :VOCAB_SIZE], -1)
     torch.testing.assert_close(nll, -logp.gather(1, piece[1:, None]).squeeze(1), rtol=0, atol=1e-5)
     assert torch.equal(correct, logp.argmax(-1) == piece[1:])
+
+
+def test_lstm_pieces_scored_side_by_side_equal_each_alone(piece):
+    torch.manual_seed(0)
+    model = build_model(LSTM).eval()
+    pieces = [piece, piece[:37].clone(), piece.flip(0).clone()]
+    with torch.no_grad():
+        together = _recurrent_scores(model, pieces, chunk=16)
+        alone = [_recurrent_scores(model, [p], chunk=16)[0] for p in pieces]
+    for (n1, c1), (n2, c2), p in zip(together, alone, pieces):
+        assert len(n1) == len(p) - 1
+        torch.testing.assert_close(n1, n2, rtol=0, atol=1e-5)
+        assert torch.equal(c1, c2)
 
 
 def test_family_rows_add_up_to_the_total(piece):

@@ -369,3 +369,41 @@ def test_progress_criteria_reports_slowest_unfinished_row():
     crit.state.start = 1
     assert not crit(ids, None).any()
     assert reports == [(0.45, 10.0)]
+
+
+# --------------------------------------------------------------------------- the stuck-note guard
+def test_guard_forces_the_note_off_of_a_note_held_too_long():
+    from hf_midi.generation import MaxNoteLengthLogitsProcessor
+
+    one_second = TIME_SHIFT + 99
+    held = [BOS_ID, 60, 64, one_second, 128 + 64, one_second]  # 60 held 2 s, 64 released after 1 s
+    short = [BOS_ID, 60, one_second, 128 + 60, 62, one_second]  # 62 held 1 s
+    scores = torch.zeros(2, 448)
+    out = MaxNoteLengthLogitsProcessor(2.0)(torch.tensor([held, short]), scores.clone())
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [128 + 60]  # only NOTE_OFF 60
+    assert torch.equal(out[1], scores[1])  # nothing held 2 s: untouched
+
+
+def test_guard_counts_time_across_the_sliding_window_history():
+    from hf_midi.generation import MaxNoteLengthLogitsProcessor
+
+    state = PerformanceState()
+    guard = MaxNoteLengthLogitsProcessor(1.5, state)
+    state.set_history(torch.tensor([[BOS_ID, 70, TIME_SHIFT + 99]]))  # 70 on for 1 s before the window
+    out = guard(torch.tensor([[TIME_SHIFT + 49]]), torch.zeros(1, VOCAB_SIZE))  # + 0.5 s in the window
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [128 + 70]
+
+
+def test_generation_with_the_guard_has_no_long_notes():
+    """A random model holds notes for many seconds; with the guard none outlasts limit + 1 s."""
+    model = tiny_model(seed=4)
+    torch.manual_seed(0)
+    raw = generate_music(model, torch.full((3, 1), BOS_ID), seconds=20.0)
+    torch.manual_seed(0)
+    guarded = generate_music(model, torch.full((3, 1), BOS_ID), seconds=20.0, max_note_seconds=2.0)
+
+    def longest(rows):
+        return max(float((n["end"] - n["start"]).max()) / 100 for n in
+                   (ids_to_notes([t for t in r if t < VOCAB_SIZE - 3]) for r in rows.tolist()) if len(n["end"]))
+    assert longest(raw) > 4.0  # the control
+    assert longest(guarded) <= 3.0

@@ -16,6 +16,16 @@ def test_hand_built_notes():
     assert s["pitch_range"] == 4.0
     assert math.isclose(s["pitch_class_entropy"], 1.0)
     assert s["velocity_std"] == 10.0
+    assert math.isclose(s["duration_p95"], 0.975)  # durations 1.0 s and 0.5 s
+
+
+def test_long_notes_finds_a_held_note():
+    # NOTE_ON 60, 12 s of TIME_SHIFT (12 x 1 s), NOTE_OFF 60; then a 0.5 s note.
+    shift_1s = codec.TIME_SHIFT + 99
+    ids = [60] + [shift_1s] * 12 + [128 + 60, 62, codec.TIME_SHIFT + 49, 128 + 62]
+    r = music_stats.long_notes([ids, [64, shift_1s, 128 + 64]])
+    assert r["notes"] == 3 and math.isclose(r["share_longer"], 1 / 3) and math.isclose(r["longest_seconds"], 12.0)
+    assert music_stats.long_notes([ids], seconds=20.0)["share_longer"] == 0.0
 
 
 def test_silence_does_not_dilute_polyphony():

@@ -306,3 +306,29 @@ def test_task_registers_whatever_the_import_order():
             "assert 'midi-generation' in PIPELINE_REGISTRY.get_supported_tasks()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_bundled_models_by_name_compute_in_float32(monkeypatch, model_dir, tmp_path):
+    """``--model base``: a bundled model's name resolves to its folder (unless such a folder exists
+    here); weights stored in bfloat16 are computed in float32 on the CPU."""
+    from hf_midi.hub import bundle_model
+
+    root = tmp_path / "pretrained"
+    bundle_model(model_dir, root / "default")
+    bundle_model(model_dir, root / "base", dtype="bfloat16")
+    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", root / "default")
+    assert set(generation.bundled_models()) == {"base", "default"}
+    assert generation.resolve_model("base") == root / "base"
+    assert generation.resolve_model(None) == root / "default"
+    assert generation.resolve_model("user/repo") == "user/repo"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()
+    assert generation.resolve_model("base") == "base"  # a folder of that name here wins
+    (tmp_path / "base").rmdir()
+    import json
+
+    assert json.loads((root / "base" / "config.json").read_text())["dtype"] == "bfloat16"
+    pipe = generation.load_pipeline("base")
+    assert pipe.model.dtype == torch.float32
+    [o] = pipe(seconds=2.0, seed=0)
+    assert 0 < o["seconds"] <= 2.0

@@ -1,0 +1,112 @@
+"""Samples against real music: the sample measures of the expressive-piano model issue.
+
+For each model: ``--samples`` pieces of ``--seconds`` sampled from ``<bos>`` with the model's default
+generation settings (seeds 0, 1, ...; one at a time, as a user would), then
+
+- the six statistics of ``hf_midi.music_stats`` of each sample against the 5-95 % band of the
+  reference pieces (the GiantMIDI test split) cut into windows of the same length: the fraction of
+  samples inside, per statistic and on all six at once;
+- stuck notes: the share of notes longer than 8 s across the samples and the longest note;
+- composing speed (events/s, one torch thread, this machine).
+
+Usage (the reference: a folder written by ``hf-midi prepare --pretokenize``, or a packed corpus and one
+of its evaluation sets)::
+
+    python benchmarks/eval_samples.py --model default --model base --reference DATA/giantmidi:test \\
+        --out docs/samples --json benchmarks/results/samples.json
+
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hf_midi import music_stats
+from hf_midi.generation import load_pipeline
+from hf_midi.utils import atomic_write_bytes
+
+
+def reference_pieces(spec: str) -> list[np.ndarray]:
+    folder, _, split = spec.rpartition(":")
+    if Path(folder, "manifest.json").is_file():  # a packed corpus: SPLIT names an evaluation set
+        from hf_midi.packed import load_eval
+
+        return [ids for _, ids in load_eval(folder, split)]
+    from hf_midi.packed import read_prepared
+
+    return [ids for _, ids in read_prepared(folder, split)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", action="append", required=True,
+                   help="a bundled model's name or a folder (repeat); NAME@S also ends notes held S seconds "
+                        "(the stuck-note guard), NAME@off turns it off")
+    p.add_argument("--reference", required=True, help="DIR:SPLIT of a prepared dataset, or PACKED:EVAL_SET")
+    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the first model's first 4 samples (MIDI, PNG) and one WAV here")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    reference = []
+    for ids in reference_pieces(args.reference):
+        reference += music_stats.window_stats(np.asarray(ids), args.seconds)
+    ref_notes = music_stats.long_notes(reference_pieces(args.reference))
+    results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+               "reference": args.reference, "reference_windows": len(reference), "reference_long_notes": ref_notes,
+               "samples": args.samples, "seconds": args.seconds, "models": {}}
+    for k, model in enumerate(args.model):
+        name, _, guard = model.partition("@")
+        extra = {} if not guard else {"max_note_seconds": None if guard == "off" else float(guard)}
+        pipe = load_pipeline(name)
+        t0, outs = time.perf_counter(), []
+        for i in range(args.samples):
+            outs += pipe(seconds=args.seconds, seed=args.seed + i, **extra)
+        wall = time.perf_counter() - t0
+        events = sum(len(o["token_ids"]) for o in outs)
+        stats = [music_stats.ids_stats(o["token_ids"]) for o in outs]
+        band = music_stats.band_report(stats, reference)
+        res = {
+            "events_per_second": events / wall, "wall_s": round(wall, 1), "events": events,
+            "sample_seconds": [round(o["seconds"], 2) for o in outs],
+            "band": band, "min_fraction_inside": min(b["fraction_inside"] for b in band.values()),
+            "inside_all": music_stats.inside_all(stats, band),
+            "long_notes": music_stats.long_notes(o["token_ids"] for o in outs),
+        }
+        results["models"][model] = res
+        print(f"{model}: {res['events_per_second']:.0f} events/s, inside all {res['inside_all']:.2f}, "
+              f"min per statistic {res['min_fraction_inside']:.2f}, "
+              f"notes > 8 s {res['long_notes']['share_longer']:.4%}, "
+              f"longest {res['long_notes']['longest_seconds']:.1f} s", file=sys.stderr)
+        for name, b in band.items():
+            print(f"  {name:20s} band [{b['band_low']:.2f}, {b['band_high']:.2f}]  median {b['sample_median']:.2f}"
+                  f"  inside {b['inside']}/{b['total']}", file=sys.stderr)
+        if args.out and k == 0:
+            from hf_midi.render import piano_roll_png, render_wav
+
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            for i, o in enumerate(outs[:4]):
+                atomic_write_bytes(out / f"sample_{i:02d}.mid", o["midi"])
+                piano_roll_png(o["score"], out / f"sample_{i:02d}.png")
+            render_wav(outs[0]["score"], out / "sample_00.wav")
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(results, indent=1) + "\n").encode())
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
