@@ -65,6 +65,9 @@ class PrepareConfig:
     license: str = "unknown"
     """The source's license identifier (Hub style, e.g. ``mit``, ``cc-by-nc-sa-4.0``): stored in each row
     and in the card."""
+    source: str = ""
+    """Where the files come from and whom to credit (authors, paper, licence terms): written into the
+    dataset card's "Source" section, as a licence such as CC BY requires when the data is shared."""
     pretokenize: bool = False
     """Also store the event ids (``input_ids``), so streaming need not parse MIDI."""
     sustain: str = "events"
@@ -396,7 +399,7 @@ Skipped: {len(report.skipped)} files ({skipped}); `skipped.csv` lists each with 
 Splits: {"from `" + Path(cfg.splits_file).name + "`" if cfg.splits_file else
          "by a hash of the relative path, ratios " + "/".join(map(str, cfg.split_ratios))}.
 
-## Columns
+{("## Source" + chr(10) + chr(10) + cfg.source.strip() + chr(10) + chr(10)) if cfg.source.strip() else ""}## Columns
 - `midi` (binary): the MIDI file, byte for byte
 - `path` (string): its path relative to the source folder
 - `sha256` (string): SHA-256 of the bytes (no two rows share one)
@@ -579,6 +582,9 @@ def configure_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-ratios", type=float, nargs=3, default=list(d.split_ratios),
                    metavar=("TRAIN", "VALIDATION", "TEST"), help="hash split fractions without --splits")
     p.add_argument("--license", default=d.license, help="license identifier of the source, e.g. mit")
+    p.add_argument("--source", default=d.source, metavar="TEXT",
+                   help="where the files come from and whom to credit (authors, paper, licence): "
+                        "the dataset card's Source section")
     p.add_argument("--pretokenize", action="store_true", help="also store event ids (input_ids)")
     p.add_argument("--sustain", choices=SUSTAIN_MODES, default=d.sustain, help="sustain mode of stored ids")
     p.add_argument("--num-workers", type=int, default=None, help="processes (default: one per core)")
@@ -610,7 +616,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     cfg = PrepareConfig(
         splits_file=args.splits_file, where=tuple(args.where), split_ratios=tuple(args.split_ratios),
-        license=args.license, pretokenize=args.pretokenize, sustain=args.sustain,
+        license=args.license, source=args.source, pretokenize=args.pretokenize, sustain=args.sustain,
         num_workers=args.num_workers, shard_multiple=args.shard_multiple,
         max_shard_bytes=int(args.max_shard_mb * 2**20),
         overwrite=args.overwrite, progress=not args.quiet,

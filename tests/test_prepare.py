@@ -373,3 +373,15 @@ def test_corrupt_values_and_segfault_files_are_skipped(tmp_path):
     reasons = {s.path: s.reason for s in report.skipped}
     assert reasons == {"ValueError_Control168.mid": "unreadable", "Issue104_Bizarre_Love_Triangle2.mid": "unreadable"}
     assert [f.path for files in report.splits.values() for f in files] == ["good.mid"]
+
+
+def test_the_card_credits_the_source(tmp_path):
+    src = POP909_FIXTURES[0].parent
+    credit = "POP909 (Wang et al., ISMIR 2020), MIT licence: github.com/music-x-lab/POP909-Dataset"
+    prepare_dataset(src, tmp_path / "a", PrepareConfig(splits_file=str(src / "split.csv"), license="mit",
+                                                       source=credit, num_workers=0, progress=False))
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert f"## Source\n\n{credit}\n\n## Columns" in card
+    prepare_dataset(src, tmp_path / "b", PrepareConfig(splits_file=str(src / "split.csv"), license="mit",
+                                                       num_workers=0, progress=False))
+    assert "## Source" not in (tmp_path / "b" / "README.md").read_text()
