@@ -62,9 +62,17 @@ MAX_SECONDS = 3600.0  # one hour of music: more is taken as a typo
 # second, so a model that stops advancing time cannot run forever.
 MAX_TOKENS_PER_SECOND = 200
 MAX_RETURN_SEQUENCES = 64
-# The stuck-note guard's default (MaxNoteLengthLogitsProcessor): None = off. Measured in
-# benchmarks/RESULTS.md (expressive-piano model), with and without.
+# The stuck-note guard's default (MaxNoteLengthLogitsProcessor) for a model that does not set its own
+# (``max_note_seconds`` in its generation_config.json): None = off. Measured per model in
+# benchmarks/RESULTS.md (expressive-piano model), with and without: the bundled base model sets 6.0.
 DEFAULT_MAX_NOTE_SECONDS: float | None = None
+
+
+def model_note_limit(model) -> float | None:
+    """The guard's default for ``model``: its generation config's ``max_note_seconds``, else
+    ``DEFAULT_MAX_NOTE_SECONDS``."""
+    value = getattr(getattr(model, "generation_config", None), "max_note_seconds", DEFAULT_MAX_NOTE_SECONDS)
+    return None if value is None else float(value)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
 NO_DEFAULT_MODEL = (
     f"no default model is installed ({DEFAULT_MODEL_DIR} has no config.json); "
@@ -440,6 +448,8 @@ def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> 
         if getattr(config, name, None) is None:
             setattr(config, name, value)
     config.num_return_sequences = 1  # rows are expanded by the caller
+    if hasattr(config, "max_note_seconds"):  # ours (model_note_limit), not generate()'s
+        del config.max_note_seconds
     vocab = getattr(model.config, "vocab_size", VOCAB_SIZE)
     if vocab > VOCAB_SIZE:  # rows that pad the embedding are no token: decoding would reject them
         config.suppress_tokens = sorted(set(config.suppress_tokens or ()) | set(range(VOCAB_SIZE, vocab)))
@@ -608,8 +618,8 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num", type=int, default=1, help="how many pieces (out.mid, or out-1.mid, out-2.mid, ...)")
     p.add_argument("--no-grammar", action="store_true", help="sample without the grammar processor")
     p.add_argument("--max-note-seconds", type=_note_limit, default=None, metavar="S|off",
-                   help="end any note held S seconds (the stuck-note guard); off: never (default: "
-                        f"{DEFAULT_MAX_NOTE_SECONDS or 'off'})")
+                   help="end any note held S seconds (the stuck-note guard); off: never (default: the "
+                        "model's generation config, max_note_seconds; the bundled base sets 6)")
     p.add_argument("--no-prompt-in-output", action="store_true", help="write only the continuation")
     p.add_argument("-o", "--output", required=True, help="the MIDI file to write")
     p.add_argument("--wav", default=None, help="also render audio to this WAV file")
@@ -690,6 +700,6 @@ __all__ = [
     "MusicProgressCriteria", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
     "PerformanceGrammarLogitsProcessor", "PerformanceState", "bundled_models", "check_generation_args",
     "check_model_folder", "configure_generate", "context_length", "cut_events", "default_model_path",
-    "generate_music", "load_pipeline", "music_generation_config", "resolve_model", "run_generate",
+    "generate_music", "load_pipeline", "model_note_limit", "music_generation_config", "resolve_model", "run_generate",
     "seconds_to_steps",
 ]

@@ -35,12 +35,12 @@ from .codec import (
     shift_steps,
 )
 from .generation import (
-    DEFAULT_MAX_NOTE_SECONDS,
     GenerationError,
     check_generation_args,
     context_length,
     cut_events,
     generate_music,
+    model_note_limit,
     music_generation_config,
 )
 
@@ -62,7 +62,7 @@ class MidiGenerationPipeline(Pipeline):
     - ``num_return_sequences``; ``return_prompt`` (default True): the prompt stays in the output;
     - ``grammar`` (default True): ``PerformanceGrammarLogitsProcessor`` on;
     - ``max_note_seconds``: end any note held this long (``MaxNoteLengthLogitsProcessor``; None: off;
-      default ``DEFAULT_MAX_NOTE_SECONDS``);
+      default: the model's ``generation_config.max_note_seconds``, else off);
     - ``progress(seconds_done, seconds_total)``: called as music time advances (raising aborts);
     - ``stop_event``: a ``threading.Event``; once set, generation stops and keeps what it made.
 
@@ -167,10 +167,12 @@ class MidiGenerationPipeline(Pipeline):
 
     def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
                  top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
-                 max_note_seconds=DEFAULT_MAX_NOTE_SECONDS):
+                 max_note_seconds=_DEFAULT):
         if seconds is None and max_new_tokens is None:
             raise GenerationError("give seconds or max_new_tokens (both are None)")
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
+        if max_note_seconds is _DEFAULT:
+            max_note_seconds = model_note_limit(self.model)
         config = music_generation_config(self.model, temperature=temperature, top_k=top_k, top_p=top_p)
         if seed is not None:
             torch.manual_seed(seed)

@@ -332,3 +332,27 @@ def test_bundled_models_by_name_compute_in_float32(monkeypatch, model_dir, tmp_p
     assert pipe.model.dtype == torch.float32
     [o] = pipe(seconds=2.0, seed=0)
     assert 0 < o["seconds"] <= 2.0
+
+
+def test_the_stuck_note_guard_defaults_to_the_models_generation_config(tmp_path):
+    """A model's generation_config.json may carry ``max_note_seconds`` (the bundled base does): the
+    pipeline applies it unless the call says otherwise (None: off)."""
+    import json
+
+    from hf_midi import codec
+
+    folder = save_tiny_model(tmp_path / "m", seed=4)
+    cfg = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**cfg, "max_note_seconds": 1.5}))
+    pipe = generation.load_pipeline(folder)
+    assert generation.model_note_limit(pipe.model) == 1.5
+
+    def longest(**kw):
+        [o] = pipe(seconds=20.0, seed=0, **kw)
+        n = codec.ids_to_notes([t for t in o["token_ids"] if t < 390])
+        return float((n["end"] - n["start"]).max()) / 100
+
+    assert longest() <= 2.5
+    assert longest(max_note_seconds=None) > 4.0  # the control: this random model holds notes long
+    with pytest.raises(GenerationError, match="max_note_seconds must be"):
+        pipe(seconds=2.0, max_note_seconds=-1)
