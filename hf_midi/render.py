@@ -28,7 +28,8 @@ SOUNDFONT_ENV = "HF_MIDI_SOUNDFONT"
 SOUNDFONT_DIR = Path("/usr/share/sounds/sf2")
 PREFERRED_SOUNDFONTS = ("FluidR3_GM.sf2", "TimGM6mb.sf2")  # Debian: fluid-soundfont-gm, timgm6mb-soundfont
 HOW_TO_GET_ONE = (
-    "install one (Debian/Ubuntu: `apt-get install timgm6mb-soundfont`, 6 MB, or "
+    "install one (`pip install pretty_midi`, whose wheel carries TimGM6mb.sf2; or Debian/Ubuntu: "
+    "`apt-get install timgm6mb-soundfont`, 6 MB, or "
     "`fluid-soundfont-gm`, 148 MB), or name a .sf2 file with soundfont=/--soundfont or "
     f"the {SOUNDFONT_ENV} environment variable"
 )
@@ -39,9 +40,23 @@ class RenderError(MidiError):
 
 
 # --------------------------------------------------------------------------- audio
+def pip_soundfont() -> Path | None:
+    """The General MIDI SoundFont that the ``pretty_midi`` wheel carries (TimGM6mb.sf2, 6 MB, by Tim
+    Brechbill; GPL-2, as Debian's timgm6mb-soundfont package), found without importing pretty_midi;
+    None when it is not installed. It comes with ``pip install hf-midi``, so audio works from pip alone."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pretty_midi")
+    if spec is None or not spec.origin:
+        return None
+    sf = Path(spec.origin).parent / "TimGM6mb.sf2"
+    return sf if sf.is_file() else None
+
+
 def find_soundfont(path: str | os.PathLike | None = None) -> Path:
     """The SoundFont to use: ``path``, else ``$HF_MIDI_SOUNDFONT``, else ``/usr/share/sounds/sf2``
-    (FluidR3_GM, then TimGM6mb, then any .sf2). ``RenderError`` says how to get one."""
+    (FluidR3_GM, then TimGM6mb, then any .sf2), else the one pip installed with ``pretty_midi``.
+    ``RenderError`` says how to get one."""
     for given, what in ((path, "soundfont"), (os.environ.get(SOUNDFONT_ENV) or None, SOUNDFONT_ENV)):
         if given is not None:
             p = Path(given).expanduser()
@@ -50,6 +65,7 @@ def find_soundfont(path: str | os.PathLike | None = None) -> Path:
             return p
     found = [SOUNDFONT_DIR / n for n in PREFERRED_SOUNDFONTS if (SOUNDFONT_DIR / n).is_file()]
     found += sorted(SOUNDFONT_DIR.glob("*.sf2")) if SOUNDFONT_DIR.is_dir() else []
+    found += [sf for sf in [pip_soundfont()] if sf is not None]
     if not found:
         raise RenderError(f"no SoundFont found in {SOUNDFONT_DIR}: {HOW_TO_GET_ONE}")
     return found[0]
@@ -253,6 +269,6 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "RenderError", "SOUNDFONT_ENV", "configure_render", "find_soundfont", "piano_roll", "piano_roll_png",
-    "png_bytes", "render_wav", "run_render", "sustain_notes", "velocity_colour", "wav_bytes",
+    "RenderError", "SOUNDFONT_ENV", "configure_render", "find_soundfont", "pip_soundfont", "piano_roll",
+    "piano_roll_png", "png_bytes", "render_wav", "run_render", "sustain_notes", "velocity_colour", "wav_bytes",
 ]

@@ -54,9 +54,25 @@ def test_find_soundfont_order(tmp_path, monkeypatch):
     assert R.find_soundfont(given) == given
 
 
+def test_the_pip_installed_soundfont_is_the_last_resort_and_renders(tmp_path, monkeypatch):
+    """No system SoundFont, no variable: the one the pretty_midi wheel carries (a dependency), which
+    symusic renders."""
+    monkeypatch.delenv(R.SOUNDFONT_ENV, raising=False)
+    monkeypatch.setattr(R, "SOUNDFONT_DIR", tmp_path / "nothing")
+    sf = R.find_soundfont()
+    assert sf == R.pip_soundfont() and sf.name == "TimGM6mb.sf2" and sf.stat().st_size > 5_000_000
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "TimGM6mb.sf2").write_bytes(b"RIFF")
+    assert R.find_soundfont() == tmp_path / "nothing" / "TimGM6mb.sf2"  # a system one comes first
+    (tmp_path / "nothing" / "TimGM6mb.sf2").unlink()
+    audio = R.render_wav(POP909_FIXTURES[0], tmp_path / "a.wav", sample_rate=22050)
+    assert audio.shape[1] == 2 and np.abs(audio).max() > 0.1 and (tmp_path / "a.wav").stat().st_size > 44
+
+
 def test_missing_soundfonts_say_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.delenv(R.SOUNDFONT_ENV, raising=False)
     monkeypatch.setattr(R, "SOUNDFONT_DIR", tmp_path / "nothing")
+    monkeypatch.setattr(R, "pip_soundfont", lambda: None)
     with pytest.raises(R.RenderError, match="apt-get install timgm6mb-soundfont"):
         R.find_soundfont()
     with pytest.raises(R.RenderError, match="soundfont .*missing.sf2: no such file"):
