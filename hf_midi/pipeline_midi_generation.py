@@ -235,6 +235,8 @@ def register_pipeline_task(registry=None) -> None:
 
     if registry is None:
         from transformers.pipelines import PIPELINE_REGISTRY as registry
+    if (registry.supported_tasks.get("midi-generation") or {}).get("impl") is MidiGenerationPipeline:
+        return  # once: registering again only makes transformers warn that it overwrites the task
     registry.register_pipeline(
         "midi-generation", pipeline_class=MidiGenerationPipeline, pt_model=AutoModelForCausalLM,
         default=_BundledDefault(), type="multimodal",
