@@ -119,14 +119,9 @@ def main(argv=None) -> int:
         "min_fraction_inside": min(b["fraction_inside"] for b in band.values()),
     }
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from hf_midi.render import piano_roll_png, render_wav
+    from hf_midi.render import write_samples
 
-    for i, s in enumerate(samples[:4]):
-        atomic_write_bytes(out / f"sample_{i:02d}.mid", s["midi"])
-        piano_roll_png(s["score"], out / f"sample_{i:02d}.png")
-    render_wav(samples[0]["score"], out / "sample_00.wav")
+    write_samples(samples, args.out)
 
     for k, b in band.items():
         print(f"{k:22s} band [{b['band_low']:.2f}, {b['band_high']:.2f}]  sample median "

@@ -94,14 +94,9 @@ def main(argv=None) -> int:
             print(f"  {name:20s} band [{b['band_low']:.2f}, {b['band_high']:.2f}]  median {b['sample_median']:.2f}"
                   f"  inside {b['inside']}/{b['total']}", file=sys.stderr)
         if args.out and k == 0:
-            from hf_midi.render import piano_roll_png, render_wav
+            from hf_midi.render import write_samples
 
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            for i, o in enumerate(outs[:4]):
-                atomic_write_bytes(out / f"sample_{i:02d}.mid", o["midi"])
-                piano_roll_png(o["score"], out / f"sample_{i:02d}.png")
-            render_wav(outs[0]["score"], out / "sample_00.wav")
+            write_samples(outs, args.out)
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(results, indent=1) + "\n").encode())
     print(json.dumps(results))

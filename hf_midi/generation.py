@@ -67,12 +67,6 @@ MAX_RETURN_SEQUENCES = 64
 # benchmarks/RESULTS.md (expressive-piano model), with and without: the bundled base model sets 6.0.
 DEFAULT_MAX_NOTE_SECONDS: float | None = None
 
-
-def model_note_limit(model) -> float | None:
-    """The guard's default for ``model``: its generation config's ``max_note_seconds``, else
-    ``DEFAULT_MAX_NOTE_SECONDS``."""
-    value = getattr(getattr(model, "generation_config", None), "max_note_seconds", DEFAULT_MAX_NOTE_SECONDS)
-    return None if value is None else float(value)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
 NO_DEFAULT_MODEL = (
     f"no default model is installed ({DEFAULT_MODEL_DIR} has no config.json); "
@@ -89,6 +83,13 @@ class GenerationError(MidiError):
 def default_model_path() -> Path | None:
     """The model bundled in the package (``hf_midi/pretrained/default``), or None when not installed."""
     return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
+
+
+def model_note_limit(model) -> float | None:
+    """The guard's default for ``model``: its generation config's ``max_note_seconds``, else
+    ``DEFAULT_MAX_NOTE_SECONDS``."""
+    value = getattr(getattr(model, "generation_config", None), "max_note_seconds", DEFAULT_MAX_NOTE_SECONDS)
+    return None if value is None else float(value)
 
 
 def bundled_models() -> dict[str, Path]:
@@ -224,12 +225,14 @@ class PerformanceState:
 
     Attributes (tensors on the ids' device): ``elapsed`` (B,) steps since ``start``; ``sounding``
     (B, 128) pitches on (``silent`` is its negation); ``pedal`` (B,) 1 while the sustain is down;
-    ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``; ``clock`` (B,)
-    steps since the first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON.
+    ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``; with
+    ``track_onsets`` (set by ``MaxNoteLengthLogitsProcessor``) also ``clock`` (B,) steps since the
+    first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON.
     """
 
     def __init__(self, start: int | None = None, lag: int = 0):
         self.start, self.lag = start, lag
+        self.track_onsets = False  # clock/onset cost a step's work: kept only for the note guard
         self.history: torch.Tensor | None = None  # (B, H) ids before a sliding window's context
         self._length = self._rows = -1
 
@@ -280,10 +283,11 @@ class PerformanceState:
         self._silent = last_on <= last_off  # (B, 129)
         # Music time of every position over the whole sequence (history included), and of each
         # pitch's last NOTE_ON: how long a sounding note has been held (MaxNoteLengthLogitsProcessor).
-        clock = torch.where((ids >= TIME_SHIFT) & (ids < VELOCITY), ids - (TIME_SHIFT - 1), 0).cumsum(1)
-        self.onset = torch.zeros(rows, 129, dtype=torch.long, device=ids.device).scatter_reduce(
-            1, on_col, clock, "amax")
-        self.clock = clock[:, -1].clone()
+        if self.track_onsets:
+            clock = torch.where((ids >= TIME_SHIFT) & (ids < VELOCITY), ids - (TIME_SHIFT - 1), 0).cumsum(1)
+            self.onset = torch.zeros(rows, 129, dtype=torch.long, device=ids.device).scatter_reduce(
+                1, on_col, clock, "amax")
+            self.clock = clock[:, -1].clone()
         pedal_on = torch.where(ids == SUSTAIN_ON, pos, -1).amax(1)
         pedal_off = torch.where(ids == SUSTAIN_OFF, pos, -1).amax(1)
         self.pedal = (pedal_on > pedal_off).long()
@@ -297,9 +301,11 @@ class PerformanceState:
         steps = t["steps"][i]
         if counted:
             self.elapsed += steps
-        self.clock += steps
         col = t["column"][i]
-        self.onset[self._row_index, col] = torch.where(token < NOTE_OFF, self.clock, self.onset[self._row_index, col])
+        if self.track_onsets:
+            self.clock += steps
+            self.onset[self._row_index, col] = torch.where(token < NOTE_OFF, self.clock,
+                                                           self.onset[self._row_index, col])
         self._silent[self._row_index, col] = t["silent"][i]
         pedal = t["pedal"][i]
         self.pedal = torch.where(pedal < 0, self.pedal, pedal)
@@ -348,6 +354,9 @@ class MaxNoteLengthLogitsProcessor(LogitsProcessor):
             raise GenerationError(f"max_note_seconds must be > 0, got {seconds}")
         self.limit = seconds_to_steps(seconds)
         self.state = state if state is not None else PerformanceState()
+        if not self.state.track_onsets:
+            self.state.track_onsets = True
+            self.state.set_history(self.state.history)  # the next sync rebuilds, onsets included
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)

@@ -188,8 +188,8 @@ def train_run(run: Run, ids: np.ndarray, val: np.ndarray | None, seconds: float,
     def amp():
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else torch.autocast("cpu", enabled=False)
 
-    fwd = torch.compile(model) if (run.compile and device.type == "cuda") else model
-    holder = {"fwd": fwd}
+    # What the training step calls: the compiled model, or the model itself when compiling fails.
+    holder = {"fwd": torch.compile(model) if (run.compile and device.type == "cuda") else model}
     sampler = WindowSampler(ids, run.block, run.batch, device, run.transpose, seed)
     val_windows = None
     if val is not None and len(val) > run.block + 2:
@@ -222,10 +222,10 @@ def train_run(run: Run, ids: np.ndarray, val: np.ndarray | None, seconds: float,
     try:
         step_fn(synthetic, opt, 0.0)
     except Exception as e:  # a compiler failure must not cost the run: fall back to eager
-        if fwd is model:
+        if holder["fwd"] is model:
             raise
         log({"run": run.name, "event": "compile_failed", "error": f"{type(e).__name__}: {e}"[:500]})
-        holder["fwd"] = fwd = model
+        holder["fwd"] = model
         opt.zero_grad(set_to_none=True)
         step_fn(synthetic, opt, 0.0)
     step_fn(synthetic, opt, 0.0)

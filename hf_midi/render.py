@@ -71,6 +71,23 @@ def find_soundfont(path: str | os.PathLike | None = None) -> Path:
     return found[0]
 
 
+def write_samples(pieces, folder: str | os.PathLike, count: int = 4, wav: bool = True) -> list[Path]:
+    """The first ``count`` pipeline outputs as ``sample_NN.mid`` + ``sample_NN.png`` in ``folder``, and the
+    first one as ``sample_00.wav`` (with ``wav``); returns the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, piece in enumerate(list(pieces)[:count]):
+        mid, png = folder / f"sample_{i:02d}.mid", folder / f"sample_{i:02d}.png"
+        atomic_write_bytes(mid, piece["midi"])
+        piano_roll_png(piece["score"], png)
+        written += [mid, png]
+        if wav and i == 0:
+            render_wav(piece["score"], folder / "sample_00.wav")
+            written.append(folder / "sample_00.wav")
+    return written
+
+
 def sustain_notes(score: symusic.Score) -> symusic.Score:
     """A copy whose notes last while the sustain pedal holds them (the synthesizer ignores CC64:
     measured, a pedalled note stops at its note-off). Same rule as the codec's ``extend`` mode."""

@@ -186,3 +186,12 @@ def test_cli_render_bad_input_writes_nothing(tmp_path, capsys):
     assert cli.main(["render", str(POP909_FIXTURES[1])]) == 1
     assert "--wav" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_write_samples_writes_midi_and_rolls_and_one_wav(tmp_path):
+    pieces = [{"midi": f.read_bytes(), "score": symusic.Score(str(f))} for f in POP909_FIXTURES[:3]]
+    written = R.write_samples(pieces, tmp_path / "s", count=2)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "sample_00.mid", "sample_00.png", "sample_00.wav", "sample_01.mid", "sample_01.png"]
+    assert set(written) == set((tmp_path / "s").iterdir())
+    assert (tmp_path / "s" / "sample_01.mid").read_bytes() == POP909_FIXTURES[1].read_bytes()
