@@ -65,6 +65,8 @@ class Run:
     save_dtype: str = "bf16"  # weights as written (bf16 halves what comes back from a GPU machine)
     eval_context: int | None = None  # GPT-2: its n_positions; LSTM: 1024-token chunks
     probe_steps: int = 10
+    profile_steps: int = 0  # after the probe: this many steps under torch.profiler (a kernel table)
+    probe_only: bool = False  # time the shape (compile, probe, MFU) and stop: no training, nothing saved
     log_every: int = 25
     val_every_s: float = 60.0
 
@@ -89,6 +91,16 @@ PLANS: dict[str, list[Run]] = {
         Run("lstm", _lstm(3, 384, 256), block=512, batch=256, lr=2e-3, share=0.18, warmup=200, compile=False,
         dtype="fp32"),  # cuDNN LSTM in fp32 (TF32): bf16 autocast support for cuDNN RNNs is not assumed
     ],
+    # One model and all the time: the base shape trained ~2x longer than in "gpu" (its small and LSTM
+    # already exist), with a kernel profile of its step, then two shapes only timed for MFU: the same
+    # width with 128-wide heads, and a wider model.
+    "gpu-base": [
+        Run("base", _gpt2(8, 512, 8, 2048, inner=1792), block=2048, batch=64, lr=1.2e-3, share=1.0, warmup=300,
+            profile_steps=6),
+        Run("probe-h128", _gpt2(8, 512, 4, 2048, inner=1792), block=2048, batch=64, lr=1.2e-3, share=0.0,
+            probe_only=True),
+        Run("probe-768", _gpt2(8, 768, 6, 2048), block=2048, batch=64, lr=1e-3, share=0.0, probe_only=True),
+    ],
     # The 2-core CPU: one thread (a second thread slowed training whenever anything else ran, see
     # ../shared/ENVIRONMENT.md), a model small enough to see ~5 M tokens in ~1.5 h and to compose
     # fast: 3 x 256, context 1024.
@@ -104,6 +116,13 @@ PLANS: dict[str, list[Run]] = {
             probe_steps=2, log_every=2, val_every_s=2.0),
         Run("lstm", _lstm(1, 32, 16), block=64, batch=4, lr=3e-3, share=0.25, warmup=3, compile=False,
             probe_steps=2, log_every=2, val_every_s=2.0),
+    ],
+    # "gpu-base" shrunk the same way: a profiled run, then a shape only timed.
+    "rehearsal-base": [
+        Run("base", _gpt2(2, 64, 2, 128, inner=224), block=128, batch=4, lr=3e-3, share=1.0, warmup=3,
+            compile=False, probe_steps=2, log_every=2, val_every_s=2.0, profile_steps=2),
+        Run("probe-h128", _gpt2(2, 64, 1, 128, inner=224), block=128, batch=4, lr=3e-3, share=0.0,
+            compile=False, probe_steps=2, probe_only=True),
     ],
 }
 
@@ -242,10 +261,23 @@ def train_run(run: Run, ids: np.ndarray, val: np.ndarray | None, seconds: float,
 
     synth_s = timed(lambda: synthetic)
     real_s = timed(sampler)
-    del opt
-    opt = make_opt()
+    probe_tflops = synthetic[:, 1:].numel() * flops_tok / synth_s / 1e12
     log({"run": run.name, "event": "probe", "warmup_s": round(warmup_s, 2), "synthetic_step_s": synth_s,
-         "real_step_s": real_s, "real_vs_synthetic": synth_s / real_s, "parameters": n_params})
+         "real_step_s": real_s, "real_vs_synthetic": synth_s / real_s, "parameters": n_params,
+         "flops_per_token": flops_tok, "probe_tflops": probe_tflops,
+         "probe_mfu": probe_tflops / peak if peak else None})
+    if run.profile_steps:
+        try:
+            profile_step(run, lambda: step_fn(sampler(), opt, 0.0), device, out, log)
+        except Exception as e:  # a profiler failure must not cost the run
+            log({"run": run.name, "event": "profile_failed", "error": f"{type(e).__name__}: {e}"[:500]})
+    del opt
+    if run.probe_only:
+        return model, {"run": run.name, "probe_only": True, "parameters": n_params, "flops_per_token": flops_tok,
+                       "synthetic_step_s": synth_s, "real_step_s": real_s, "real_vs_synthetic": synth_s / real_s,
+                       "warmup_s": round(warmup_s, 2), "tflops": probe_tflops,
+                       "mfu": probe_tflops / peak if peak else None, "config": asdict(run)}
+    opt = make_opt()
 
     step, tokens, t_train, t_last_val = 0, 0, 0.0, 0.0
     window_t, window_tok = 0.0, 0
@@ -291,6 +323,65 @@ def train_run(run: Run, ids: np.ndarray, val: np.ndarray | None, seconds: float,
                 real_vs_synthetic=synth_s / real_s, config=asdict(run))
     log({"run": run.name, "event": "done", **{k: v for k, v in best.items() if k != "config"}})
     return model, best
+
+
+def _kernel_family(name: str) -> str:
+    n = name.lower()
+    if "flash" in n or "fmha" in n or "attention" in n or "sdpa" in n:
+        return "attention"
+    if any(k in n for k in ("gemm", "nvjet", "matmul", "mm_", "cutlass", "sm90_xmma", "sm80_xmma", "ampere", "hopper",
+                            "cublas", "addmm", "aten::mm", "aten::bmm")):
+        return "matmul"
+    if "adam" in n or "foreach" in n or "multi_tensor" in n:
+        return "optimizer"
+    if "nll" in n or "cross_entropy" in n or "log_softmax" in n:
+        return "loss"
+    if "memcpy" in n or "memset" in n:
+        return "copies"
+    if "triton" in n or "elementwise" in n or "reduce" in n or "norm" in n or "gelu" in n:
+        return "fused/elementwise"
+    return "other"
+
+
+def profile_step(run: Run, step, device: torch.device, out: Path, log) -> dict:
+    """``run.profile_steps`` training steps under torch.profiler (at lr 0): the 40 costliest kernels to
+    ``out/profile-<run>.txt`` and their time by family (matmul, attention, fused/elementwise, optimizer,
+    loss, copies, other) logged; what holds MFU back, measured."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(device)
+    t = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(run.profile_steps):
+            step()
+        _sync(device)
+    wall = (time.perf_counter() - t) / run.profile_steps
+    events = prof.key_averages()
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    if cuda and not hasattr(events[0], attr):
+        attr = "self_cuda_time_total"
+    rows = [e for e in events if getattr(e, attr, 0) > 0 and (not cuda or e.device_type.name == "CUDA")]
+    rows.sort(key=lambda e: -getattr(e, attr))
+    total = sum(getattr(e, attr) for e in rows) or 1.0
+    families: dict[str, float] = {}
+    for e in rows:
+        fam = _kernel_family(e.key)
+        families[fam] = families.get(fam, 0.0) + getattr(e, attr)
+    lines = [f"{run.name}: {run.profile_steps} steps, {wall * 1e3:.1f} ms a step (wall), "
+             f"{total / run.profile_steps / 1e3:.1f} ms a step of {'GPU kernels' if cuda else 'CPU ops'}", "",
+             f"{'share':>6} {'ms/step':>8} {'calls':>6}  family / kernel"]
+    for e in rows[:40]:
+        v = getattr(e, attr)
+        lines.append(f"{v / total:6.1%} {v / run.profile_steps / 1e3:8.2f} {e.count // run.profile_steps:6d}  "
+                     f"{_kernel_family(e.key)} / {e.key[:140]}")
+    (out / f"profile-{run.name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rec = {"run": run.name, "event": "profile", "step_ms": wall * 1e3,
+           "busy_ms": total / run.profile_steps / 1e3,
+           "families": {k: round(v / total, 4) for k, v in sorted(families.items(), key=lambda kv: -kv[1])}}
+    log(rec)
+    return rec
 
 
 def save_run(model, run: Run, out: Path, max_shard_mb: float) -> Path:
@@ -448,13 +539,21 @@ def main(argv: list[str] | None = None) -> int:
     total_share = sum(r.share for r in runs)
     summary = {"plan": args.plan, "device": str(device), "runs": {}, "data": manifest["train"]}
     for i, run in enumerate(runs):
-        seconds = args.seconds * run.share / total_share
-        if args.deadline is not None:  # what is left, shared among this and the later runs
-            left = args.deadline - (time.perf_counter() - start) - args.reserve * (len(runs) - i)
-            share_left = sum(r.share for r in runs[i:])
+        seconds = args.seconds * run.share / (total_share or 1.0)
+        if args.deadline is not None and not run.probe_only:  # what is left, shared with the later runs
+            later = [r for r in runs[i:] if not r.probe_only]
+            left = args.deadline - (time.perf_counter() - start) - args.reserve * len(later)
+            share_left = sum(r.share for r in later)
             seconds = max(5.0, min(seconds, left * run.share / share_left))
+        if run.probe_only and args.deadline is not None and time.perf_counter() - start > args.deadline:
+            log({"run": run.name, "event": "skipped", "reason": "past the deadline"})
+            continue
         try:
             model, info = train_run(run, ids, val, seconds, device, out, log, peak, seed=args.seed)
+            if run.probe_only:
+                summary["runs"][run.name] = info
+                del model
+                continue
             save_run(model, run, out, args.max_shard_mb)  # weights first: an evaluation cut short loses nothing
             (out / run.name / "eval.json").write_text(json.dumps(info, indent=1) + "\n")
             info["eval"] = evaluate_run(model, run, Path(args.data), evals, device)

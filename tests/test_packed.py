@@ -155,3 +155,24 @@ def test_pack_cli_names_a_bad_source(tmp_path):
                            f"x={tmp_path}:train"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no data/train-*.parquet" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_profiled_run_and_a_shape_only_timed(packed, tmp_path):
+    """The "gpu-base" plan's two extras, rehearsed: a kernel table of the trained run's step, and a run that
+    only times its shape (MFU) and writes nothing."""
+    from hf_midi.packed_training import main
+
+    out = tmp_path / "out"
+    rc = main(["--data", str(packed), "--out", str(out), "--plan", "rehearsal-base", "--seconds", "3",
+               "--eval", "", "--threads", "1"])
+    assert rc == 0
+    table = (out / "profile-base.txt").read_text()
+    assert "ms a step" in table and "matmul / aten::" in table  # CPU ops here; GPU kernels on a GPU
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    profile = next(r for r in lines if r.get("event") == "profile")
+    assert abs(sum(profile["families"].values()) - 1) < 0.01 and profile["families"]["matmul"] > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"]["probe-h128"]["probe_only"] and summary["runs"]["probe-h128"]["synthetic_step_s"] > 0
+    assert (out / "base" / "config.json").exists() and not (out / "probe-h128").exists()
+    assert any(r.get("run") == "probe-h128" and r.get("event") == "probe" for r in lines)
+    assert not any(r.get("run") == "probe-h128" and "step" in r for r in lines)  # timed, never trained
