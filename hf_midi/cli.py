@@ -20,7 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("hf_midi.evaluation", "NLL / perplexity / accuracy of a model on a dataset split"),
     "generate": ("hf_midi.generation", "compose or continue a piece; write MIDI, WAV, PNG"),
     "render": ("hf_midi.render", "MIDI -> WAV (SoundFont) and piano-roll PNG"),
-    "export": ("hf_midi.hub", "assemble a Hub-ready model folder"),
+    "finetune": ("hf_midi.finetune", "fine-tune the bundled model on your own MIDI folder (fully or LoRA)"),
+    "export": ("hf_midi.hub", "assemble a Hub-ready model folder (--merge: fold a LoRA adapter in)"),
     "push": ("hf_midi.hub", "upload a Hub-ready folder to the Hugging Face Hub"),
 }
 

@@ -193,14 +193,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .data import iter_pieces
+    from .finetune import is_adapter, load_model
+    from .generation import bundled_models
     from .tokenization_midi import MidiTokenizer
     from .utils import atomic_write_bytes
 
-    model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    except (OSError, ValueError):  # a folder without its tokenizer: the default one
-        tokenizer = MidiTokenizer()
+    if is_adapter(args.model) or args.model in bundled_models():
+        model, tokenizer = load_model(args.model)  # a LoRA adapter on its base; a bundled model by name
+        model = model.to(args.device)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.model)
+        except (OSError, ValueError):  # a folder without its tokenizer: the default one
+            tokenizer = MidiTokenizer()
     pieces = iter_pieces(args.dataset, args.split, tokenizer)
     if args.max_pieces:
         pieces = itertools.islice(pieces, args.max_pieces)

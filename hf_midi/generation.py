@@ -573,6 +573,12 @@ def load_pipeline(model: str | Path | None = None, device=None, **kwargs):
 
     model = resolve_model(model)
     check_model_folder(model)
+    if (Path(str(model)) / "adapter_config.json").is_file():  # a LoRA adapter: on its base, merged
+        from .finetune import load_model
+
+        loaded, tokenizer = load_model(model)
+        return pipeline("midi-generation", model=loaded, tokenizer=tokenizer, pipeline_class=MidiGenerationPipeline,
+                        device=device, **kwargs)
     return pipeline("midi-generation", model=str(model), pipeline_class=MidiGenerationPipeline,
                     device=device, **kwargs)
 
@@ -586,6 +592,8 @@ def check_model_folder(model: str | Path) -> None:
         return  # a Hub repo id
     if not path.is_dir():
         raise GenerationError(f"model {model}: not a folder")
+    if (path / "adapter_config.json").is_file():
+        return  # a LoRA adapter folder: its base is checked when it is loaded (hf_midi.finetune)
     if not (path / "config.json").is_file():
         raise GenerationError(f"model {model}: not a model folder (no config.json)")
     if not (path / "tokenizer_config.json").is_file():

@@ -214,13 +214,30 @@ def configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="a trained model folder (train.py's --output_dir)")
     p.add_argument("out", help="the Hub-ready folder to write")
     p.add_argument("--card", default=None, help="model card to ship as README.md (default: model_card.md if present)")
+    p.add_argument("--merge", action="store_true",
+                   help="model_dir is a LoRA adapter: fold it into its base and export a plain GPT-2 (no peft needed)")
 
 
 def run_export(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .finetune import is_adapter, merge_adapter
+
     card = args.card
     if card is None and Path("model_card.md").is_file():
         card = "model_card.md"
-    out = export_model_folder(args.model_dir, args.out, card)
+    if is_adapter(args.model_dir) and not args.merge:
+        raise HubError(f"{args.model_dir}: a LoRA adapter; pass --merge to export it folded into its base model")
+    if args.merge:
+        if not is_adapter(args.model_dir):
+            raise HubError(f"--merge: {args.model_dir} is not a LoRA adapter folder (no adapter_config.json)")
+        parent = Path(args.out).resolve().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".hf-midi-merge-", dir=parent) as tmp:
+            merged = merge_adapter(args.model_dir, Path(tmp) / "merged")
+            out = export_model_folder(merged, args.out, card)
+    else:
+        out = export_model_folder(args.model_dir, args.out, card)
     print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
 

@@ -207,26 +207,54 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fh.fileno())
 
 
-def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int) -> None:
+def start_from(args: TrainingArguments, accelerator):
+    """``--init_from``: the trained model and its tokenizer (checked against the codec's vocabulary)."""
+    from .finetune import load_model
+
+    model, tokenizer = load_model(args.init_from)
+    accelerator.print(f"init_from {args.init_from}: starting from its weights and tokenizer "
+                      f"({sum(p.numel() for p in model.parameters()):,} parameters); the config's model section "
+                      "is ignored")
+    n_positions = getattr(model.config, "n_positions", None)
+    if n_positions is not None and args.block_size > n_positions:
+        raise ConfigError(f"block_size: {args.block_size} is longer than {args.init_from}'s context ({n_positions})")
+    if getattr(tokenizer, "sustain", args.sustain) != args.sustain:
+        accelerator.print(f"init_from: the model's tokenizer uses sustain={tokenizer.sustain!r}; that mode is kept")
+    return model, tokenizer
+
+
+def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_generation_config: bool = False,
+           adapter_base: str | None = None) -> None:
     """``save_pretrained`` of model + generation config + Hub-ready tokenizer into ``out``: written in a
-    hidden folder, then each file renamed in, config.json last (a folder with a config is whole)."""
+    hidden folder, then each file renamed in, config.json last (a folder with a config is whole). A LoRA
+    run (``adapter_base`` set) writes only the adapter (``adapter_config.json`` last) and the tokenizer."""
     from .hub import add_tokenizer_code
 
-    state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards; a collective on every rank
+    if adapter_base is None:
+        state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards; a collective on every rank
     if not accelerator.is_main_process:
         return
-    # torch.compile's wrapper names every key "_orig_mod.<key>"; the saved model must not know it ran compiled.
-    state_dict = {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
     unwrapped = accelerator.unwrap_model(model)
     tmp = out / ".tmp-export"
     shutil.rmtree(tmp, ignore_errors=True)
-    unwrapped.generation_config = generation_config(unwrapped.config, max_new_tokens)
-    unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+    if adapter_base is not None:
+        unwrapped.peft_config["default"].base_model_name_or_path = adapter_base
+        unwrapped.save_pretrained(tmp, safe_serialization=True)  # the adapter's weights only
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty card template
+        last = "adapter_config.json"
+    else:
+        # torch.compile's wrapper names every key "_orig_mod.<key>"; the saved model must not know it ran compiled.
+        state_dict = {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
+        if not keep_generation_config:
+            unwrapped.generation_config = generation_config(unwrapped.config, max_new_tokens)
+        unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        last = "config.json"
     tokenizer.save_pretrained(tmp)
     add_tokenizer_code(tmp)
     _fsync_tree(tmp)
     names = sorted(p.name for p in tmp.iterdir())
-    for name in [n for n in names if n != "config.json"] + ["config.json"]:
+    for name in [n for n in names if n != last] + [last]:
+        (tmp / name).chmod(0o644)  # some writers make 0600 files; a model folder is for everyone to read
         os.replace(tmp / name, out / name)
     tmp.rmdir()
 
@@ -321,8 +349,20 @@ def train(args: TrainingArguments) -> Path:
         dynamo_backend="inductor" if args.compile else "no",
     )
     set_seed(args.seed)
-    model = build_model(args.model)
-    tokenizer = MidiTokenizer(sustain=args.sustain, model_max_length=args.block_size)
+    adapter_base = None
+    if args.init_from:
+        model, tokenizer = start_from(args, accelerator)
+        if args.lora:
+            from .finetune import add_lora, base_reference
+
+            adapter_base = base_reference(args.init_from)
+            model = add_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_targets)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            accelerator.print(f"lora: rank {args.lora_rank} on {args.lora_targets}: {trainable:,} trainable of "
+                              f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    else:
+        model = build_model(args.model)
+        tokenizer = MidiTokenizer(sustain=args.sustain, model_max_length=args.block_size)
     with accelerator.main_process_first():
         train_batches = Batches(make_stream(args, args.train_split, tokenizer, accelerator, True), args,
                                 accelerator.device)
@@ -350,8 +390,8 @@ def train(args: TrainingArguments) -> Path:
                                                     for k, v in to_flat_dict(args).items()})
     peak = peak_tflops(args, accelerator.device)
     record = open(out / LOGS / f"batches_rank{accelerator.process_index}.jsonl", "a") if args.record_batches else None
-    bar = tqdm(total=args.max_steps, initial=step, desc="train", disable=not accelerator.is_local_main_process,
-               dynamic_ncols=True)
+    bar = tqdm(total=None if args.max_minutes and args.max_steps >= 100_000 else args.max_steps, initial=step,
+               desc="train", disable=not (args.progress and accelerator.is_local_main_process), dynamic_ncols=True)
     scale = accelerator.num_processes * args.gradient_accumulation_steps  # undo DDP's and backward()'s means
     t_start, t_log, tokens_log = time.perf_counter(), time.perf_counter(), 0
     minutes = minutes_before
@@ -429,7 +469,8 @@ def train(args: TrainingArguments) -> Path:
     if record is not None:
         record.close()
     accelerator.wait_for_everyone()
-    export(accelerator, model, tokenizer, out, max_new_tokens=1024)
+    export(accelerator, model, tokenizer, out, max_new_tokens=1024, keep_generation_config=bool(args.init_from),
+           adapter_base=adapter_base)
     accelerator.end_training()
     return out
 

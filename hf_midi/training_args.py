@@ -54,6 +54,14 @@ class TrainingArguments:
     dataset: str | None = None  # a folder written by `hf-midi prepare`, or a Hub dataset repo id
     output_dir: str | None = None  # final model here; checkpoints in OUT/checkpoints, logs in OUT/logs
     model: ModelArguments = field(default_factory=ModelArguments)
+    # Start from a trained model instead of random weights: a bundled name ("default", "base"), a model
+    # folder, a LoRA adapter folder or a Hub id; its tokenizer comes with it and the model section is ignored.
+    init_from: str | None = None
+    lora: bool = False  # train LoRA adapters (peft) on init_from's matrices, not every weight; saves only the adapter
+    lora_rank: int = 16  # rank of each LoRA update
+    lora_alpha: float = 32.0  # LoRA scaling numerator (the update is scaled by alpha / rank)
+    lora_dropout: float = 0.0  # dropout on the LoRA branch's input
+    lora_targets: str = "c_attn,c_proj,c_fc"  # comma-separated module names that get adapters (GPT-2's matrices)
 
     # -- data --
     train_split: str = "train"
@@ -102,6 +110,7 @@ class TrainingArguments:
     peak_tflops: float | None = None  # hardware peak for MFU (None: known GPUs' dense bf16 peak, else no MFU)
     seed: int = 0
     record_batches: bool = False  # write a fingerprint of every training block to OUT/logs (for tests)
+    progress: bool = True  # show the training progress bar
 
 
 CHOICES = {
@@ -114,7 +123,8 @@ CHOICES = {
 }
 POSITIVE = {"num_layers", "hidden_size", "num_heads", "context_length", "vocab_multiple", "block_size",
             "per_device_batch_size", "gradient_accumulation_steps", "max_steps", "log_every",
-            "save_total_limit", "intermediate_size", "embedding_size", "learning_rate", "max_minutes"}
+            "save_total_limit", "intermediate_size", "embedding_size", "learning_rate", "max_minutes",
+            "lora_rank", "lora_alpha"}
 
 
 def _check_value(name: str, value: Any, tp: Any) -> Any:
@@ -191,7 +201,9 @@ def validate(args: TrainingArguments, check_paths: bool = True) -> TrainingArgum
     """Range and consistency checks; ConfigError names the field."""
     m = validate_model(args.model)
     _check_ranges(args, "")
-    if m.architecture == "gpt2" and args.block_size != m.context_length:
+    if args.lora and not args.init_from:
+        raise ConfigError("lora: adapters train on top of a trained model; set init_from (e.g. --init_from default)")
+    if args.init_from is None and m.architecture == "gpt2" and args.block_size != m.context_length:
         # GPT-2 learns a position's embedding only from blocks that reach it: a longer context would
         # ship untrained positions that generation and evaluation then use.
         raise ConfigError(f"block_size: {args.block_size} differs from model.context_length {m.context_length} "
