@@ -35,12 +35,13 @@ def configure_tokenize(p: argparse.ArgumentParser) -> None:
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
+    from . import codec
     from .tokenization_midi import MidiTokenizer
 
     tok = MidiTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else MidiTokenizer(sustain=args.sustain)
     ids = tok.encode_midi(args.midi, add_special_tokens=not args.no_special)
     print(" ".join(tok.convert_ids_to_tokens(ids)) if args.names else " ".join(map(str, ids)))
-    seconds = sum(i - 255 for i in ids if 256 <= i <= 355) / 100
+    seconds = int(codec.shift_steps(ids).sum()) / codec.STEPS_PER_SECOND
     print(f"{args.midi}: {len(ids)} tokens, {seconds:.2f} s of music", file=sys.stderr)
     return 0
 

@@ -281,13 +281,13 @@ def finetune(folder, out, model="default", minutes: float = 20.0, lora: bool = F
              progress: bool = True, workers: int | None = None, log=print) -> dict:
     """The ``hf-midi finetune`` job; returns (and writes to ``OUT/finetune.json``) the figures."""
     import shutil
-    import tempfile
 
     import torch
 
     from .packed import read_prepared
     from .training import train
     from .training_args import ConfigError, load_config
+    from .utils import atomic_folder
 
     src, out = Path(folder), Path(out)
     if not src.is_dir():
@@ -310,9 +310,7 @@ def finetune(folder, out, model="default", minutes: float = 20.0, lora: bool = F
         raise FinetuneError(f"--block-size {block_size}: the model {model} attends over at most {n_positions}")
     context = min(n_positions or 1024, 1024)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as work:  # nothing of a failed or interrupted job is left beside OUT
         t0 = time.perf_counter()
         info = prepare_folder(src, work / "data", val_fraction, splits, progress, workers)
         train_tokens = sum(len(ids) + 2 for _, ids in read_prepared(work / "data", "train"))
@@ -355,17 +353,6 @@ def finetune(folder, out, model="default", minutes: float = 20.0, lora: bool = F
                   "train_tokens": train_tokens, "nll_before": before["nll"], "nll_after": after["nll"],
                   "tokens_scored": after["tokens"]}
         (work / "finetune.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "d")
-            os.replace(work, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, out)
-        out.chmod(0o755)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return result
 
 

@@ -225,7 +225,7 @@ def train_run(run: Run, ids: np.ndarray, val: np.ndarray | None, seconds: float,
             g["lr"] = lr
         with amp():
             logits = holder["fwd"](input_ids=x[:, :-1]).logits
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten())
+            loss = F.cross_entropy(logits[..., :VOCAB_SIZE].flatten(0, 1).float(), x[:, 1:].flatten())
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip) if run.grad_clip else None
         opt.step()

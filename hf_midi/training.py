@@ -132,9 +132,11 @@ def peak_tflops(args: TrainingArguments, device: torch.device) -> float | None:
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy in fp32: logits (B, T, V) at t predict labels (B, T) at t+1."""
+    """Summed next-token cross-entropy in fp32: logits (B, T, V) at t predict labels (B, T) at t+1, over
+    the 393 real ids only (the padding rows of the embedding are no event), as ``hf-midi evaluate`` scores."""
     return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+        logits[:, :-1, :VOCAB_SIZE].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
+        reduction="sum",
     )
 
 

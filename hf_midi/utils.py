@@ -32,18 +32,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 @contextlib.contextmanager
 def atomic_folder(out: str | os.PathLike):
     """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole (readable by all,
-    as mkdtemp's 0700 is not), on any error it is removed."""
+    as mkdtemp's 0700 is not), on any error it is removed and ``out`` is untouched.
+
+    The swap keeps one complete folder at ``out`` at every moment but one rename: an existing ``out``
+    is first renamed aside, the new one renamed in, and only then is the old one deleted (put back if
+    the second rename fails)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
         tmp.chmod(0o755)
-        for f in tmp.iterdir():
+        for f in tmp.rglob("*"):
             f.chmod(0o644 if f.is_file() else 0o755)
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old / out.name, out)
+                shutil.rmtree(old, ignore_errors=True)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

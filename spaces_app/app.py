@@ -29,7 +29,7 @@ import gradio as gr
 # In a deployed Space this is the copy of hf_midi beside app.py (python puts the script's folder
 # first on sys.path); in a checkout, the installed package. main() logs which.
 import hf_midi
-from hf_midi.codec import MidiError, load_score, score_to_performance
+from hf_midi.codec import NUM_EVENTS, MidiError, load_score, score_to_performance
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("hf_midi.space")
@@ -40,7 +40,7 @@ MIN_SECONDS, MAX_SECONDS, DEFAULT_SECONDS = 2.0, 60.0, 20.0  # new music per req
 MAX_PROMPT_SECONDS, DEFAULT_PROMPT_SECONDS = 30.0, 10.0  # how much of an upload to keep
 MAX_VARIATIONS = 4
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
-MAX_TOP_K = 390  # the number of events; larger is the same as off
+MAX_TOP_K = NUM_EVENTS  # larger is the same as off
 MAX_SEED = 2**31 - 1
 MAX_PIECE_SECONDS = 180.0  # "continue the last result" stops growing a piece here
 # One request generates at a time (one torch thread); the others wait in the queue. Two at once

@@ -123,9 +123,26 @@ def test_loss_counts_only_labelled_tokens():
     logits = torch.randn(2, 5, 448)
     labels = torch.randint(0, 390, (2, 5))
     labels[1, 3:] = -100
-    want = sum(-torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]]
+    logits[..., 393:] += 5.0  # the padding rows of the embedding: no event, no share of the probability
+    want = sum(-torch.log_softmax(logits[b, t - 1, :393], -1)[labels[b, t]]
                for b in range(2) for t in range(1, 5) if labels[b, t] != -100)
     torch.testing.assert_close(token_loss_sum(logits, labels), want)
+
+
+def test_training_evaluation_and_hf_midi_evaluate_give_the_same_nll(tmp_path):
+    """The loss training reports and the NLL `hf-midi evaluate` reports are one measure: on the same
+    tokens (one window from <bos>), the same number, padded vocabulary or not."""
+    from hf_midi.evaluation import evaluate_model
+
+    torch.manual_seed(0)
+    model = training.build_model("tiny").eval()
+    with torch.no_grad():
+        model.lm_head.weight[393:] += 0.5  # give the padding rows a say, as an untrained model's may have
+    ids = torch.cat([torch.tensor([BOS_ID]), torch.randint(0, 390, (100,)), torch.tensor([EOS_ID])])
+    with torch.no_grad():
+        train_nll = token_loss_sum(model(ids[None]).logits, ids[None]) / (len(ids) - 1)
+    eval_nll = evaluate_model(model, [("x", ids.numpy())], context=128, progress=False)["nll"]
+    assert abs(float(train_nll) - eval_nll) < 1e-4
 
 
 # --------------------------------------------------------------------------- training runs
