@@ -12,10 +12,8 @@ import argparse
 import io
 import math
 import os
-import struct
 import sys
 import wave
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -242,22 +240,83 @@ def piano_roll(
     return img
 
 
-def png_bytes(img: np.ndarray) -> bytes:
-    """Encode an (H, W, 3) uint8 image as PNG (8-bit RGB, filter 0 on each row)."""
-    img = np.ascontiguousarray(img, dtype=np.uint8)
-    h, w = img.shape[:2]
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), img.reshape(h, w * 3)], axis=1).tobytes()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+LEFT_MARGIN, BOTTOM_MARGIN, TOP_MARGIN = 34, 18, 6  # the labelled frame: octave names left, seconds below
+_LABEL = (200, 200, 210)
+_TICK = (120, 120, 130)
 
 
-def piano_roll_png(score: MidiLike, path: str | os.PathLike | None = None, **kwargs) -> bytes:
-    """``piano_roll`` as PNG bytes; with ``path``, also written there (atomically)."""
-    data = png_bytes(piano_roll(score, **kwargs))
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable font
+    except TypeError:  # older Pillow: its bitmap font
+        return ImageFont.load_default()
+
+
+def _tick_step(seconds: float, width: int) -> int:
+    """Seconds between labelled ticks: the smallest of 1, 2, 5, 10, 15, 30, 60 ... leaving >= 40 px apart."""
+    pps = width / max(seconds, 1e-9)
+    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600):
+        if step * pps >= 40:
+            return step
+    return 1200
+
+
+def labelled_piano_roll(score: MidiLike, **kwargs):
+    """``piano_roll`` in a frame a reader expects: octave names (C1 ... C8, middle C is C4) up the left
+    side at their rows, seconds along the bottom with tick marks, the pedal strip named. A PIL image."""
+    from PIL import Image, ImageDraw
+
+    score = load_score(score)
+    roll = piano_roll(score, **kwargs)
+    h, w = roll.shape[:2]
+    ppp = kwargs.get("px_per_pitch", 4)
+    keys = (h - PEDAL_STRIP) // ppp
+    notes = [n for t in score.tracks if not t.is_drum for n in t.notes]
+    hi = max([HIGHEST] + [n.pitch for n in notes])
+    lo = hi - keys + 1
+    seconds = max(float(score.end()), 0.01)
+    img = Image.new("RGB", (LEFT_MARGIN + w, TOP_MARGIN + h + BOTTOM_MARGIN), tuple(int(v) for v in _BACKGROUND))
+    img.paste(Image.fromarray(roll), (LEFT_MARGIN, TOP_MARGIN))
+    draw = ImageDraw.Draw(img)
+    font = _font(10)
+    for pitch in range(lo, hi + 1):
+        if pitch % 12 == 0:  # every C, named as in scientific pitch notation (MIDI 60 = C4)
+            y = TOP_MARGIN + (hi - pitch) * ppp + ppp // 2
+            draw.line([(LEFT_MARGIN - 4, y), (LEFT_MARGIN - 1, y)], fill=_TICK)
+            draw.text((LEFT_MARGIN - 6, y), f"C{pitch // 12 - 1}", fill=_LABEL, font=font, anchor="rm")
+    draw.text((LEFT_MARGIN - 6, TOP_MARGIN + h - PEDAL_STRIP // 2), "ped", fill=_LABEL, font=_font(8), anchor="rm")
+    pps = w / seconds if seconds * kwargs.get("px_per_second", 50.0) > w else kwargs.get("px_per_second", 50.0)
+    step = _tick_step(seconds, w)
+    for t in range(0, int(seconds) + 1, step):
+        x = LEFT_MARGIN + int(t * pps)
+        if x >= LEFT_MARGIN + w:
+            break
+        y = TOP_MARGIN + h
+        draw.line([(x, y), (x, y + 3)], fill=_TICK)
+        label = f"{t // 60}:{t % 60:02d}" if seconds >= 120 else f"{t} s"
+        draw.text((x, y + 4), label, fill=_LABEL, font=font, anchor="ma" if t else "la")
+    return img
+
+
+def png_bytes(img) -> bytes:
+    """PNG bytes (Pillow) of an (H, W, 3) uint8 array or a PIL image."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8), "RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def piano_roll_png(score: MidiLike, path: str | os.PathLike | None = None, labels: bool = True, **kwargs) -> bytes:
+    """The piano roll as PNG bytes, labelled (``labelled_piano_roll``) unless ``labels=False`` (the bare
+    ``piano_roll``); with ``path``, also written there (atomically)."""
+    data = png_bytes(labelled_piano_roll(score, **kwargs) if labels else piano_roll(score, **kwargs))
     if path is not None:
         atomic_write_bytes(path, data)
     return data

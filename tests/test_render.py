@@ -154,13 +154,34 @@ def test_piano_roll_geometry_colours_and_pedal():
 
 def test_piano_roll_png_of_a_real_piece(piece, tmp_path):
     path = tmp_path / "roll.png"
-    data = R.piano_roll_png(piece, path, px_per_second=40)
+    data = R.piano_roll_png(piece, path, labels=False, px_per_second=40)
     assert path.read_bytes() == data and data[:8] == b"\x89PNG\r\n\x1a\n"
     img = png_pixels(data)
     assert img.shape[1] == int(np.ceil(piece.end() / 1000 * 40)) and img.shape[0] == 88 * 4 + R.PEDAL_STRIP
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 8  # notes of several velocities drawn
     wide = R.piano_roll(piece, px_per_second=1000, max_width=500)
     assert wide.shape[1] == 500  # capped
+
+
+def test_the_piano_roll_is_labelled_with_octaves_and_seconds(piece):
+    """The default picture frames the roll: octave names up the left at their C rows, seconds along the
+    bottom; the roll itself is drawn unchanged inside the frame."""
+    bare = R.piano_roll(piece, px_per_second=40)
+    img = png_pixels(R.piano_roll_png(piece, px_per_second=40))
+    h, w = bare.shape[:2]
+    assert img.shape == (R.TOP_MARGIN + h + R.BOTTOM_MARGIN, R.LEFT_MARGIN + w, 3)
+    assert np.array_equal(img[R.TOP_MARGIN : R.TOP_MARGIN + h, R.LEFT_MARGIN :], bare)
+
+    def inked(block):  # pixels much brighter than the background: text or ticks
+        return (block.astype(int).sum(-1) > int(R._BACKGROUND.sum()) + 150).sum()
+
+    for c in (24, 36, 48, 60, 72, 84, 96, 108):  # C1 ... C8: a label beside each C row
+        y = R.TOP_MARGIN + (108 - c) * 4 + 2
+        assert inked(img[y - 3 : y + 4, : R.LEFT_MARGIN - 4]) > 5, f"no label at MIDI {c}"
+    between = R.TOP_MARGIN + (108 - 66) * 4 + 2  # F#4: no label there
+    assert inked(img[between - 1 : between + 2, : R.LEFT_MARGIN - 6]) == 0
+    assert inked(img[R.TOP_MARGIN + h + 4 :, R.LEFT_MARGIN :]) > 50  # time labels along the bottom
+    assert inked(img[R.TOP_MARGIN + h + 4 :, R.LEFT_MARGIN + w // 2 - 20 : R.LEFT_MARGIN + w // 2 + 20]) > 0
 
 
 # --------------------------------------------------------------------------- command line
@@ -175,7 +196,8 @@ def test_cli_render_end_to_end(tmp_path, capsys):
     end = symusic.Score(midi, ttype="second").end()
     assert rate == 16000 and frames.shape[0] / rate == pytest.approx(end + 1.0, abs=0.05)
     assert np.abs(frames).max() > 20000
-    assert png_pixels((tmp_path / "o.png").read_bytes()).shape[0] == 88 * 4 + R.PEDAL_STRIP
+    framed = R.TOP_MARGIN + 88 * 4 + R.PEDAL_STRIP + R.BOTTOM_MARGIN
+    assert png_pixels((tmp_path / "o.png").read_bytes()).shape[0] == framed
 
 
 def test_cli_render_bad_input_writes_nothing(tmp_path, capsys):
