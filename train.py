@@ -1,4 +1,6 @@
-"""Train a model: ``accelerate launch train.py --config configs/tiny.yaml --dataset DIR --output_dir OUT``.
+"""Train a model: ``accelerate launch train.py --config tiny --dataset DIR --output_dir OUT``.
+
+(From a wheel install, without this file: ``accelerate launch -m hf_midi.training ...``.)
 
 Any config field can be overridden (``--learning_rate 3e-4``, ``--model.num_layers 6``); see
 ``python train.py --help`` and hf_midi/training_args.py. ``--resume`` (latest) or ``--resume PATH``

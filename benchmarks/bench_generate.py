@@ -51,7 +51,7 @@ WARMUP_S: dict[str, float] = {}  # first call of each variant (includes torch.co
 
 # --------------------------------------------------------------------------- models
 def preset_model(preset: str):
-    """``hf_midi.training.build_model(preset)``; configs/<preset>.yaml read directly if that fails."""
+    """``hf_midi.training.build_model(preset)``; hf_midi/configs/<preset>.yaml read directly if that fails."""
     try:
         from hf_midi.training import build_model
 
@@ -59,7 +59,7 @@ def preset_model(preset: str):
     except ImportError:
         import yaml
 
-        m = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())["model"]
+        m = yaml.safe_load((ROOT / "hf_midi" / "configs" / f"{preset}.yaml").read_text())["model"]
         return gpt2(m["num_layers"], m["hidden_size"], m["num_heads"], m["context_length"]), "configs yaml"
 
 

@@ -102,7 +102,7 @@ def time_steps(step, batches, steps: int, warmup: int, device) -> tuple[float, f
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny", help="configs/NAME.yaml (or a YAML path)")
+    p.add_argument("--preset", default="tiny", help="a preset (hf_midi/configs/NAME.yaml) or a YAML path")
     p.add_argument("--dataset", default=None, help="a prepared dataset (default: the POP909 fixtures)")
     p.add_argument("--steps", type=int, default=10, help="timed steps a variant")
     p.add_argument("--warmup", type=int, default=3)

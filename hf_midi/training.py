@@ -1,4 +1,7 @@
-"""Training: ``accelerate launch train.py --config configs/tiny.yaml --dataset DIR --output_dir OUT``.
+"""Training: ``accelerate launch train.py --config tiny --dataset DIR --output_dir OUT``.
+
+From an installed package (no repository checkout): ``accelerate launch -m hf_midi.training ...``, the same
+arguments.
 
 The loop follows the canonical Accelerate order: arguments -> Accelerator -> seed -> model -> data
 -> optimizer groups -> prepare -> loop under ``accumulate()`` -> evaluation -> ``save_state``
@@ -571,3 +574,7 @@ __all__ = [
     "token_loss_sum",
     "train",
 ]
+
+
+if __name__ == "__main__":  # accelerate launch -m hf_midi.training ... (a wheel install has no train.py)
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """The arguments of a training run: two dataclasses, read from a YAML preset plus command-line overrides.
 
-Every hyperparameter is a documented, defaulted field here; ``configs/*.yaml`` sets the ones a
+Every hyperparameter is a documented, defaulted field here; ``hf_midi/configs/*.yaml`` sets the ones a
 preset changes, and any field can be overridden on the command line (``--learning_rate 3e-4``,
 ``--model.num_layers 6``). Mistakes fail before any work, naming the field: an unknown field, a
 value of the wrong type, a choice out of range, a dataset that is not there.
@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-# configs/ lives at the repository root, beside the package.
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+# The presets ship inside the package (package data), so a wheel install has them too.
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class ConfigError(ValueError):
@@ -287,7 +287,7 @@ def parse_args(argv: list[str] | None = None) -> TrainingArguments:
         prog="train.py",
         description="Train a GPT-2 or LSTM on a prepared MIDI dataset (run under `accelerate launch`).",
     )
-    parser.add_argument("--config", default="tiny", help="preset name (configs/NAME.yaml) or a YAML file")
+    parser.add_argument("--config", default="tiny", help="preset name (hf_midi/configs/NAME.yaml: tiny, default, base, lstm) or a YAML file")
     hints = {**typing.get_type_hints(TrainingArguments), **{
         f"model.{k}": v for k, v in typing.get_type_hints(ModelArguments).items()}}
     helps = field_help()
