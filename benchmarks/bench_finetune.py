@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from hf_midi.evaluation import evaluate_model
-from hf_midi.finetune import load_model
+from hf_midi.loading import load_model
 from hf_midi.packed import frame, read_prepared
 from hf_midi.training import train
 from hf_midi.training_args import load_config

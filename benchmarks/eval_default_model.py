@@ -32,7 +32,7 @@ import hf_midi
 from hf_midi import music_stats
 from hf_midi.data import iter_pieces
 from hf_midi.evaluation import evaluate_model, format_table
-from hf_midi.generation import load_pipeline
+from hf_midi.loading import load_pipeline
 from hf_midi.utils import atomic_write_bytes
 
 

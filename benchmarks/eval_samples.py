@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from hf_midi import music_stats
-from hf_midi.generation import load_pipeline
+from hf_midi.loading import load_pipeline
 from hf_midi.utils import atomic_write_bytes
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
+from pathlib import Path
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -18,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detokenize": ("hf_midi.cli", "event ids (text) -> MIDI file"),
     "prepare": ("hf_midi.data", "folder of MIDI -> Hub-style parquet dataset"),
     "evaluate": ("hf_midi.evaluation", "NLL / perplexity / accuracy of a model on a dataset split"),
-    "generate": ("hf_midi.generation", "compose or continue a piece; write MIDI, WAV, PNG"),
+    "generate": ("hf_midi.cli", "compose or continue a piece; write MIDI, WAV, PNG"),
     "render": ("hf_midi.render", "MIDI -> WAV (SoundFont) and piano-roll PNG"),
     "finetune": ("hf_midi.finetune", "fine-tune the bundled model on your own MIDI folder (fully or LoRA)"),
     "export": ("hf_midi.hub", "assemble a Hub-ready model folder (--merge: fold a LoRA adapter in)"),
@@ -61,6 +63,121 @@ def run_detokenize(args: argparse.Namespace) -> int:
     ids = [int(w) for w in words] if all(w.lstrip("-").isdigit() for w in words) else tok.convert_tokens_to_ids(words)
     atomic_write_bytes(args.output, tok.decode_midi(ids).dumps_midi())
     print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+MAX_SECONDS = 3600.0  # hf_midi.generation.MAX_SECONDS, checked again there; here without importing torch
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"must be > 0 and at most {MAX_SECONDS:g}, got {text}")
+    return value
+
+
+def _note_limit(text: str):
+    if text == "off":
+        return "off"
+    return _positive_seconds(text)
+
+
+def configure_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="a bundled model's name (default, base), a model folder or a Hub repo id (default: default)")
+    p.add_argument("--prompt", default=None, help="a MIDI file to continue")
+    p.add_argument("--prompt-seconds", type=_positive_seconds, default=None,
+                   help="keep only the prompt's first S seconds")
+    p.add_argument("--seconds", type=_positive_seconds, default=30.0, help="seconds of new music (default 30)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="also stop after this many tokens")
+    p.add_argument("--temperature", type=float, default=None, help="default: the model's generation config")
+    p.add_argument("--top-k", type=int, default=None, help="0 turns it off; default: the generation config")
+    p.add_argument("--top-p", type=float, default=None, help="default: the model's generation config")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num", type=int, default=1, help="how many pieces (out.mid, or out-1.mid, out-2.mid, ...)")
+    p.add_argument("--no-grammar", action="store_true", help="sample without the grammar processor")
+    p.add_argument("--max-note-seconds", type=_note_limit, default=None, metavar="S|off",
+                   help="end any note held S seconds (the stuck-note guard); off: never (default: the "
+                        "model's generation config, max_note_seconds; the bundled base sets 6)")
+    p.add_argument("--no-prompt-in-output", action="store_true", help="write only the continuation")
+    p.add_argument("-o", "--output", required=True, help="the MIDI file to write")
+    p.add_argument("--wav", default=None, help="also render audio to this WAV file")
+    p.add_argument("--png", default=None, help="also draw a piano roll to this PNG file")
+    p.add_argument("--soundfont", default=None, help="SoundFont for --wav (default: HF_MIDI_SOUNDFONT or "
+                   "/usr/share/sounds/sf2)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+def numbered(path: str | None, index: int, count: int) -> Path | None:
+    """``out.mid`` for one piece; ``out-1.mid``, ``out-2.mid``, ... for several."""
+    if path is None:
+        return None
+    path = Path(path)
+    return path if count == 1 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
+
+
+_CLI_NAMES = {"num_return_sequences": "num"}
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from .codec import load_score
+    from .generation import GenerationError, check_generation_args
+    from .loading import load_pipeline
+    from .render import find_soundfont, piano_roll_png, render_wav
+    from .utils import atomic_write_bytes
+
+    # Everything that can be checked is checked before the model loads.
+    try:
+        check_generation_args(
+            seconds=args.seconds, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, num_return_sequences=args.num, seed=args.seed,
+            prompt_seconds=args.prompt_seconds,
+        )
+    except GenerationError as e:  # name the option as the user typed it
+        name, rest = str(e).split(" ", 1)
+        raise GenerationError(f"--{_CLI_NAMES.get(name, name).replace('_', '-')} {rest}") from None
+    if args.prompt_seconds is not None and args.prompt is None:
+        raise GenerationError("--prompt-seconds needs --prompt")
+    prompt = load_score(args.prompt, source=f"--prompt {args.prompt}") if args.prompt else None
+    soundfont = find_soundfont(args.soundfont) if args.wav else None
+    if args.device in (None, "cpu") and not torch.cuda.is_available():
+        torch.set_num_threads(1)  # measured: two threads on a shared 2-core machine slow down 4-35x
+
+    pipe = load_pipeline(args.model, device=args.device)
+    bar = tqdm(total=args.seconds, unit="s", desc="music", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s "
+               "[{elapsed}<{remaining}]", file=sys.stderr)
+
+    def progress(done: float, total: float | None) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        results = pipe(
+            prompt=prompt, prompt_seconds=args.prompt_seconds, seconds=args.seconds,
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+            top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
+            return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
+            **({} if args.max_note_seconds is None else
+               {"max_note_seconds": None if args.max_note_seconds == "off" else args.max_note_seconds}),
+        )
+    finally:
+        bar.close()
+    for i, r in enumerate(results):
+        midi = numbered(args.output, i, len(results))
+        atomic_write_bytes(midi, r["midi"])
+        written = [str(midi)]
+        if args.wav:
+            render_wav(r["score"], path=numbered(args.wav, i, len(results)), soundfont=soundfont)
+            written.append(str(numbered(args.wav, i, len(results))))
+        if args.png:
+            piano_roll_png(r["score"], path=numbered(args.png, i, len(results)))
+            written.append(str(numbered(args.png, i, len(results))))
+        print(f"{r['seconds']:.2f} s, {len(r['token_ids'])} tokens -> {', '.join(written)}", file=sys.stderr)
     return 0
 
 

@@ -193,8 +193,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .data import iter_pieces
-    from .finetune import is_adapter, load_model
-    from .generation import bundled_models
+    from .loading import bundled_models, is_adapter, load_model
     from .tokenization_midi import MidiTokenizer
     from .utils import atomic_write_bytes
 

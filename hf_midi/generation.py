@@ -15,17 +15,15 @@ the generation config); this module only adds:
 - ``generate_music``: the sliding window, for pieces longer than the model's context.
 
 It imports only torch, transformers and the codec (relatively), so it travels with the pipeline
-into a Hub folder. The ``hf-midi generate`` command (``configure_generate``/``run_generate``) is
-at the end and imports its helpers lazily.
+into a Hub folder. Loading models by name, folder, Hub id or adapter is ``hf_midi.loading``; the
+``hf-midi generate`` command is in ``hf_midi.cli``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import numbers
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +51,6 @@ from .codec import (
     VELOCITY,
     VOCAB_SIZE,
     MidiError,
-    load_score,
     shift_steps,
 )
 
@@ -90,29 +87,6 @@ def model_note_limit(model) -> float | None:
     ``DEFAULT_MAX_NOTE_SECONDS``."""
     value = getattr(getattr(model, "generation_config", None), "max_note_seconds", DEFAULT_MAX_NOTE_SECONDS)
     return None if value is None else float(value)
-
-
-def bundled_models() -> dict[str, Path]:
-    """Models shipped in the package, by the name ``--model`` and ``load_pipeline`` accept:
-    ``default`` (fast, the default) and ``base`` (larger and better, slower on a CPU)."""
-    root = DEFAULT_MODEL_DIR.parent
-    if not root.is_dir():
-        return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
-
-
-def resolve_model(model: str | Path | None) -> str | Path:
-    """None -> the bundled default; a bundled model's name (when no such folder exists here) -> its
-    folder; anything else unchanged (a folder or a Hub repo id)."""
-    if model is None:
-        path = default_model_path()
-        if path is None:
-            raise GenerationError(NO_DEFAULT_MODEL)
-        return path
-    bundled = bundled_models()
-    if isinstance(model, str) and model in bundled and not Path(model).exists():
-        return bundled[model]
-    return model
 
 
 def seconds_to_steps(seconds: float) -> int:
@@ -559,164 +533,9 @@ def generate_music(
     return out
 
 
-# --------------------------------------------------------------------------- loading
-def load_pipeline(model: str | Path | None = None, device=None, **kwargs):
-    """``pipeline("midi-generation")`` for a model folder or Hub repo id (None: the bundled model).
-
-    Checks a local folder first so a bad one gives a clear ``GenerationError``, and passes the
-    class explicitly so an exported folder (with ``custom_pipelines`` in its config) runs this
-    package's code instead of asking for ``trust_remote_code``.
-    """
-    from transformers import pipeline
-
-    from .pipeline_midi_generation import MidiGenerationPipeline
-
-    model = resolve_model(model)
-    check_model_folder(model)
-    if (Path(str(model)) / "adapter_config.json").is_file():  # a LoRA adapter: on its base, merged
-        from .finetune import load_model
-
-        loaded, tokenizer = load_model(model)
-        return pipeline("midi-generation", model=loaded, tokenizer=tokenizer, pipeline_class=MidiGenerationPipeline,
-                        device=device, **kwargs)
-    return pipeline("midi-generation", model=str(model), pipeline_class=MidiGenerationPipeline,
-                    device=device, **kwargs)
-
-
-def check_model_folder(model: str | Path) -> None:
-    """A local model folder must hold a config and a tokenizer (repo ids are checked on loading)."""
-    path = Path(model)
-    if not path.exists():
-        if str(model).startswith((".", "/", "~")) or str(model).count("/") > 1:
-            raise GenerationError(f"model {model}: no such folder")
-        return  # a Hub repo id
-    if not path.is_dir():
-        raise GenerationError(f"model {model}: not a folder")
-    if (path / "adapter_config.json").is_file():
-        return  # a LoRA adapter folder: its base is checked when it is loaded (hf_midi.finetune)
-    if not (path / "config.json").is_file():
-        raise GenerationError(f"model {model}: not a model folder (no config.json)")
-    if not (path / "tokenizer_config.json").is_file():
-        raise GenerationError(
-            f"model {model}: no tokenizer (tokenizer_config.json); save one beside the model with "
-            "MidiTokenizer().save_pretrained(folder)"
-        )
-
-
-# --------------------------------------------------------------------------- the command line
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
-        raise argparse.ArgumentTypeError(f"must be > 0 and at most {MAX_SECONDS:g}, got {text}")
-    return value
-
-
-def _note_limit(text: str):
-    if text == "off":
-        return "off"
-    return _positive_seconds(text)
-
-
-def configure_generate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="a bundled model's name (default, base), a model folder or a Hub repo id (default: default)")
-    p.add_argument("--prompt", default=None, help="a MIDI file to continue")
-    p.add_argument("--prompt-seconds", type=_positive_seconds, default=None,
-                   help="keep only the prompt's first S seconds")
-    p.add_argument("--seconds", type=_positive_seconds, default=30.0, help="seconds of new music (default 30)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="also stop after this many tokens")
-    p.add_argument("--temperature", type=float, default=None, help="default: the model's generation config")
-    p.add_argument("--top-k", type=int, default=None, help="0 turns it off; default: the generation config")
-    p.add_argument("--top-p", type=float, default=None, help="default: the model's generation config")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--num", type=int, default=1, help="how many pieces (out.mid, or out-1.mid, out-2.mid, ...)")
-    p.add_argument("--no-grammar", action="store_true", help="sample without the grammar processor")
-    p.add_argument("--max-note-seconds", type=_note_limit, default=None, metavar="S|off",
-                   help="end any note held S seconds (the stuck-note guard); off: never (default: the "
-                        "model's generation config, max_note_seconds; the bundled base sets 6)")
-    p.add_argument("--no-prompt-in-output", action="store_true", help="write only the continuation")
-    p.add_argument("-o", "--output", required=True, help="the MIDI file to write")
-    p.add_argument("--wav", default=None, help="also render audio to this WAV file")
-    p.add_argument("--png", default=None, help="also draw a piano roll to this PNG file")
-    p.add_argument("--soundfont", default=None, help="SoundFont for --wav (default: HF_MIDI_SOUNDFONT or "
-                   "/usr/share/sounds/sf2)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-
-
-def numbered(path: str | None, index: int, count: int) -> Path | None:
-    """``out.mid`` for one piece; ``out-1.mid``, ``out-2.mid``, ... for several."""
-    if path is None:
-        return None
-    path = Path(path)
-    return path if count == 1 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
-
-
-_CLI_NAMES = {"num_return_sequences": "num"}
-
-
-def run_generate(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from .render import find_soundfont, piano_roll_png, render_wav
-    from .utils import atomic_write_bytes
-
-    # Everything that can be checked is checked before the model loads.
-    try:
-        check_generation_args(
-            seconds=args.seconds, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-            top_k=args.top_k, top_p=args.top_p, num_return_sequences=args.num, seed=args.seed,
-            prompt_seconds=args.prompt_seconds,
-        )
-    except GenerationError as e:  # name the option as the user typed it
-        name, rest = str(e).split(" ", 1)
-        raise GenerationError(f"--{_CLI_NAMES.get(name, name).replace('_', '-')} {rest}") from None
-    if args.prompt_seconds is not None and args.prompt is None:
-        raise GenerationError("--prompt-seconds needs --prompt")
-    prompt = load_score(args.prompt, source=f"--prompt {args.prompt}") if args.prompt else None
-    soundfont = find_soundfont(args.soundfont) if args.wav else None
-    if args.device in (None, "cpu") and not torch.cuda.is_available():
-        torch.set_num_threads(1)  # measured: two threads on a shared 2-core machine slow down 4-35x
-
-    pipe = load_pipeline(args.model, device=args.device)
-    bar = tqdm(total=args.seconds, unit="s", desc="music", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s "
-               "[{elapsed}<{remaining}]", file=sys.stderr)
-
-    def progress(done: float, total: float | None) -> None:
-        bar.update(done - bar.n)
-
-    try:
-        results = pipe(
-            prompt=prompt, prompt_seconds=args.prompt_seconds, seconds=args.seconds,
-            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-            top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
-            return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
-            **({} if args.max_note_seconds is None else
-               {"max_note_seconds": None if args.max_note_seconds == "off" else args.max_note_seconds}),
-        )
-    finally:
-        bar.close()
-    for i, r in enumerate(results):
-        midi = numbered(args.output, i, len(results))
-        atomic_write_bytes(midi, r["midi"])
-        written = [str(midi)]
-        if args.wav:
-            render_wav(r["score"], path=numbered(args.wav, i, len(results)), soundfont=soundfont)
-            written.append(str(numbered(args.wav, i, len(results))))
-        if args.png:
-            piano_roll_png(r["score"], path=numbered(args.png, i, len(results)))
-            written.append(str(numbered(args.png, i, len(results))))
-        print(f"{r['seconds']:.2f} s, {len(r['token_ids'])} tokens -> {', '.join(written)}", file=sys.stderr)
-    return 0
-
-
 __all__ = [
     "DEFAULT_MAX_NOTE_SECONDS", "GenerationError", "MAX_SECONDS", "MaxNoteLengthLogitsProcessor",
     "MusicProgressCriteria", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
-    "PerformanceGrammarLogitsProcessor", "PerformanceState", "bundled_models", "check_generation_args",
-    "check_model_folder", "configure_generate", "context_length", "cut_events", "default_model_path",
-    "generate_music", "load_pipeline", "model_note_limit", "music_generation_config", "resolve_model", "run_generate",
-    "seconds_to_steps",
+    "PerformanceGrammarLogitsProcessor", "PerformanceState", "check_generation_args", "context_length", "cut_events",
+    "default_model_path", "generate_music", "model_note_limit", "music_generation_config", "seconds_to_steps",
 ]

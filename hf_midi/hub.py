@@ -221,7 +221,7 @@ def configure_export(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .finetune import is_adapter, merge_adapter
+    from .loading import is_adapter, merge_adapter
 
     card = args.card
     if card is None and Path("model_card.md").is_file():

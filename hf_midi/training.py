@@ -214,7 +214,7 @@ def _fsync_tree(folder: Path) -> None:
 
 def start_from(args: TrainingArguments, accelerator):
     """``--init_from``: the trained model and its tokenizer (checked against the codec's vocabulary)."""
-    from .finetune import load_model
+    from .loading import load_model
 
     model, tokenizer = load_model(args.init_from)
     accelerator.print(f"init_from {args.init_from}: starting from its weights and tokenizer "
@@ -358,7 +358,7 @@ def train(args: TrainingArguments) -> Path:
     if args.init_from:
         model, tokenizer = start_from(args, accelerator)
         if args.lora:
-            from .finetune import add_lora, base_reference
+            from .loading import add_lora, base_reference
 
             adapter_base = base_reference(args.init_from)
             model = add_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_targets)

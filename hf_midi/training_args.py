@@ -287,7 +287,8 @@ def parse_args(argv: list[str] | None = None) -> TrainingArguments:
         prog="train.py",
         description="Train a GPT-2 or LSTM on a prepared MIDI dataset (run under `accelerate launch`).",
     )
-    parser.add_argument("--config", default="tiny", help="preset name (hf_midi/configs/NAME.yaml: tiny, default, base, lstm) or a YAML file")
+    parser.add_argument("--config", default="tiny",
+                        help="preset name (hf_midi/configs/NAME.yaml: tiny, default, base, lstm) or a YAML file")
     hints = {**typing.get_type_hints(TrainingArguments), **{
         f"model.{k}": v for k, v in typing.get_type_hints(ModelArguments).items()}}
     helps = field_help()

@@ -237,11 +237,11 @@ def make_music(pipe, settings: Settings, prompt: bytes | None = None, progress=N
 def load_pipeline(model: str | None):
     """The ``midi-generation`` pipeline for a folder or repo id (None: the bundled model); None
     when there is no bundled model (the page then says so). ``GenerationError`` for a bad folder."""
-    from hf_midi import generation
+    from hf_midi import generation, loading
 
     if model is None and generation.default_model_path() is None:
         return None
-    return generation.load_pipeline(model)
+    return loading.load_pipeline(model)
 
 
 # ---------------------------------------------------------------------------------------- page

@@ -14,7 +14,7 @@ from test_generation import save_tiny_model
 
 import hf_midi.generation as generation
 from hf_midi import cli
-from hf_midi.render import PEDAL_STRIP
+from hf_midi.render import BOTTOM_MARGIN, LEFT_MARGIN, PEDAL_STRIP
 
 requires_soundfont = pytest.mark.skipif(not any(Path("/usr/share/sounds/sf2").glob("*.sf2")),
                                         reason="no SoundFont in /usr/share/sounds/sf2")
@@ -48,7 +48,7 @@ def test_generate_writes_midi_wav_png(model_dir, tmp_path, capsys):
     assert duration == pytest.approx(seconds + 1.0, abs=0.01)  # the music plus a 1 s tail
     assert np.abs(frames).max() > 10000 and np.sqrt(np.mean(frames.astype(float) ** 2)) > 100
     width, height = png_size((tmp_path / "roll.png").read_bytes())
-    assert width == int(np.ceil(seconds * 50)) and height >= 88 * 4 + PEDAL_STRIP
+    assert width == LEFT_MARGIN + int(np.ceil(seconds * 50)) and height >= 88 * 4 + PEDAL_STRIP + BOTTOM_MARGIN
     # Same seed, same piece: the command is reproducible.
     again = tmp_path / "again.mid"
     assert cli.main(["generate", "--model", model_dir, "--seconds", "6", "--seed", "3", "-o", str(again)]) == 0

@@ -97,7 +97,7 @@ def test_init_from_starts_at_the_checkpoints_loss_and_lowers_it(dataset, tiny_ck
 def test_lora_saves_only_the_adapter_and_it_loads_and_generates(adapter, tiny_ckpt):
     from safetensors.torch import load_file
 
-    from hf_midi.generation import load_pipeline
+    from hf_midi.loading import load_pipeline
 
     names = {p.name for p in adapter.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json"} <= names
@@ -110,7 +110,7 @@ def test_lora_saves_only_the_adapter_and_it_loads_and_generates(adapter, tiny_ck
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     assert Path(cfg["base_model_name_or_path"]) == tiny_ckpt.resolve() and cfg["r"] == 4
     # The adapter moved the model: its logits differ from the base's.
-    from hf_midi.finetune import load_model
+    from hf_midi.loading import load_model
 
     base, _ = load_model(tiny_ckpt)
     tuned, tok = load_model(adapter)
@@ -154,8 +154,7 @@ def test_merged_export_has_the_adapters_logits_and_needs_no_peft(adapter, tmp_pa
 def test_an_adapter_made_elsewhere_finds_the_bundled_base(tmp_path):
     """An adapter of the bundled model records that folder's absolute path; on another machine (another
     install path) the loader maps it back to the bundled model of this install."""
-    from hf_midi.finetune import adapter_base
-    from hf_midi.generation import bundled_models
+    from hf_midi.loading import adapter_base, bundled_models
 
     if "default" not in bundled_models():
         pytest.skip("no bundled default model in this copy")
@@ -184,7 +183,7 @@ def test_the_one_command_on_a_small_folder(tiny_ckpt, tmp_path):
     assert (out / "model" / "model.safetensors").is_file() and not (out / "model" / "checkpoints").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-written beside OUT
     # The tuned model is a model folder the evaluator scores like any other.
-    from hf_midi.finetune import load_model
+    from hf_midi.loading import load_model
 
     model, tok = load_model(out / "model")
     assert model.config.n_layer == 2 and len(tok) == VOCAB_SIZE
@@ -216,14 +215,14 @@ def test_a_folder_without_readable_midi_is_refused_before_training(tiny_ckpt, tm
 
 
 def test_an_adapter_whose_base_is_missing_is_named(adapter, tmp_path):
-    from hf_midi.finetune import FinetuneError, load_model
+    from hf_midi.loading import ModelLoadError, load_model
 
     moved = tmp_path / "adapter"
     shutil.copytree(adapter, moved)
     cfg = json.loads((moved / "adapter_config.json").read_text())
     cfg["base_model_name_or_path"] = str(tmp_path / "gone" / "model")
     (moved / "adapter_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(FinetuneError, match=r"its base model .*gone/model is missing"):
+    with pytest.raises(ModelLoadError, match=r"its base model .*gone/model is missing"):
         load_model(moved)
     proc = subprocess.run([sys.executable, "-m", "hf_midi.cli", "generate", "--model", str(moved), "-o",
                            str(tmp_path / "x.mid"), "--seconds", "1"], capture_output=True, text=True, env=ENV,
@@ -236,14 +235,14 @@ def test_a_model_of_another_vocabulary_is_refused(dataset, tmp_path, capsys):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from hf_midi import MidiTokenizer
-    from hf_midi.finetune import FinetuneError, load_model
+    from hf_midi.loading import ModelLoadError, load_model
     from hf_midi.training import main
 
     foreign = tmp_path / "text_gpt2"
     GPT2LMHeadModel(GPT2Config(vocab_size=300, n_layer=1, n_embd=32, n_head=2, n_positions=128,
                                bos_token_id=0, eos_token_id=0)).save_pretrained(foreign)
     MidiTokenizer().save_pretrained(foreign)
-    with pytest.raises(FinetuneError, match=r"model .*text_gpt2: not this package's 393-event vocabulary: 300"):
+    with pytest.raises(ModelLoadError, match=r"model .*text_gpt2: not this package's 393-event vocabulary: 300"):
         load_model(foreign)
     out = tmp_path / "run"
     assert main(run_args(dataset, out, init_from=foreign, max_steps=2)) == 1

@@ -128,7 +128,7 @@ def test_load_by_repo_id_from_cache_without_hf_midi(exported, tmp_path):
     # The same calls in-package give the same tokens: the Hub copy is the package's behaviour.
     from transformers import AutoModelForCausalLM
 
-    from hf_midi.generation import load_pipeline
+    from hf_midi.loading import load_pipeline
     from hf_midi.modeling_musicrnn import MusicRNNForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(exported["tiny"])

@@ -17,6 +17,7 @@ from test_generation import invalid_tokens, save_tiny_model
 from transformers import LogitsProcessorList, StoppingCriteriaList, pipeline
 
 import hf_midi.generation as generation
+import hf_midi.loading as loading
 from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID, decode, encode, ids_to_notes, shift_steps
 from hf_midi.generation import (
     GenerationError,
@@ -212,7 +213,7 @@ def test_model_folder_without_a_tokenizer(tmp_path):
     with pytest.raises(GenerationError, match="no MIDI tokenizer"):
         pipeline("midi-generation", model=str(folder))
     with pytest.raises(GenerationError, match="no tokenizer"):
-        generation.load_pipeline(folder)
+        loading.load_pipeline(folder)
 
 
 def test_no_default_model_is_a_clear_error(monkeypatch, tmp_path):
@@ -317,18 +318,18 @@ def test_bundled_models_by_name_compute_in_float32(monkeypatch, model_dir, tmp_p
     bundle_model(model_dir, root / "default")
     bundle_model(model_dir, root / "base", dtype="bfloat16")
     monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", root / "default")
-    assert set(generation.bundled_models()) == {"base", "default"}
-    assert generation.resolve_model("base") == root / "base"
-    assert generation.resolve_model(None) == root / "default"
-    assert generation.resolve_model("user/repo") == "user/repo"
+    assert set(loading.bundled_models()) == {"base", "default"}
+    assert loading.resolve_model("base") == root / "base"
+    assert loading.resolve_model(None) == root / "default"
+    assert loading.resolve_model("user/repo") == "user/repo"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "base").mkdir()
-    assert generation.resolve_model("base") == "base"  # a folder of that name here wins
+    assert loading.resolve_model("base") == "base"  # a folder of that name here wins
     (tmp_path / "base").rmdir()
     import json
 
     assert json.loads((root / "base" / "config.json").read_text())["dtype"] == "bfloat16"
-    pipe = generation.load_pipeline("base")
+    pipe = loading.load_pipeline("base")
     assert pipe.model.dtype == torch.float32
     [o] = pipe(seconds=2.0, seed=0)
     assert 0 < o["seconds"] <= 2.0
@@ -344,7 +345,7 @@ def test_the_stuck_note_guard_defaults_to_the_models_generation_config(tmp_path)
     folder = save_tiny_model(tmp_path / "m", seed=4)
     cfg = json.loads((folder / "generation_config.json").read_text())
     (folder / "generation_config.json").write_text(json.dumps({**cfg, "max_note_seconds": 1.5}))
-    pipe = generation.load_pipeline(folder)
+    pipe = loading.load_pipeline(folder)
     assert generation.model_note_limit(pipe.model) == 1.5
 
     def longest(**kw):
