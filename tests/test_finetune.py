@@ -126,6 +126,12 @@ def test_lora_saves_only_the_adapter_and_it_loads_and_generates(adapter, tiny_ck
 
     [piece2] = pipeline("midi-generation", model=str(adapter))(max_new_tokens=24, seed=0)
     assert piece2["token_ids"] == piece["token_ids"]
+    # The Space's --model loads it the same way.
+    pytest.importorskip("gradio")
+    from test_space import load_app
+
+    [piece3] = load_app().load_pipeline(str(adapter))(max_new_tokens=24, seed=0)
+    assert piece3["token_ids"] == piece["token_ids"]
 
 
 def test_merged_export_has_the_adapters_logits_and_needs_no_peft(adapter, tmp_path):
