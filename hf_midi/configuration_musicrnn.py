@@ -24,11 +24,6 @@ class MusicRNNConfig(PretrainedConfig):
     """
 
     model_type = "musicrnn"
-    # Callables run at the first instantiation. ``hf_midi`` registers the model class with
-    # AutoModelForCausalLM this way, only once an LSTM config exists: every path to a MusicRNN
-    # model makes its config first, and importing modeling code at ``import hf_midi`` costs ~1.4 s.
-    _on_first_init = []  # (not annotated: transformers 5 turns annotated class attributes into fields)
-
     def __init__(
         self,
         vocab_size: int = 448,
@@ -45,8 +40,6 @@ class MusicRNNConfig(PretrainedConfig):
         tie_word_embeddings: bool = False,
         **kwargs,
     ):
-        while MusicRNNConfig._on_first_init:
-            MusicRNNConfig._on_first_init.pop()()
         self.vocab_size = vocab_size
         self.embedding_size = embedding_size
         self.hidden_size = hidden_size

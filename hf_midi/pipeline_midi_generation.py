@@ -230,41 +230,21 @@ def continuation_score(score: symusic.Score, cut_steps: int) -> symusic.Score:
 
 
 def register_pipeline_task(registry=None) -> None:
-    """Register ``"midi-generation"``; its default model is the bundled one, looked up when used."""
+    """Register ``"midi-generation"`` (``PIPELINE_REGISTRY.register_pipeline``); its default model is the
+    bundled one when this copy has it (``pipeline("midi-generation")`` with no model then loads it)."""
     from transformers import AutoModelForCausalLM
+
+    from .generation import default_model_path
 
     if registry is None:
         from transformers.pipelines import PIPELINE_REGISTRY as registry
     if (registry.supported_tasks.get("midi-generation") or {}).get("impl") is MidiGenerationPipeline:
         return  # once: registering again only makes transformers warn that it overwrites the task
+    bundled = default_model_path()
     registry.register_pipeline(
         "midi-generation", pipeline_class=MidiGenerationPipeline, pt_model=AutoModelForCausalLM,
-        default=_BundledDefault(), type="multimodal",
+        default={"model": (str(bundled), None)} if bundled is not None else None, type="multimodal",
     )
 
 
-class _BundledDefault(dict):
-    """The task's ``default`` entry, resolved when ``pipeline()`` asks for it: the bundled model
-    when installed, else a clear error (transformers' own would only say "can't be selected")."""
-
-    def __contains__(self, key):
-        return key == "model"
-
-    def __getitem__(self, key):
-        if key != "model":
-            raise KeyError(key)
-        from .generation import NO_DEFAULT_MODEL, default_model_path
-
-        path = default_model_path()
-        if path is None:
-            raise GenerationError(NO_DEFAULT_MODEL)
-        return str(path), None
-
-
 __all__ = ["MidiGenerationPipeline", "continuation_score", "register_pipeline_task"]
-
-# Imported directly (before transformers.pipelines finished loading), this module's own
-# `from transformers import Pipeline` fires hf_midi's import hook while the module is half made,
-# so that registration fails; registering here, once the class exists, covers that order.
-if __name__ == "hf_midi.pipeline_midi_generation":
-    register_pipeline_task()

@@ -217,10 +217,23 @@ def test_model_folder_without_a_tokenizer(tmp_path):
 
 
 def test_no_default_model_is_a_clear_error(monkeypatch, tmp_path):
+    """A copy without the bundled model: the task registers without a default, and the loader the CLI and
+    the Space use says what is missing."""
+    from transformers.pipelines import PipelineRegistry
+
+    from hf_midi.pipeline_midi_generation import register_pipeline_task
+
     monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", tmp_path / "absent")
     assert generation.default_model_path() is None
     with pytest.raises(GenerationError, match="no default model is installed"):
-        pipeline("midi-generation")
+        loading.load_pipeline(None)
+    registry = PipelineRegistry(supported_tasks={}, task_aliases={})
+    register_pipeline_task(registry)
+    assert "default" not in registry.supported_tasks["midi-generation"]
+    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", Path(__file__).parents[1] / "hf_midi/pretrained/default")
+    registry = PipelineRegistry(supported_tasks={}, task_aliases={})
+    register_pipeline_task(registry)
+    assert registry.supported_tasks["midi-generation"]["default"]["model"][0].endswith("pretrained/default")
 
 
 def test_the_bundled_model_is_the_default(monkeypatch, model_dir):
@@ -253,17 +266,26 @@ def test_lstm_through_the_pipeline(tmp_path):
     assert all(invalid_tokens(o["token_ids"]) == [] for o in out)
 
 
-def test_import_registers_the_task_lazily():
+def test_import_registers_everything_plainly_and_once():
+    """``import hf_midi`` registers with transformers' documented calls: the task is there at once, the LSTM
+    loads through the Auto classes, the tokenizer by name; no import hook is left in sys.meta_path, and
+    nothing warns about registering twice."""
     code = (
         "import sys, hf_midi\n"
-        "assert 'transformers.pipelines' not in sys.modules\n"
-        "from transformers import pipeline\n"
         "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "from transformers import AutoConfig, AutoModelForCausalLM\n"
+        "from transformers.models.auto.tokenization_auto import tokenizer_class_from_name\n"
         "assert 'midi-generation' in PIPELINE_REGISTRY.get_supported_tasks()\n"
+        "cfg = AutoConfig.for_model('musicrnn', num_layers=1, hidden_size=8, embedding_size=8)\n"
+        "assert type(AutoModelForCausalLM.from_config(cfg)).__name__ == 'MusicRNNForCausalLM'\n"
+        "assert tokenizer_class_from_name('MidiTokenizer') is hf_midi.MidiTokenizer\n"
+        "assert not [f for f in sys.meta_path if type(f).__module__.startswith('hf_midi')]\n"
+        "import hf_midi.pipeline_midi_generation as m; m.register_pipeline_task(); hf_midi._register()\n"
         "print('ok')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert "already registered" not in r.stderr
 
 
 def test_exported_folder_runs_as_hub_custom_code_without_hf_midi(pipe, model_dir, tmp_path):
