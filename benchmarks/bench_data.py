@@ -73,7 +73,8 @@ def main() -> int:
     import torch
 
     from hf_midi import MidiTokenizer, codec
-    from hf_midi.data import AugmentConfig, stream_blocks
+    from hf_midi.augmentation import AugmentConfig
+    from hf_midi.data import stream_blocks
 
     torch.set_num_threads(1)
     data = Path(args.data)

@@ -18,7 +18,7 @@ from pathlib import Path
 COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("hf_midi.cli", "MIDI file -> event ids (or token names)"),
     "detokenize": ("hf_midi.cli", "event ids (text) -> MIDI file"),
-    "prepare": ("hf_midi.data", "folder of MIDI -> Hub-style parquet dataset"),
+    "prepare": ("hf_midi.data_prepare", "folder of MIDI -> Hub-style parquet dataset"),
     "evaluate": ("hf_midi.evaluation", "NLL / perplexity / accuracy of a model on a dataset split"),
     "generate": ("hf_midi.cli", "compose or continue a piece; write MIDI, WAV, PNG"),
     "render": ("hf_midi.render", "MIDI -> WAV (SoundFont) and piano-roll PNG"),

@@ -413,7 +413,8 @@ from datasets import load_dataset
 ds = load_dataset("path/or/repo-id", split="train", streaming=True)
 
 from hf_midi import MidiTokenizer
-from hf_midi.data import AugmentConfig, stream_blocks
+from hf_midi.augmentation import AugmentConfig
+from hf_midi.data import stream_blocks
 blocks = stream_blocks("path/or/repo-id", "train", MidiTokenizer(), 1024, augment=AugmentConfig())
 ```
 """

@@ -266,7 +266,8 @@ def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_g
 
 # --------------------------------------------------------------------------- data
 def make_stream(args: TrainingArguments, split: str, tokenizer, accelerator, train: bool):
-    from .data import AugmentConfig, stream_blocks
+    from .augmentation import AugmentConfig
+    from .data import stream_blocks
 
     augment = None
     if train and args.augment:

@@ -11,15 +11,9 @@ import torch
 from conftest import POP909_FIXTURES
 
 from hf_midi import MidiError, MidiTokenizer, codec
+from hf_midi.augmentation import AugmentConfig, augment_performance, transpose_ids
 from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID
-from hf_midi.data import (
-    AugmentConfig,
-    augment_performance,
-    iter_pieces,
-    piece_rng,
-    stream_blocks,
-    transpose_ids,
-)
+from hf_midi.data import iter_pieces, piece_rng, stream_blocks
 from hf_midi.data_prepare import PrepareConfig, prepare_dataset
 
 pytest.importorskip("datasets")

@@ -14,8 +14,8 @@ import torch
 from conftest import POP909_FIXTURES, ROOT
 
 from hf_midi import codec
+from hf_midi.augmentation import transpose_ids
 from hf_midi.codec import BOS_ID, EOS_ID
-from hf_midi.data import transpose_ids
 from hf_midi.packed import PackedError, load_eval, load_train, pack_corpus, read_manifest, read_prepared
 from hf_midi.packed_training import collect, restore, transpose_windows
 
