@@ -56,3 +56,39 @@ def dataset(tmp_path_factory) -> str:
     prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
                                             progress=False))
     return str(out)
+
+
+# --------------------------------------------------------------------------- the one tiny model
+def tiny_model(n_positions: int = 256, vocab_size: int = 393, seed: int = 0):
+    """A random 2-layer, 64-wide GPT-2 over the event vocabulary, with a sampling generation config."""
+    import torch
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+
+    from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID
+
+    cfg = GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=64, n_layer=2, n_head=2,
+                     bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(cfg).eval()
+    model.generation_config = GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+                                               do_sample=True)
+    return model
+
+
+def save_tiny_model(folder, n_positions: int = 256, vocab_size: int = 393, seed: int = 0, tokenizer: bool = True,
+                    plays_on: bool = False):
+    """``tiny_model`` as a model folder (config, safetensors, generation config, the tokenizer unless
+    ``tokenizer=False``). ``plays_on``: its generation config suppresses ``<eos>`` (with ``<pad>`` and
+    ``<bos>``), since a random model ends a piece within seconds where a trained one plays on, so that
+    pieces have the asked length."""
+    from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID
+    from hf_midi.tokenization_midi import MidiTokenizer
+
+    model = tiny_model(n_positions, vocab_size, seed)
+    if plays_on:
+        model.generation_config.suppress_tokens = [PAD_ID, BOS_ID, EOS_ID]
+        model.generation_config.max_new_tokens = 1024
+    model.save_pretrained(folder)
+    if tokenizer:
+        MidiTokenizer(model_max_length=n_positions).save_pretrained(folder)
+    return Path(folder)

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import symusic
-from conftest import POP909_FIXTURES
-from test_generation import save_tiny_model
+from conftest import POP909_FIXTURES, save_tiny_model
 
 import hf_midi.generation as generation
 from hf_midi import cli

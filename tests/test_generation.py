@@ -1,6 +1,6 @@
 """Generation processors, criteria and the sliding window, with tiny random GPT-2 models.
 
-``save_tiny_model`` is also used by test_pipeline.py and test_cli_generate.py.
+The tiny model and its folder come from conftest (``tiny_model``, ``save_tiny_model``).
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import POP909_FIXTURES
+from conftest import POP909_FIXTURES, save_tiny_model, tiny_model  # noqa: F401 (save_tiny_model: used by importers)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import (
-    GenerationConfig,
-    GPT2Config,
     GPT2LMHeadModel,
     LogitsProcessorList,
     StoppingCriteriaList,
@@ -47,31 +45,9 @@ from hf_midi.generation import (
     generate_music,
     music_generation_config,
 )
-from hf_midi.tokenization_midi import MidiTokenizer
 
 
 # --------------------------------------------------------------------------- tiny models
-def tiny_model(n_positions: int = 256, vocab_size: int = VOCAB_SIZE, seed: int = 0) -> GPT2LMHeadModel:
-    """A random 2-layer, 64-wide GPT-2 over the event vocabulary (as the style guide's testers)."""
-    cfg = GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=64, n_layer=2, n_head=2,
-                     bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(cfg).eval()
-    model.generation_config = GenerationConfig(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
-                                               do_sample=True)
-    return model
-
-
-def save_tiny_model(folder, n_positions: int = 256, vocab_size: int = VOCAB_SIZE, seed: int = 0,
-                    tokenizer: bool = True):
-    """A model folder: config.json, model.safetensors, generation_config.json (+ tokenizer files)."""
-    model = tiny_model(n_positions, vocab_size, seed)
-    model.save_pretrained(folder)
-    if tokenizer:
-        MidiTokenizer(model_max_length=n_positions).save_pretrained(folder)
-    return folder
-
-
 def fixed_distribution_model(logits: torch.Tensor) -> GPT2LMHeadModel:
     """A GPT-2 whose next-token logits are ``logits`` at every step, whatever the input: the final
     layer norm outputs a constant one-hot vector, so the tied output layer reads column 0 of wte."""

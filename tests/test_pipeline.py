@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import symusic
 import torch
-from conftest import EDGE_FIXTURES, POP909_FIXTURES, ROOT
-from test_generation import invalid_tokens, save_tiny_model
+from conftest import EDGE_FIXTURES, POP909_FIXTURES, ROOT, save_tiny_model
+from test_generation import invalid_tokens
 from transformers import LogitsProcessorList, StoppingCriteriaList, pipeline
 
 import hf_midi.generation as generation

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import symusic
 import yaml
-from conftest import EDGE_FIXTURES, POP909_FIXTURES, ROOT
+from conftest import EDGE_FIXTURES, POP909_FIXTURES, ROOT, save_tiny_model
 
 SPACE_DIR = ROOT / "spaces_app"
 PROMPT_MIDI = POP909_FIXTURES[0]
@@ -39,22 +39,8 @@ def load_app():
 
 
 def write_tiny_model(folder: Path) -> Path:
-    """A random 2-layer, 64-wide GPT-2 folder with the tokenizer and generation config."""
-    import torch
-    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
-
-    from hf_midi import MidiTokenizer
-
-    torch.manual_seed(0)
-    special = {"bos_token_id": 391, "eos_token_id": 392, "pad_token_id": 390}
-    config = GPT2Config(vocab_size=393, n_positions=256, n_embd=64, n_layer=2, n_head=2, **special)
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    MidiTokenizer().save_pretrained(folder)
-    # A random model would end a piece (<eos>) within seconds, where a trained one plays on: suppress
-    # it, so that pieces have the asked length. <pad> and <bos> never come out of a model either.
-    never = [390, 391, 392]
-    GenerationConfig(do_sample=True, max_new_tokens=1024, suppress_tokens=never, **special).save_pretrained(folder)
-    return folder
+    """The tests' tiny GPT-2 folder (conftest), playing on to the asked length."""
+    return save_tiny_model(folder, seed=0, plays_on=True)
 
 
 def free_port() -> int:
