@@ -187,10 +187,10 @@ def invalid_counts(ids) -> dict[str, int]:
 def sample_stats(model_dir: str, n: int, seconds: float, seed: int) -> dict:
     """Samples with and without the grammar processor: invalid tokens, speed, note statistics, and
     how many samples fall inside the 5-95 % band of real music (POP909 fixtures, same-length windows)."""
+    from music_stats import band_report, ids_stats, window_stats
     from transformers import AutoModelForCausalLM
 
     from hf_midi.codec import encode
-    from hf_midi.music_stats import band_report, ids_stats, window_stats
 
     reference = [w for f in sorted((ROOT / "tests" / "fixtures" / "pop909").glob("*.mid"))
                  for w in window_stats(encode(f), seconds)]

@@ -3,7 +3,7 @@
 For each model: ``--samples`` pieces of ``--seconds`` sampled from ``<bos>`` with the model's default
 generation settings (seeds 0, 1, ...; one at a time, as a user would), then
 
-- the six statistics of ``hf_midi.music_stats`` of each sample against the 5-95 % band of the
+- the six statistics of ``music_stats`` (this folder) of each sample against the 5-95 % band of the
   reference pieces (the GiantMIDI test split) cut into windows of the same length: the fraction of
   samples inside, per statistic and on all six at once;
 - stuck notes: the share of notes longer than 8 s across the samples and the longest note;
@@ -27,10 +27,10 @@ import sys
 import time
 from pathlib import Path
 
+import music_stats
 import numpy as np
 import torch
 
-from hf_midi import music_stats
 from hf_midi.loading import load_pipeline
 from hf_midi.utils import atomic_write_bytes
 

@@ -187,7 +187,7 @@ class MusicRNNForCausalLM(MusicRNNPreTrainedModel, GenerationMixin):
         model_kwargs["rnn_state"] = getattr(outputs, "rnn_state", None)
         return model_kwargs
 
-    def _reorder_cache(self, rnn_state, beam_idx):  # beam search (older transformers) reorders the state
+    def _reorder_cache(self, rnn_state, beam_idx):  # beam search (transformers 5 too) reorders the state
         return tuple(s.index_select(1, beam_idx.to(s.device)) for s in rnn_state)
 
 

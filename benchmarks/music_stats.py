@@ -1,4 +1,5 @@
-"""Simple statistics of a piece, to compare generated samples with real music.
+"""Simple statistics of a piece, to compare generated samples with real music (the sample benchmarks'
+measure: ``eval_samples.py``, ``bench_generate.py``, ``eval_default_model.py``; imported from this folder).
 
 Each statistic is computed from the notes that ``codec.ids_to_notes`` gives (times in 10 ms steps),
 so samples and reference pieces go through the same quantisation. Reference pieces are cut into
@@ -12,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .codec import STEPS_PER_SECOND, ids_to_notes
+from hf_midi.codec import STEPS_PER_SECOND, ids_to_notes
 
 STATS = ("notes_per_second", "mean_polyphony", "pitch_range", "pitch_class_entropy", "velocity_std",
          "duration_p95")
