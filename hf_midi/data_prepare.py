@@ -29,9 +29,7 @@ import hashlib
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .codec import SUSTAIN_MODES, VOCAB_SIZE, MidiError, MidiReadError
+from .utils import atomic_folder
 
 MIDI_SUFFIXES = (".mid", ".midi")
 STANDARD_SPLITS = ("train", "validation", "test")
@@ -510,15 +509,9 @@ def prepare_dataset(
         for i in range(n):  # round-robin: every shard is a cross-section of the (sorted) corpus
             jobs.append((split, i, n, files[i::n]))
 
-    # Pass 3: write into a hidden folder beside `out`, then rename it into place.
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # Pass 3: write into a hidden folder beside `out`, then swap it into place (utils.atomic_folder).
     schema = _features(cfg.pretokenize).arrow_schema
-    tmp = None
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset is an ordinary folder
+    with atomic_folder(out) as tmp:
         (tmp / "data").mkdir()
         sizes: dict[str, list[int]] = {s: [0, 0] for s in report.splits}
         with tqdm(total=len(jobs), desc="write", unit="shard", disable=not cfg.progress) as bar:
@@ -537,21 +530,9 @@ def prepare_dataset(
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["path", "reason", "detail"])
             w.writerows([s.path, s.reason, s.detail] for s in report.skipped)
-        name = out.name
-        (tmp / "README.md").write_text(_card(name, cfg, report, {k: tuple(v) for k, v in sizes.items()}),
+        (tmp / "README.md").write_text(_card(out.name, cfg, report, {k: tuple(v) for k, v in sizes.items()}),
                                        encoding="utf-8")
         _check_signal()
-        if out.exists():  # --overwrite: swap, so a failure here still leaves one complete dataset
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
 
 

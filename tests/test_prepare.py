@@ -340,7 +340,7 @@ def test_sigterm_mid_run_leaves_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hf_midi.cli", "prepare", str(root), str(out), "--quiet",
                              "--pretokenize", "--num-workers", "2"], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.startswith(".ds.partial-") for p in tmp_path.iterdir()):
+    while time.time() < deadline and not any(p.name.startswith(".ds.") for p in tmp_path.iterdir()):  # being written
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=60)[1]
