@@ -40,7 +40,7 @@ from .codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
 from .training_args import (
     ConfigError,
     ModelArguments,
-    TrainingArguments,
+    RunArguments,
     load_config,
     model_arguments,
     parse_args,
@@ -125,7 +125,7 @@ def flops_per_token(model, seq_len: int) -> float:
     return 6 * n + attn
 
 
-def peak_tflops(args: TrainingArguments, device: torch.device) -> float | None:
+def peak_tflops(args: RunArguments, device: torch.device) -> float | None:
     if args.peak_tflops:
         return args.peak_tflops
     if device.type == "cuda":
@@ -153,7 +153,7 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def learning_rate(args: TrainingArguments, step: int, minutes: float) -> float:
+def learning_rate(args: RunArguments, step: int, minutes: float) -> float:
     """Linear warm-up, then cosine to ``min_lr_ratio``; the cosine follows steps or the time budget,
     whichever is further along."""
     if step < args.warmup_steps:
@@ -173,7 +173,7 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def resolve_resume(args: TrainingArguments) -> Path | None:
+def resolve_resume(args: RunArguments) -> Path | None:
     if args.resume is None:
         return None
     if args.resume == "latest":
@@ -212,7 +212,7 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fh.fileno())
 
 
-def start_from(args: TrainingArguments, accelerator):
+def start_from(args: RunArguments, accelerator):
     """``--init_from``: the trained model and its tokenizer (checked against the codec's vocabulary)."""
     from .loading import load_model
 
@@ -265,7 +265,7 @@ def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_g
 
 
 # --------------------------------------------------------------------------- data
-def make_stream(args: TrainingArguments, split: str, tokenizer, accelerator, train: bool):
+def make_stream(args: RunArguments, split: str, tokenizer, accelerator, train: bool):
     from .augmentation import AugmentConfig
     from .data import stream_blocks
 
@@ -289,7 +289,7 @@ class Batches:
     batches.
     """
 
-    def __init__(self, stream, args: TrainingArguments, device):
+    def __init__(self, stream, args: RunArguments, device):
         from torch.utils.data import DataLoader
 
         self.stream, self.device, self.args = stream, device, args
@@ -330,7 +330,7 @@ class Batches:
 
 
 # --------------------------------------------------------------------------- the run
-def train(args: TrainingArguments) -> Path:
+def train(args: RunArguments) -> Path:
     """Run training as configured; returns the output folder (with the exported model)."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration, set_seed
@@ -499,7 +499,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
-def _load_checkpoint(accelerator, path: Path, batches: Batches, args: TrainingArguments) -> tuple[int, int, float]:
+def _load_checkpoint(accelerator, path: Path, batches: Batches, args: RunArguments) -> tuple[int, int, float]:
     state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
     accelerator.load_state(str(path))
     data_file = path / f"data_state_rank{accelerator.process_index}.json"
@@ -514,7 +514,7 @@ def _load_checkpoint(accelerator, path: Path, batches: Batches, args: TrainingAr
     return state["step"], state["tokens_seen"], state["minutes"]
 
 
-def read_eval_batches(stream, args: TrainingArguments) -> list[dict]:
+def read_eval_batches(stream, args: RunArguments) -> list[dict]:
     """The first ``eval_batches`` micro-batches of this rank's eval stream (kept: every evaluation
     scores the same blocks, and the MIDI is parsed once)."""
     from torch.utils.data import DataLoader
@@ -530,7 +530,7 @@ def read_eval_batches(stream, args: TrainingArguments) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate_loss(accelerator, model, batches: list[dict], args: TrainingArguments) -> float:
+def evaluate_loss(accelerator, model, batches: list[dict], args: RunArguments) -> float:
     """Mean next-token loss over ``batches``. Every rank runs the same number of forward passes
     (FSDP needs all of them in each), padding with empty batches."""
     model.eval()

@@ -1,9 +1,13 @@
-"""The arguments of a training run: two dataclasses, read from a YAML preset plus command-line overrides.
+"""The arguments of a training run: two dataclasses (``RunArguments``, ``ModelArguments``), read from a
+YAML preset plus command-line overrides.
 
-Every hyperparameter is a documented, defaulted field here; ``hf_midi/configs/*.yaml`` sets the ones a
-preset changes, and any field can be overridden on the command line (``--learning_rate 3e-4``,
-``--model.num_layers 6``). Mistakes fail before any work, naming the field: an unknown field, a
-value of the wrong type, a choice out of range, a dataset that is not there.
+Every hyperparameter is a defaulted field here with its help text in the field's metadata;
+``transformers.HfArgumentParser`` builds the command line from them (``build_parser``), and
+``hf_midi/configs/*.yaml`` sets the ones a preset changes (the ``model:`` section for the model's).
+Any field can be overridden on the command line (``--learning_rate 3e-4``, ``--model.num_layers 6``).
+Mistakes fail before any work, naming the field: an unknown field (with the nearest name), a value of
+the wrong type, a choice out of range, a dataset that is not there. (Not ``transformers``'
+``TrainingArguments``: this project's run has its own fields.)
 """
 
 from __future__ import annotations
@@ -28,89 +32,124 @@ class ConfigError(ValueError):
     """A bad training configuration; the message names the field (and the file) at fault."""
 
 
+def _arg(default=dataclasses.MISSING, help: str = "", factory=None, **argparse_kwargs):
+    """A field with its ``--help`` text (and any extra ``add_argument`` keywords) as metadata, the way
+    ``HfArgumentParser`` reads it."""
+    metadata = {"help": help, **argparse_kwargs}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _model_arg(default, help: str):
+    """A ModelArguments field; on the command line ``--model.NAME`` (or ``--NAME``)."""
+    return field(default=default, metadata={"help": help, "aliases": []})
+
+
 @dataclass
 class ModelArguments:
     """The model: a GPT-2 (``GPT2LMHeadModel``, plain transformers) or the LSTM baseline."""
 
-    architecture: str = "gpt2"  # "gpt2" or "musicrnn" (the LSTM, hf_midi.modeling_musicrnn)
-    num_layers: int = 4  # transformer blocks / stacked LSTM layers
-    hidden_size: int = 256  # GPT-2 n_embd; the LSTM's state width
-    num_heads: int = 4  # GPT-2 attention heads (hidden_size must divide by it)
-    intermediate_size: int | None = None  # GPT-2 MLP width (None: 4 * hidden_size)
-    embedding_size: int | None = None  # LSTM input embedding width (None: hidden_size)
-    context_length: int = 1024  # GPT-2 n_positions: the longest sequence it attends over
-    dropout: float = 0.1  # GPT-2 residual/embedding/attention dropout; LSTM input/between/output dropout
-    initializer_range: float = 0.02  # std of the normal weight init
-    # Embedding rows are padded from 393 up to a multiple of this (GPU matmul tiles like multiples
-    # of 64). Ids >= 393 are never targets and generation_config.suppress_tokens masks them.
-    vocab_multiple: int = 64
-    attn_implementation: str = "sdpa"  # GPT-2 attention kernel: "sdpa" or "eager"
+    architecture: str = _model_arg("gpt2", "\"gpt2\" or \"musicrnn\" (the LSTM, hf_midi.modeling_musicrnn)")
+    num_layers: int = _model_arg(4, "transformer blocks / stacked LSTM layers")
+    hidden_size: int = _model_arg(256, "GPT-2 n_embd; the LSTM's state width")
+    num_heads: int = _model_arg(4, "GPT-2 attention heads (hidden_size must divide by it)")
+    intermediate_size: int | None = _model_arg(None, "GPT-2 MLP width (None: 4 * hidden_size)")
+    embedding_size: int | None = _model_arg(None, "LSTM input embedding width (None: hidden_size)")
+    context_length: int = _model_arg(1024, "GPT-2 n_positions: the longest sequence it attends over")
+    dropout: float = _model_arg(0.1, "GPT-2 residual/embedding/attention dropout; LSTM input/between/output dropout")
+    initializer_range: float = _model_arg(0.02, "std of the normal weight init")
+    vocab_multiple: int = _model_arg(64, (
+        "Embedding rows are padded from 393 up to a multiple of this (GPU matmul tiles like multiples "
+        "of 64). Ids >= 393 are never targets and generation_config.suppress_tokens masks them."
+    ))
+    attn_implementation: str = _model_arg("sdpa", "GPT-2 attention kernel: \"sdpa\" or \"eager\"")
+
+
+# ``--model.NAME`` on the command line (as in the presets' ``model:`` section); ``--NAME`` works too.
+for _f in dataclasses.fields(ModelArguments):
+    _f.metadata = types.MappingProxyType({**_f.metadata, "aliases": [f"--model.{_f.name}"]})
 
 
 @dataclass
-class TrainingArguments:
+class RunArguments:
     """A training run. ``dataset`` and ``output_dir`` are required (in the file or on the command line)."""
 
-    dataset: str | None = None  # a folder written by `hf-midi prepare`, or a Hub dataset repo id
-    output_dir: str | None = None  # final model here; checkpoints in OUT/checkpoints, logs in OUT/logs
-    model: ModelArguments = field(default_factory=ModelArguments)
-    # Start from a trained model instead of random weights: a bundled name ("default", "base"), a model
-    # folder, a LoRA adapter folder or a Hub id; its tokenizer comes with it and the model section is ignored.
-    init_from: str | None = None
-    lora: bool = False  # train LoRA adapters (peft) on init_from's matrices, not every weight; saves only the adapter
-    lora_rank: int = 16  # rank of each LoRA update
-    lora_alpha: float = 32.0  # LoRA scaling numerator (the update is scaled by alpha / rank)
-    lora_dropout: float = 0.0  # dropout on the LoRA branch's input
-    lora_targets: str = "c_attn,c_proj,c_fc"  # comma-separated module names that get adapters (GPT-2's matrices)
+    dataset: str | None = _arg(None, "a folder written by `hf-midi prepare`, or a Hub dataset repo id")
+    output_dir: str | None = _arg(None, "final model here; checkpoints in OUT/checkpoints, logs in OUT/logs")
+    # The model section: its own dataclass and its own --model.* arguments (init=False: HfArgumentParser
+    # parses ModelArguments beside this class; load_config sets it).
+    model: ModelArguments = field(default_factory=ModelArguments, init=False)
+    init_from: str | None = _arg(None, (
+        "Start from a trained model instead of random weights: a bundled name (\"default\", \"base\"), a "
+        "model folder, a LoRA adapter folder or a Hub id; its tokenizer comes with it and the model "
+        "section is ignored."
+    ))
+    lora: bool = _arg(False, (
+        "train LoRA adapters (peft) on init_from's matrices, not every weight; saves only the adapter"
+    ))
+    lora_rank: int = _arg(16, "rank of each LoRA update")
+    lora_alpha: float = _arg(32.0, "LoRA scaling numerator (the update is scaled by alpha / rank)")
+    lora_dropout: float = _arg(0.0, "dropout on the LoRA branch's input")
+    lora_targets: str = _arg("c_attn,c_proj,c_fc", (
+        "comma-separated module names that get adapters (GPT-2's matrices)"
+    ))
 
     # -- data --
-    train_split: str = "train"
-    eval_split: str = "validation"
-    block_size: int = 1024  # tokens a training example (= model.context_length for GPT-2)
-    data_mode: str = "pack"  # "pack": pieces concatenated into full blocks; "crop": one random window a piece
-    sustain: str = "events"  # tokenizer pedal mode (saved with the tokenizer): events, extend or ignore
-    augment: bool = True  # random transposition / time stretch of training pieces
-    transpose: list[int] = field(default_factory=lambda: [-3, 3])  # semitone range, inclusive
-    stretch: list[float] = field(default_factory=lambda: [0.95, 1.05])  # tempo factor range
-    velocity_jitter: int = 0  # +- velocity units added to each note (0: off)
-    shuffle_buffer: int = 256  # blocks in the streaming shuffle buffer
-    piece_shuffle_buffer: int = 64  # pieces (before parsing) in the streaming shuffle buffer
-    num_workers: int = 0  # DataLoader worker processes (0: in the training process)
+    train_split: str = _arg("train", "the split to train on")
+    eval_split: str = _arg("validation", "the split evaluated during training")
+    block_size: int = _arg(1024, "tokens a training example (= model.context_length for GPT-2)")
+    data_mode: str = _arg("pack", (
+        "\"pack\": pieces concatenated into full blocks; \"crop\": one random window a piece"
+    ))
+    sustain: str = _arg("events", "tokenizer pedal mode (saved with the tokenizer): events, extend or ignore")
+    augment: bool = _arg(True, "random transposition / time stretch of training pieces")
+    transpose: list[int] = _arg(help="semitone range, inclusive", factory=lambda: [-3, 3])
+    stretch: list[float] = _arg(help="tempo factor range", factory=lambda: [0.95, 1.05])
+    velocity_jitter: int = _arg(0, "+- velocity units added to each note (0: off)")
+    shuffle_buffer: int = _arg(256, "blocks in the streaming shuffle buffer")
+    piece_shuffle_buffer: int = _arg(64, "pieces (before parsing) in the streaming shuffle buffer")
+    num_workers: int = _arg(0, "DataLoader worker processes (0: in the training process)")
 
     # -- batch and optimisation --
-    per_device_batch_size: int = 8  # blocks a micro-batch on each process
-    gradient_accumulation_steps: int = 1  # micro-batches an optimizer step
-    learning_rate: float = 6e-4  # peak learning rate, after warm-up
-    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
-    warmup_steps: int = 100  # linear warm-up from 0, in optimizer steps
-    max_steps: int = 1000  # optimizer steps of the run (the cosine ends here)
-    # Wall-clock budget in minutes (training time, summed over resumes). When set, the cosine
-    # follows whichever budget is nearer its end, so a "1 hour" run still decays fully; such a run
-    # is not bit-reproducible.
-    max_minutes: float | None = None
-    weight_decay: float = 0.1  # AdamW decay of matrices; never biases, norms or embeddings
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0  # gradient clipping (0: off)
+    per_device_batch_size: int = _arg(8, "blocks a micro-batch on each process")
+    gradient_accumulation_steps: int = _arg(1, "micro-batches an optimizer step")
+    learning_rate: float = _arg(6e-4, "peak learning rate, after warm-up")
+    min_lr_ratio: float = _arg(0.1, "cosine decays to learning_rate * min_lr_ratio")
+    warmup_steps: int = _arg(100, "linear warm-up from 0, in optimizer steps")
+    max_steps: int = _arg(1000, "optimizer steps of the run (the cosine ends here)")
+    max_minutes: float | None = _arg(None, (
+        "Wall-clock budget in minutes (training time, summed over resumes). When set, the cosine "
+        "follows whichever budget is nearer its end, so a \"1 hour\" run still decays fully; such a run "
+        "is not bit-reproducible."
+    ))
+    weight_decay: float = _arg(0.1, "AdamW decay of matrices; never biases, norms or embeddings")
+    adam_beta1: float = _arg(0.9, "AdamW beta1")
+    adam_beta2: float = _arg(0.95, "AdamW beta2")
+    adam_epsilon: float = _arg(1e-8, "AdamW epsilon")
+    max_grad_norm: float = _arg(1.0, "gradient clipping (0: off)")
 
     # -- speed --
-    mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that has it, else fp32), "bf16" or "no"
-    compile: bool = False  # torch.compile the model
-    cpu_threads: int = 0  # torch threads on CPU (0: torch's default)
+    mixed_precision: str = _arg("auto", "\"auto\" (bf16 on a GPU that has it, else fp32), \"bf16\" or \"no\"")
+    compile: bool = _arg(False, "torch.compile the model")
+    cpu_threads: int = _arg(0, "torch threads on CPU (0: torch's default)")
 
     # -- evaluation, checkpoints, logging --
-    eval_every: int = 200  # optimizer steps between evaluations (0: only at the end)
-    eval_batches: int = 16  # micro-batches of eval_split a process scores each evaluation (0: no evaluation)
-    save_every: int = 200  # optimizer steps between checkpoints (0: none)
-    save_total_limit: int = 2  # checkpoints kept (the oldest are deleted)
-    resume: str | None = None  # "latest" (in OUT/checkpoints) or a checkpoint folder of your own run
-    log_every: int = 10  # optimizer steps between tracker/progress-bar updates
-    tracker: str = "tensorboard"  # "tensorboard", "trackio" or "none" (OUT/logs/metrics.jsonl is always written)
-    peak_tflops: float | None = None  # hardware peak for MFU (None: known GPUs' dense bf16 peak, else no MFU)
-    seed: int = 0
-    record_batches: bool = False  # write a fingerprint of every training block to OUT/logs (for tests)
-    progress: bool = True  # show the training progress bar
+    eval_every: int = _arg(200, "optimizer steps between evaluations (0: only at the end)")
+    eval_batches: int = _arg(16, "micro-batches of eval_split a process scores each evaluation (0: no evaluation)")
+    save_every: int = _arg(200, "optimizer steps between checkpoints (0: none)")
+    save_total_limit: int = _arg(2, "checkpoints kept (the oldest are deleted)")
+    resume: str | None = _arg(None, (
+        "\"latest\" (in OUT/checkpoints) or a checkpoint folder of your own run"
+    ), nargs="?", const="latest")
+    log_every: int = _arg(10, "optimizer steps between tracker/progress-bar updates")
+    tracker: str = _arg("tensorboard", (
+        "\"tensorboard\", \"trackio\" or \"none\" (OUT/logs/metrics.jsonl is always written)"
+    ))
+    peak_tflops: float | None = _arg(None, "hardware peak for MFU (None: known GPUs' dense bf16 peak, else no MFU)")
+    seed: int = _arg(0, "seed of weights, data order and augmentation")
+    record_batches: bool = _arg(False, "write a fingerprint of every training block to OUT/logs (for tests)")
+    progress: bool = _arg(True, "show the training progress bar")
 
 
 CHOICES = {
@@ -169,7 +208,11 @@ def _from_dict(cls, data: dict, where: str, prefix: str = ""):
             values[key] = _from_dict(ModelArguments, value, where, "model.")
         else:
             values[key] = _check_value(prefix + key, value, hints[key])
-    return cls(**values)
+    model = values.pop("model", None)
+    obj = cls(**values)
+    if model is not None:
+        obj.model = model  # RunArguments.model is init=False (HfArgumentParser parses it separately)
+    return obj
 
 
 def _check_ranges(obj, prefix: str) -> None:
@@ -197,7 +240,7 @@ def model_arguments(data: dict) -> ModelArguments:
     return validate_model(_from_dict(ModelArguments, data, "model", "model."))
 
 
-def validate(args: TrainingArguments, check_paths: bool = True) -> TrainingArguments:
+def validate(args: RunArguments, check_paths: bool = True) -> RunArguments:
     """Range and consistency checks; ConfigError names the field."""
     m = validate_model(args.model)
     _check_ranges(args, "")
@@ -238,7 +281,7 @@ def preset_path(name: str | Path) -> Path:
 
 
 def load_config(config: str | Path | dict | None, overrides: dict | None = None, check_paths: bool = True):
-    """TrainingArguments from a preset name / YAML path / dict, with ``{"a.b": value}`` overrides."""
+    """RunArguments from a preset name / YAML path / dict, with ``{"a.b": value}`` overrides."""
     if isinstance(config, dict):
         data, where = dict(config), "config"
     elif config is None:
@@ -252,69 +295,79 @@ def load_config(config: str | Path | dict | None, overrides: dict | None = None,
             data["model"][key[len("model.") :]] = value
         else:
             data[key] = value
-    return validate(_from_dict(TrainingArguments, data, where), check_paths=check_paths)
+    return validate(_from_dict(RunArguments, data, where), check_paths=check_paths)
 
 
 def field_names() -> list[str]:
     """Every overridable field, the model's as ``model.<name>``."""
-    top = [f.name for f in dataclasses.fields(TrainingArguments) if f.name != "model"]
+    top = [f.name for f in dataclasses.fields(RunArguments) if f.init]
     return top + [f"model.{f.name}" for f in dataclasses.fields(ModelArguments)]
 
 
-def field_help() -> dict[str, str]:
-    """``{"learning_rate": "peak learning rate, after warm-up", ...}``: the comments beside the fields."""
-    import inspect
-
-    out = {}
-    for cls, prefix in ((TrainingArguments, ""), (ModelArguments, "model.")):
-        defaults, above = cls(), []
-        for line in inspect.getsource(cls).splitlines():
-            m = re.match(r"\s+(\w+): [^=]+=.*?(?:#\s*(.*))?$", line)
-            if line.strip().startswith("#") and not line.strip().startswith("# --"):  # not a section title
-                above.append(line.strip().lstrip("# "))  # a comment block above a field
-            elif m:
-                text = m.group(2) or " ".join(above)
-                out[prefix + m.group(1)] = f"{text} (default: {getattr(defaults, m.group(1))!r})".strip()
-                above = []
-            else:
-                above = []
-    return out
+def _yaml_value(text: str):
+    """A command-line value read as YAML (3e-4, true, [-2, 2], null); a plain word stays a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}") from None
 
 
-def parse_args(argv: list[str] | None = None) -> TrainingArguments:
-    """``--config PRESET_OR_YAML`` and ``--<field> VALUE`` for any field (values read as YAML)."""
-    parser = argparse.ArgumentParser(
-        prog="train.py",
+def build_parser():
+    """``HfArgumentParser`` over ``RunArguments`` and ``ModelArguments`` (help from the fields' metadata,
+    ``--model.NAME`` aliases), plus ``--config``. Every option defaults to "not given" and reads its value
+    as YAML, so that ``load_config`` layers what was given over the preset and checks it (one set of
+    error messages, naming the field, for YAML files and the command line alike)."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        (RunArguments, ModelArguments), prog="train.py",
         description="Train a GPT-2 or LSTM on a prepared MIDI dataset (run under `accelerate launch`).",
     )
     parser.add_argument("--config", default="tiny",
                         help="preset name (hf_midi/configs/NAME.yaml: tiny, default, base, lstm) or a YAML file")
-    hints = {**typing.get_type_hints(TrainingArguments), **{
-        f"model.{k}": v for k, v in typing.get_type_hints(ModelArguments).items()}}
-    helps = field_help()
-    for name in field_names():
-        kwargs = {"dest": name, "default": argparse.SUPPRESS, "metavar": "VALUE"}
-        if name == "resume":
-            kwargs.update(nargs="?", const="latest")
-        parser.add_argument(f"--{name}", **kwargs, help=helps.get(name, "").replace("%", "%%"))
+    strings = {f.name for cls in (RunArguments, ModelArguments) for f in dataclasses.fields(cls)
+               if _is_str(typing.get_type_hints(cls)[f.name])}
+    for action in parser._actions:
+        if action.dest in ("help", "config") or not action.option_strings:
+            continue
+        if action.const is not False:  # the dataclass default, shown in --help (the preset's may differ)
+            default = action.default() if callable(action.default) else action.default
+            action.help = f"{action.help or ''} (default: {default!r})".replace("%", "%%").strip()
+        action.default = argparse.SUPPRESS
+        action.required = False
+        action.choices = None  # validate() names the field and the allowed values
+        if action.const is False:  # HfArgumentParser's --no_<flag>: keeps its meaning
+            continue
+        action.type = str if action.dest in strings else _yaml_value
+        if action.dest == "resume":
+            action.nargs, action.const = "?", "latest"
+        elif action.nargs == "?" and action.const is True:  # --flag alone means true
+            action.type = _yaml_value
+        else:
+            action.nargs = None
+        action.metavar = "VALUE"
+    return parser
+
+
+def _is_str(tp) -> bool:
+    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
+
+
+def parse_args(argv: list[str] | None = None) -> RunArguments:
+    """``--config PRESET_OR_YAML`` and ``--<field> VALUE`` for any field (``--model.<field>`` for the model's)."""
+    parser = build_parser()
     ns = vars(parser.parse_args(argv))
     config = ns.pop("config")
+    model_fields = {f.name for f in dataclasses.fields(ModelArguments)}
     overrides = {}
-    for name, text in ns.items():
-        # Strings stay strings (paths, names); everything else is read as YAML (3e-4, true, [-2, 2]).
-        tp = hints[name]
-        is_str = tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
-        if is_str:
-            overrides[name] = None if text in ("null", "None") else text
-        else:
-            try:
-                overrides[name] = yaml.safe_load(text)
-            except yaml.YAMLError:
-                raise ConfigError(f"--{name}: cannot read {text!r}") from None
+    for name, value in ns.items():
+        if isinstance(value, str) and value in ("null", "None"):
+            value = None
+        overrides[f"model.{name}" if name in model_fields else name] = value
     return load_config(config, overrides)
 
 
-def to_flat_dict(args: TrainingArguments) -> dict:
+def to_flat_dict(args: RunArguments) -> dict:
     """``{"learning_rate": ..., "model.num_layers": ...}`` (for trackers and trainer_state.json)."""
     out = {k: v for k, v in dataclasses.asdict(args).items() if k != "model"}
     out.update({f"model.{k}": v for k, v in dataclasses.asdict(args.model).items()})
@@ -325,7 +378,7 @@ __all__ = [
     "CONFIGS_DIR",
     "ConfigError",
     "ModelArguments",
-    "TrainingArguments",
+    "RunArguments",
     "field_names",
     "load_config",
     "model_arguments",
