@@ -1,12 +1,14 @@
 """MusicRNNConfig: the configuration of the LSTM baseline (``model_type = "musicrnn"``).
 
-Kept apart from the model so that ``import hf_midi`` can register it with ``AutoConfig`` without
-importing ``transformers``' modeling code (about 1.4 s). Imports only ``transformers`` (remote code).
+Kept apart from the model (the Auto classes map the config to the model). Imports ``transformers`` and
+the codec's special ids (the codec travels with it as remote code).
 """
 
 from __future__ import annotations
 
 from transformers import PretrainedConfig
+
+from .codec import BOS_ID, EOS_ID, PAD_ID
 
 
 class MusicRNNConfig(PretrainedConfig):
@@ -34,9 +36,9 @@ class MusicRNNConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         max_length_hint: int = 1024,
         use_cache: bool = True,
-        bos_token_id: int = 391,
-        eos_token_id: int = 392,
-        pad_token_id: int = 390,
+        bos_token_id: int = BOS_ID,
+        eos_token_id: int = EOS_ID,
+        pad_token_id: int = PAD_ID,
         tie_word_embeddings: bool = False,
         **kwargs,
     ):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .codec import VOCAB_SIZE
+from .codec import TIME_SHIFT, VOCAB_SIZE
 
 PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -154,7 +154,7 @@ class WindowSampler:
 def transpose_windows(x: torch.Tensor, lo: int, hi: int, gen: torch.Generator | None = None) -> torch.Tensor:
     """Shift every NOTE_ON/NOTE_OFF id of each row by one semitone count drawn in [lo, hi], narrowed per
     row so that no pitch leaves 0..127."""
-    note = x < 256
+    note = x < TIME_SHIFT  # NOTE_ON and NOTE_OFF ids
     pitch = x % 128
     low = torch.where(note, pitch, 127).amin(1)  # rows without notes: low 127, high 0 -> k clamps to 0
     high = torch.where(note, pitch, 0).amax(1)

@@ -168,7 +168,9 @@ def test_lstm_loads_as_hub_remote_code_without_hf_midi(tmp_path, lstm):
     folder = tmp_path / "repo"
     lstm.save_pretrained(folder)
     pkg = Path(__file__).resolve().parents[1] / "hf_midi"
-    for name in ("configuration_musicrnn.py", "modeling_musicrnn.py"):
+    from hf_midi.hub import code_closure
+
+    for name in code_closure("modeling_musicrnn.py"):  # the model, its config and the codec's ids
         shutil.copyfile(pkg / name, folder / name)
     cfg = json.loads((folder / "config.json").read_text())
     cfg["auto_map"] = {"AutoConfig": "modeling_musicrnn.MusicRNNConfig",
