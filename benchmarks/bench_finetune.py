@@ -41,9 +41,12 @@ from hf_midi.training_args import load_config
 from hf_midi.utils import atomic_write_bytes
 
 ARMS = ("default", "scratch", "full", "lora")
+LEARNING_RATES = {"scratch": 2e-3, "full": 3e-4, "lora": 2e-3}  # peak; --lr ARM=LR changes one
 
 
-def arm_config(arm: str, data: str, out: str, minutes: float, block: int, batch: int, seed: int) -> dict:
+def arm_config(arm: str, data: str, out: str, minutes: float, block: int, batch: int, seed: int,
+               lr: dict | None = None) -> dict:
+    lr = {**LEARNING_RATES, **(lr or {})}
     common = {"dataset": data, "output_dir": out, "block_size": block, "per_device_batch_size": batch,
               "max_steps": 1_000_000, "max_minutes": minutes, "eval_every": 0, "eval_batches": 0, "save_every": 0,
               "tracker": "none", "log_every": 10, "shuffle_buffer": 64, "seed": seed, "transpose": [-3, 3],
@@ -51,13 +54,13 @@ def arm_config(arm: str, data: str, out: str, minutes: float, block: int, batch:
     if arm == "scratch":  # the bundled default's shape, trained on the blocks the others see
         m, _ = load_model("default")
         c = m.config
-        return {**common, "learning_rate": 2e-3, "warmup_steps": 50,
+        return {**common, "learning_rate": lr["scratch"], "warmup_steps": 50,
                 "model": {"num_layers": c.n_layer, "hidden_size": c.n_embd, "num_heads": c.n_head,
                           "context_length": block, "dropout": 0.0}}
     if arm == "full":
-        return {**common, "init_from": "default", "learning_rate": 3e-4}
+        return {**common, "init_from": "default", "learning_rate": lr["full"]}
     if arm == "lora":
-        return {**common, "init_from": "default", "lora": True, "learning_rate": 2e-3, "weight_decay": 0.0}
+        return {**common, "init_from": "default", "lora": True, "learning_rate": lr["lora"], "weight_decay": 0.0}
     raise ValueError(arm)
 
 
@@ -71,12 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=512, help="evaluation window of every model")
     p.add_argument("--eval-split", default="test")
     p.add_argument("--max-pieces", type=int, default=None, help="score only the first N test pieces")
+    p.add_argument("--lr", action="append", default=[], metavar="ARM=LR",
+                   help="peak learning rate of an arm (defaults: scratch=2e-3 full=3e-4 lora=2e-3)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", default=None, help="keep the trained arms here (default: a temporary folder)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    lrs = {k: float(v) for k, v in (x.split("=", 1) for x in args.lr)}
     pieces = [(path, frame(ids).astype("int64")) for path, ids in read_prepared(args.data, args.eval_split)]
     pieces = pieces[: args.max_pieces] if args.max_pieces else pieces
     train_tokens = sum(len(ids) + 2 for _, ids in read_prepared(args.data, "train"))
@@ -90,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = root / arm
             shutil.rmtree(out, ignore_errors=True)
-            train(load_config(arm_config(arm, args.data, str(out), args.minutes, args.block, args.batch, args.seed)))
+            train(load_config(arm_config(arm, args.data, str(out), args.minutes, args.block, args.batch, args.seed,
+                                         lrs)))
             lines = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines() if x]
             info = {"train_s": round(time.perf_counter() - t, 1), "steps": lines[-1]["step"],
                     "tokens": lines[-1]["step"] * args.block * args.batch, "final_train_loss": lines[-1]["loss"]}
@@ -106,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"data": args.data, "train_tokens": train_tokens, "eval_split": args.eval_split,
                "eval_pieces": len(pieces), "context": args.context, "minutes": args.minutes, "threads": args.threads,
                "block": args.block, "batch": args.batch, "machine": platform.processor() or platform.machine(),
-               "torch": torch.__version__, "arms": results, "nll": nll}
+               "torch": torch.__version__, "learning_rates": {a: {**LEARNING_RATES, **lrs}[a] for a in results
+                                                              if a != "default"},
+               "arms": results, "nll": nll}
     for tuned in ("full", "lora"):
         if tuned in nll and "scratch" in nll:
             summary[f"{tuned}_gain_over_scratch"] = nll["scratch"] - nll[tuned]  # goal >= 0.5
