@@ -349,7 +349,9 @@ class MusicTimeLimitLogitsProcessor(LogitsProcessor):
     A TIME_SHIFT that would pass the limit is not forbidden but *clipped*: its probability goes to
     the shift that lands exactly on the limit, as if the piece were cut there. (Forbidding long shifts
     would instead push the model to cram events into its last second.) ``MusicTimeStoppingCriteria``
-    then ends the sequence. Until some sequence is within one second of its limit, nothing changes.
+    then ends the sequence. Until some sequence is within one second of its limit, only one thing
+    changes: ``<eos>`` is forbidden while no music time has passed, so that asking for seconds never
+    returns an empty piece (a model's first event can be ``<eos>``; once was in 20 seeds of base).
     """
 
     def __init__(self, seconds: float, state: PerformanceState | None = None):
@@ -359,6 +361,7 @@ class MusicTimeLimitLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
+        scores[:, EOS_ID].masked_fill_(s.elapsed == 0, -math.inf)
         if self.limit - int(s.elapsed.max()) > MAX_SHIFT:  # the common case: no shift can reach it
             return scores
         if self._k is None or self._k.device != scores.device:

@@ -196,6 +196,23 @@ def test_time_limit_folds_long_shifts_onto_the_exact_one(left):
     assert math.isclose(float(torch.softmax(out, -1).sum()), 1.0, rel_tol=1e-5)
 
 
+def test_asking_for_seconds_never_gives_an_empty_piece():
+    """<eos> is forbidden until some music time has passed (a model whose favourite first event is <eos>
+    still plays), and allowed from then on."""
+    scores = torch.zeros(2, VOCAB_SIZE)
+    scores[:, EOS_ID] = 50.0
+    ids = torch.tensor([[BOS_ID, 60], [BOS_ID, TIME_SHIFT + 9]])  # row 0: a note, no time yet; row 1: 100 ms
+    state = PerformanceState(start=1)
+    proc = MusicTimeLimitLogitsProcessor(30.0, state=state)
+    out = proc(ids, scores.clone())
+    assert out[0, EOS_ID] == -math.inf and out[1, EOS_ID] == 50.0
+    assert torch.equal(out[0, :EOS_ID], scores[0, :EOS_ID])  # nothing else moves
+    model = fixed_distribution_model(scores[0])  # <eos> first, every step, unless forbidden
+    torch.manual_seed(0)
+    [piece] = generate_music(model, torch.tensor([[BOS_ID]]), seconds=1.0, max_new_tokens=400).tolist()
+    assert any(TIME_SHIFT <= t < VELOCITY for t in piece)  # it played for some time before it ended
+
+
 def test_time_limit_ends_every_row_at_exactly_the_limit_or_at_eos():
     model = tiny_model(seed=1)
     torch.manual_seed(0)
