@@ -101,6 +101,16 @@ PLANS: dict[str, list[Run]] = {
             probe_only=True),
         Run("probe-768", _gpt2(8, 768, 6, 2048), block=2048, batch=64, lr=1e-3, share=0.0, probe_only=True),
     ],
+    # Shapes only timed (compile, 10 steps, MFU): what would reach the 40 % MFU goal.
+    "gpu-probes": [
+        Run("p-base-2048", _gpt2(8, 512, 8, 2048, inner=1792), block=2048, batch=64, lr=1e-3, share=0.0,
+            probe_only=True),
+        Run("p-base-1024", _gpt2(8, 512, 8, 1024, inner=1792), block=1024, batch=128, lr=1e-3, share=0.0,
+            probe_only=True),
+        Run("p-768-2048", _gpt2(8, 768, 6, 2048), block=2048, batch=64, lr=1e-3, share=0.0, probe_only=True),
+        Run("p-768-1024", _gpt2(8, 768, 6, 1024), block=1024, batch=128, lr=1e-3, share=0.0, probe_only=True),
+        Run("p-1024-1024", _gpt2(8, 1024, 8, 1024), block=1024, batch=128, lr=1e-3, share=0.0, probe_only=True),
+    ],
     # The 2-core CPU: one thread (a second thread slowed training whenever anything else ran, see
     # ../shared/ENVIRONMENT.md), a model small enough to see ~5 M tokens in ~1.5 h and to compose
     # fast: 3 x 256, context 1024.
