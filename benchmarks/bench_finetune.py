@@ -32,9 +32,10 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig
 
 from hf_midi.evaluation import evaluate_model
-from hf_midi.loading import load_model
+from hf_midi.loading import load_model, resolve_model
 from hf_midi.packed import frame, read_prepared
 from hf_midi.training import train
 from hf_midi.training_args import load_config
@@ -52,8 +53,7 @@ def arm_config(arm: str, data: str, out: str, minutes: float, block: int, batch:
               "tracker": "none", "log_every": 10, "shuffle_buffer": 64, "seed": seed, "transpose": [-3, 3],
               "warmup_steps": 10, "progress": False}
     if arm == "scratch":  # the bundled default's shape, trained on the blocks the others see
-        m, _ = load_model("default")
-        c = m.config
+        c = AutoConfig.from_pretrained(resolve_model("default"))
         return {**common, "learning_rate": lr["scratch"], "warmup_steps": 50,
                 "model": {"num_layers": c.n_layer, "hidden_size": c.n_embd, "num_heads": c.n_head,
                           "context_length": block, "dropout": 0.0}}

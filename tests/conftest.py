@@ -23,6 +23,8 @@ requires_shared_data = pytest.mark.skipif(
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# For tests that start python themselves: one thread, offline, whatever the caller's environment says.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,6 +58,22 @@ def dataset(tmp_path_factory) -> str:
     prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
                                             progress=False))
     return str(out)
+
+
+# --------------------------------------------------------------------------- in-process training runs
+def reset_accelerate() -> None:
+    """Each in-process training run builds its own Accelerator; accelerate keeps process-wide singletons."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate():
+    reset_accelerate()
+    yield
+    reset_accelerate()
 
 
 # --------------------------------------------------------------------------- the one tiny model

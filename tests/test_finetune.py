@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -13,24 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EDGE_FIXTURES, POP909_FIXTURES
+from conftest import EDGE_FIXTURES, POP909_FIXTURES, SUBPROCESS_ENV, reset_accelerate
 
 from hf_midi.codec import VOCAB_SIZE
 
 pytest.importorskip("accelerate")
 pytest.importorskip("peft")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+ENV = SUBPROCESS_ENV
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # conftest
 
 
 def run_args(dataset, out, **extra) -> list[str]:
@@ -48,26 +37,20 @@ def metrics(out) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory, dataset) -> Path:
     """A tiny GPT-2 trained 60 steps on the fixtures: the 'shipped model' these tests start from."""
-    from accelerate.state import AcceleratorState, GradientState
-
     from hf_midi.training import main
 
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
     assert main(run_args(dataset, out, max_steps=60, save_every=0, eval_batches=0)) == 0
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     return out
 
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, dataset, tiny_ckpt) -> Path:
-    from accelerate.state import AcceleratorState, GradientState
-
     from hf_midi.training import main
 
     out = tmp_path_factory.mktemp("lora") / "adapter"
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     assert main(run_args(dataset, out, init_from=tiny_ckpt, lora="true", lora_rank=4, max_steps=6,
                          learning_rate=1e-2, save_every=0, eval_batches=0)) == 0
     return out

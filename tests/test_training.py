@@ -11,7 +11,6 @@ optimizer, RNG and data position reproduces the uninterrupted run's float32 loss
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import POP909_FIXTURES, ROOT
+from conftest import POP909_FIXTURES, ROOT, SUBPROCESS_ENV
 
 from hf_midi import training
 from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID
@@ -30,19 +29,8 @@ from hf_midi.training_args import load_config, parse_args
 
 pytest.importorskip("accelerate")
 pytest.importorskip("datasets")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Each in-process run builds its own Accelerator (accelerate keeps process-wide singletons)."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+ENV = SUBPROCESS_ENV
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # conftest
 
 
 def metrics(out) -> list[dict]:
