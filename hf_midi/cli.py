@@ -102,6 +102,10 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-note-seconds", type=_note_limit, default=None, metavar="S|off",
                    help="end any note held S seconds (the stuck-note guard); off: never (default: the "
                         "model's generation config, max_note_seconds; the bundled base sets 6)")
+    p.add_argument("--weights", choices=("auto", "float32", "float16", "int8"), default="auto",
+                   help="weight format of the fast decoding loop (default auto: float16 on a CPU, float32 "
+                        "elsewhere; float32 gives the same tokens as --slow under one seed)")
+    p.add_argument("--slow", action="store_true", help="generate()'s own loop instead of the fast one")
     p.add_argument("--no-prompt-in-output", action="store_true", help="write only the continuation")
     p.add_argument("-o", "--output", required=True, help="the MIDI file to write")
     p.add_argument("--wav", default=None, help="also render audio to this WAV file")
@@ -162,6 +166,7 @@ def run_generate(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
             top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
             return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
+            fast=not args.slow, weights=args.weights,
             **({} if args.max_note_seconds is None else
                {"max_note_seconds": None if args.max_note_seconds == "off" else args.max_note_seconds}),
         )

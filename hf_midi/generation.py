@@ -53,6 +53,7 @@ from .codec import (
     MidiError,
     shift_steps,
 )
+from .fast_generation import WEIGHT_FORMATS, fast_sample
 
 MAX_SECONDS = 3600.0  # one hour of music: more is taken as a typo
 # A token budget when only seconds are given: the densest 10 s of ASAP/POP909 hold ~130 events a
@@ -454,6 +455,8 @@ def generate_music(
     window: int | None = None,
     keep: int | None = None,
     max_note_seconds: float | None = None,
+    fast: bool = True,
+    weights: str = "auto",
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -463,6 +466,10 @@ def generate_music(
     (default: the model's context), generation continues from its last ``keep`` tokens (default half
     the window): the sliding window. While everything fits, this is exactly one ``generate()`` call.
     ``max_note_seconds``: end notes held that long (``MaxNoteLengthLogitsProcessor``); None: off.
+    ``fast``: run ``generate()`` with ``custom_generate=fast_sample`` (``hf_midi.fast_generation``: the
+    same sampling, a lean forward; models it does not cover take ``generate()``'s own loop); ``weights``:
+    its weight format (``float32``: the same tokens as ``fast=False`` under one seed; ``float16`` /
+    ``int8``: repacked for fbgemm's CPU kernels; ``auto``: float16 on a CPU with fbgemm, else float32).
     """
     if seconds is None and max_new_tokens is None:
         raise GenerationError("give seconds or max_new_tokens (both are None)")
@@ -472,6 +479,11 @@ def generate_music(
     if window is not None and not 0 < keep < window:
         raise GenerationError(f"keep must be in 1..{window - 1} (the window), got {keep}")
     config = copy.deepcopy(generation_config) if generation_config is not None else music_generation_config(model)
+    if weights not in ("auto", *WEIGHT_FORMATS):
+        raise GenerationError(f"weights must be auto, {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    extra = {"custom_generate": fast_sample, "weights": weights} if fast else {}
+    if not fast and weights not in ("auto", "float32"):
+        raise GenerationError(f"weights={weights!r} needs the fast path (fast=True)")
 
     state = PerformanceState(start=input_ids.shape[1])
     processors = LogitsProcessorList()
@@ -501,7 +513,7 @@ def generate_music(
         config.max_new_tokens = n
         out = model.generate(
             context, attention_mask=torch.ones_like(context), generation_config=config,
-            logits_processor=processors, stopping_criteria=criteria,
+            logits_processor=processors, stopping_criteria=criteria, **extra,
         )
         new = out[:, context.shape[1]:]
         state.sync(out)

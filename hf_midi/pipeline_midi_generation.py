@@ -34,6 +34,7 @@ from .codec import (
     score_to_performance,
     shift_steps,
 )
+from .fast_generation import WEIGHT_FORMATS
 from .generation import (
     GenerationError,
     check_generation_args,
@@ -63,6 +64,9 @@ class MidiGenerationPipeline(Pipeline):
     - ``grammar`` (default True): ``PerformanceGrammarLogitsProcessor`` on;
     - ``max_note_seconds``: end any note held this long (``MaxNoteLengthLogitsProcessor``; None: off;
       default: the model's ``generation_config.max_note_seconds``, else off);
+    - ``fast`` (default True): the fast decoding loop (``hf_midi.fast_generation``); ``weights``: its
+      weight format, ``auto`` (default: float16 on a CPU with fbgemm, float32 elsewhere),
+      ``float32`` (the same tokens as ``fast=False`` under one seed), ``float16`` or ``int8``;
     - ``progress(seconds_done, seconds_total)``: called as music time advances (raising aborts);
     - ``stop_event``: a ``threading.Event``; once set, generation stops and keeps what it made.
 
@@ -101,7 +105,7 @@ class MidiGenerationPipeline(Pipeline):
     def _sanitize_parameters(
         self, prompt_seconds=None, seconds=_DEFAULT, max_new_tokens=None, temperature=None, top_k=None,
         top_p=None, seed=None, num_return_sequences=None, return_prompt=None, grammar=None,
-        progress=None, stop_event=None, max_note_seconds=_DEFAULT,
+        progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         checked = check_generation_args(
@@ -118,8 +122,12 @@ class MidiGenerationPipeline(Pipeline):
         given = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "seed": seed, "num_return_sequences": num_return_sequences}
         forward = {k: checked[k] for k, v in given.items() if v is not None}
-        forward.update({k: v for k, v in (("grammar", grammar), ("progress", progress), ("stop_event", stop_event))
-                        if v is not None})
+        if weights is not None and weights not in ("auto", *WEIGHT_FORMATS):
+            raise GenerationError(f"weights must be auto, {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+        if fast is False and weights not in (None, "auto", "float32"):
+            raise GenerationError(f"weights={weights!r} needs the fast path (fast=True)")
+        forward.update({k: v for k, v in (("grammar", grammar), ("progress", progress), ("stop_event", stop_event),
+                                          ("fast", fast), ("weights", weights)) if v is not None})
         if seconds is not _DEFAULT:
             forward["seconds"] = checked.get("seconds")  # None turns the time limit off
         if max_note_seconds is not _DEFAULT:  # None turns the guard off
@@ -167,7 +175,7 @@ class MidiGenerationPipeline(Pipeline):
 
     def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
                  top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
-                 max_note_seconds=_DEFAULT):
+                 max_note_seconds=_DEFAULT, fast=True, weights="auto"):
         if seconds is None and max_new_tokens is None:
             raise GenerationError("give seconds or max_new_tokens (both are None)")
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
@@ -179,6 +187,7 @@ class MidiGenerationPipeline(Pipeline):
         sequences = generate_music(
             self.model, input_ids, seconds=seconds, max_new_tokens=max_new_tokens, grammar=grammar,
             generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
+            fast=bool(fast), weights=weights,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}

@@ -100,3 +100,24 @@ def test_model_folder_problems(tmp_path, capsys, monkeypatch):
     assert cli.main(["generate", "-o", str(tmp_path / "o.mid")]) == 1
     assert "no default model is installed" in capsys.readouterr().err
     assert not (tmp_path / "o.mid").exists()
+
+
+def test_generate_fast_and_slow_write_the_same_piece(model_dir, tmp_path):
+    """--weights float32 (the fast loop) and --slow (generate()'s own) give one piece under one seed;
+    --weights int8 writes a valid piece too (where fbgemm exists), and a bad format is refused by argparse."""
+    from hf_midi.fast_generation import packed_formats_available
+
+    outs = {}
+    for name, extra in (("fast", ["--weights", "float32"]), ("slow", ["--slow"])):
+        outs[name] = tmp_path / f"{name}.mid"
+        assert cli.main(["generate", "--model", model_dir, "--seconds", "4", "--seed", "9", "--num", "2",
+                         "-o", str(outs[name]), *extra]) == 0
+    for i in (1, 2):
+        fast, slow = (outs[n].with_name(f"{n}-{i}.mid").read_bytes() for n in ("fast", "slow"))
+        assert fast == slow and len(symusic.Score.from_midi(fast).tracks[0].notes) > 0
+    if packed_formats_available():
+        assert cli.main(["generate", "--model", model_dir, "--seconds", "2", "--weights", "int8",
+                         "-o", str(tmp_path / "q.mid")]) == 0
+        assert symusic.Score(tmp_path / "q.mid").end() > 0
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--model", model_dir, "--weights", "fp8", "-o", str(tmp_path / "x.mid")])

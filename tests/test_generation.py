@@ -287,12 +287,12 @@ def test_sliding_window_goes_past_the_context_and_keeps_state(monkeypatch):
 
     monkeypatch.setattr(model, "generate", spy)
     torch.manual_seed(5)
-    out = generate_music(model, torch.full((2, 1), BOS_ID), seconds=None, max_new_tokens=200)
+    out = generate_music(model, torch.full((2, 1), BOS_ID), seconds=None, max_new_tokens=200, weights="float32")
     assert calls[0] == (1, 63)  # fill the context, then slide by half of it
     assert len(calls) >= 3 and all(c == (32, 32) for c in calls[1:-1]) and calls[-1][0] == 32
     for row in out.tolist():
         assert invalid_tokens(row) == []  # NOTE_OFFs are checked against the whole piece, not the window
-    # The first window is one plain generate() call: same seed, same tokens.
+    # The first window is one plain generate() call: same seed, same tokens (float32: the exact format).
     torch.manual_seed(5)
     grammar = LogitsProcessorList([PerformanceGrammarLogitsProcessor()])
     first = real_generate(torch.full((2, 1), BOS_ID), generation_config=music_generation_config(model),
