@@ -281,6 +281,9 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
     decoder = FastGPT2.for_model(model, resolve_weights(model, weights))
     batch, length = input_ids.shape
     max_length = stopping_criteria.max_length or generation_config.max_length or decoder.positions
+    if length >= decoder.positions:
+        raise FastPathError(f"the prompt has {length} tokens; the model's context holds {decoder.positions} "
+                            "(continue from its last part)")
     decoder.start(batch, min(max_length, decoder.positions))
     pad = generation_config._pad_token_tensor
     processors, criteria, eos = _plan(logits_processor, stopping_criteria)

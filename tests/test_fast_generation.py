@@ -204,6 +204,9 @@ def test_bad_weights_named_before_generation(model, tmp_path):
     dec = FastGPT2(model)
     with pytest.raises(FastPathError, match="129 positions asked for; the model has 128"):
         dec.start(1, 129)
+    with pytest.raises(FastPathError, match="the prompt has 128 tokens; the model's context holds 128"):
+        model.generate(torch.full((1, 128), 60), attention_mask=torch.ones(1, 128, dtype=torch.long),
+                       max_new_tokens=5, pad_token_id=PAD_ID, custom_generate=fast_sample)
 
 
 def test_auto_weights():
