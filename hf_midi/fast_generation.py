@@ -138,7 +138,7 @@ class FastGPT2:
         self.head_dim = self.width // self.heads
         self.positions = cfg.n_positions
         self.eps = cfg.layer_norm_epsilon
-        self.scale = (self.head_dim ** -0.5 if cfg.scale_attn_weights else 1.0)
+        self.scale = self.head_dim ** -0.5 if cfg.scale_attn_weights else 1.0
         self.act = _ACTIVATIONS[cfg.activation_function]
         if weights != "float32" and cfg.activation_function == "gelu_new":
             # the same tanh formula as one kernel instead of seven; ~1e-7 apart, and these formats

@@ -146,6 +146,15 @@ def check_generation_args(
     return out
 
 
+def check_fast_args(fast: bool = True, weights: str = "auto") -> None:
+    """Raise ``GenerationError`` for a weight format that does not exist, or one that needs the fast
+    loop while ``fast`` is off (float32 and auto are what ``generate()``'s own loop computes)."""
+    if weights not in ("auto", *WEIGHT_FORMATS):
+        raise GenerationError(f"weights must be auto, {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    if not fast and weights not in ("auto", "float32"):
+        raise GenerationError(f"weights={weights!r} needs the fast path (fast=True)")
+
+
 def cut_events(ids, seconds: float) -> np.ndarray:
     """The first ``seconds`` of event ids (no special tokens): the events before the cut, and time
     advanced exactly to the cut when the piece goes on past it. Notes sounding at the cut stay open
@@ -479,11 +488,8 @@ def generate_music(
     if window is not None and not 0 < keep < window:
         raise GenerationError(f"keep must be in 1..{window - 1} (the window), got {keep}")
     config = copy.deepcopy(generation_config) if generation_config is not None else music_generation_config(model)
-    if weights not in ("auto", *WEIGHT_FORMATS):
-        raise GenerationError(f"weights must be auto, {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    check_fast_args(fast, weights)
     extra = {"custom_generate": fast_sample, "weights": weights} if fast else {}
-    if not fast and weights not in ("auto", "float32"):
-        raise GenerationError(f"weights={weights!r} needs the fast path (fast=True)")
 
     state = PerformanceState(start=input_ids.shape[1])
     processors = LogitsProcessorList()
@@ -551,6 +557,7 @@ def generate_music(
 __all__ = [
     "DEFAULT_MAX_NOTE_SECONDS", "GenerationError", "MAX_SECONDS", "MaxNoteLengthLogitsProcessor",
     "MusicProgressCriteria", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
-    "PerformanceGrammarLogitsProcessor", "PerformanceState", "check_generation_args", "context_length", "cut_events",
+    "PerformanceGrammarLogitsProcessor", "PerformanceState", "check_fast_args", "check_generation_args",
+    "context_length", "cut_events",
     "default_model_path", "generate_music", "model_note_limit", "music_generation_config", "seconds_to_steps",
 ]

@@ -34,9 +34,9 @@ from .codec import (
     score_to_performance,
     shift_steps,
 )
-from .fast_generation import WEIGHT_FORMATS
 from .generation import (
     GenerationError,
+    check_fast_args,
     check_generation_args,
     context_length,
     cut_events,
@@ -122,10 +122,7 @@ class MidiGenerationPipeline(Pipeline):
         given = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "seed": seed, "num_return_sequences": num_return_sequences}
         forward = {k: checked[k] for k, v in given.items() if v is not None}
-        if weights is not None and weights not in ("auto", *WEIGHT_FORMATS):
-            raise GenerationError(f"weights must be auto, {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
-        if fast is False and weights not in (None, "auto", "float32"):
-            raise GenerationError(f"weights={weights!r} needs the fast path (fast=True)")
+        check_fast_args(fast is not False, "auto" if weights is None else weights)
         forward.update({k: v for k, v in (("grammar", grammar), ("progress", progress), ("stop_event", stop_event),
                                           ("fast", fast), ("weights", weights)) if v is not None})
         if seconds is not _DEFAULT:
