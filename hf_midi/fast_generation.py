@@ -255,12 +255,19 @@ def _plan(logits_processor, stopping_criteria):
 
 
 def fast_sample(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
-                streamer=None, weights: str = "auto", **model_kwargs):
+                streamer=None, weights: str = "auto", stream=None, **model_kwargs):
     """``model.generate(..., custom_generate=fast_sample)``: generate()'s sampling (or greedy) loop with
     ``FastGPT2`` as the forward. ``weights`` (auto / float32 / float16 / int8; passed to ``generate()``
     as a keyword): auto is ``AUTO_CPU`` on a CPU with fbgemm, float32 elsewhere.
     Returns the ids, as ``generate()`` does (prompt + new tokens, ``<pad>`` after a row's end). Falls
-    back to ``generate()``'s own loop where the fast one does not apply (logged)."""
+    back to ``generate()``'s own loop where the fast one does not apply (logged).
+
+    ``stream``: the streamer for the new tokens. transformers 5.24 does not hand ``streamer=`` on to a
+    callable ``custom_generate`` (``_extract_generation_mode_kwargs`` keeps only the callable's own extra
+    arguments), though ``generate()`` itself still sends it the prompt; so give the same streamer as
+    ``stream=`` too (``generate_music`` does). Either one reaching this loop is used."""
+    if streamer is None:
+        streamer = stream
     reason = unsupported_reason(model)
     if reason is None and model_kwargs.get("attention_mask") is not None:
         reason = "an attention mask with padding"

@@ -12,6 +12,8 @@ the generation config); this module only adds:
   every sequence of a batch ends at exactly its limit or earlier (at ``<eos>``);
 - ``MusicProgressCriteria``: reports music seconds to a callback; a ``stop_event`` ends generation
   cleanly (what was made so far is kept);
+- ``MusicStreamer``: a transformers streamer that decodes the ids as they come into ``MusicChunk``s
+  (notes, onsets, pedal), for playing while composing;
 - ``generate_music``: the sliding window, for pieces longer than the model's context.
 
 It imports only torch, transformers and the codec (relatively), so it travels with the pipeline
@@ -24,7 +26,9 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import queue
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +40,11 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.generation.streamers import BaseStreamer
 
 from .codec import (
     BOS_ID,
+    DEFAULT_VELOCITY,
     EOS_ID,
     MAX_SHIFT,
     NOTE_OFF,
@@ -51,6 +57,7 @@ from .codec import (
     VELOCITY,
     VOCAB_SIZE,
     MidiError,
+    bin_velocity,
     shift_steps,
 )
 from .fast_generation import WEIGHT_FORMATS, fast_sample
@@ -432,6 +439,179 @@ class MusicProgressCriteria(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
+# --------------------------------------------------------------------------- streaming
+@dataclass(frozen=True)
+class StreamedNote:
+    """A note whose end has been decided: times in seconds, MIDI pitch and velocity."""
+
+    start: float
+    end: float
+    pitch: int
+    velocity: int
+
+
+@dataclass(frozen=True)
+class MusicChunk:
+    """The music decided between two moments of a piece being composed, ``start`` to ``end`` seconds
+    (from the piece's start, prompt included). Nothing before ``end`` can change any more.
+
+    ``onsets``: notes that began in the chunk, as (start, pitch, velocity) (their end is not known yet:
+    what a live player needs to strike a key); ``notes``: every note whose end was decided in the
+    chunk (it may have begun in an earlier one); ``pedal``: (time, down) changes of the sustain pedal;
+    ``token_ids``: the ids that decided it. The last chunk of a piece has ``done=True``: the notes still
+    sounding end at its ``end``, and ``piece`` (given by ``MidiGenerationPipeline.stream``) is what
+    the same call without streaming returns.
+    """
+
+    start: float
+    end: float
+    notes: tuple[StreamedNote, ...] = ()
+    onsets: tuple[tuple[float, int, int], ...] = ()
+    pedal: tuple[tuple[float, bool], ...] = ()
+    token_ids: tuple[int, ...] = ()
+    done: bool = False
+    piece: dict | None = field(default=None, compare=False)
+
+
+class MusicStreamer(BaseStreamer):
+    """A ``transformers`` streamer for one sequence: decodes ids into music as ``generate()`` makes them.
+
+    Pass it as ``streamer=`` to ``model.generate()``, ``generate_music`` or the pipeline, and iterate
+    over it from another thread (``MidiGenerationPipeline.stream`` does both for you)::
+
+        streamer = MusicStreamer(chunk_seconds=0.5)
+        threading.Thread(target=model.generate, kwargs=dict(input_ids=ids, streamer=streamer, ...)).start()
+        for chunk in streamer:            # MusicChunk, every ~0.5 s of music
+            play(chunk.onsets, chunk.notes)
+
+    Decoding follows the codec's ``ids_to_notes`` exactly (a test holds it): a note lasts until the next
+    NOTE_ON or NOTE_OFF of its pitch (at least one step), velocity from the last VELOCITY token, pedal
+    changes of state only, ``<eos>`` ends the piece, ``<pad>``/``<bos>`` are skipped. The first ``put``
+    (the prompt, as ``generate()`` sends it) becomes the first chunk. A chunk is sent once music time
+    has passed ``chunk_seconds`` since the last one (0: at every time shift), and at ``end()``.
+    ``timeout``: seconds the iterator waits for a chunk before raising ``queue.Empty`` (None: forever).
+    """
+
+    def __init__(self, chunk_seconds: float = 0.5, timeout: float | None = None):
+        if not (isinstance(chunk_seconds, (int, float)) and math.isfinite(chunk_seconds) and chunk_seconds >= 0):
+            raise GenerationError(f"chunk_seconds must be a number >= 0, got {chunk_seconds!r}")
+        self.every = seconds_to_steps(chunk_seconds)
+        self.timeout = timeout
+        self.queue: queue.Queue = queue.Queue()
+        self.clock = 0  # steps
+        self.velocity = DEFAULT_VELOCITY  # decoding's velocity before any VELOCITY token
+        self.sounding: dict[int, tuple[int, int]] = {}  # pitch -> (start step, velocity)
+        self.pedal_down = False
+        self.ended = False  # <eos> seen
+        self.finished = False  # end() called
+        self._prompted = False
+        self._sent = 0  # the clock at the end of the last chunk
+        self._notes: list[StreamedNote] = []
+        self._onsets: list[tuple[float, int, int]] = []
+        self._pedal: list[tuple[float, bool]] = []
+        self._ids: list[int] = []
+
+    # ---- producer side (generate()'s thread)
+    def put(self, value) -> None:
+        ids = value.tolist() if hasattr(value, "tolist") else list(value)
+        if ids and isinstance(ids[0], list):
+            if len(ids) != 1:
+                raise GenerationError(f"MusicStreamer follows one sequence; generate() sent {len(ids)} "
+                                      "(stream one piece at a time)")
+            ids = ids[0]
+        for i in ids:
+            self._feed(int(i))
+        if not self._prompted:
+            self._prompted = True
+            if self.clock > 0 or self._ids:
+                self._send()
+
+    def end(self) -> None:
+        if self.finished:
+            return
+        for pitch in sorted(self.sounding):
+            self._close(pitch)
+        if self.pedal_down:
+            self._pedal.append((self.clock / STEPS_PER_SECOND, False))
+            self.pedal_down = False
+        self.finished = True
+        self._send(done=True)
+        self.queue.put(None)
+
+    def fail(self, error: BaseException) -> None:
+        """Hand ``error`` to the consumer (raised from its iteration) and end the stream."""
+        self.finished = True
+        self.queue.put(error)
+
+    def _feed(self, i: int) -> None:
+        if self.ended or i in (PAD_ID, BOS_ID):
+            return
+        if i == EOS_ID:
+            self.ended = True
+            return
+        self._ids.append(i)
+        if i < NOTE_OFF:  # NOTE_ON: a re-strike ends the sounding note first
+            if i in self.sounding:
+                self._close(i)
+            self.sounding[i] = (self.clock, self.velocity)
+            self._onsets.append((self.clock / STEPS_PER_SECOND, i, self.velocity))
+        elif i < TIME_SHIFT:
+            if (i - NOTE_OFF) in self.sounding:
+                self._close(i - NOTE_OFF)
+        elif i < VELOCITY:
+            self.clock += i - (TIME_SHIFT - 1)
+            if self._prompted and self.clock - self._sent >= max(self.every, 1):
+                self._send()
+        elif i < SUSTAIN_ON:
+            self.velocity = int(bin_velocity(i - VELOCITY + 1))
+        elif (i == SUSTAIN_ON) != self.pedal_down:
+            self.pedal_down = i == SUSTAIN_ON
+            self._pedal.append((self.clock / STEPS_PER_SECOND, self.pedal_down))
+
+    def _close(self, pitch: int) -> None:
+        start, velocity = self.sounding.pop(pitch)
+        end = max(self.clock, start + 1)
+        self._notes.append(StreamedNote(start / STEPS_PER_SECOND, end / STEPS_PER_SECOND, pitch, velocity))
+
+    def _send(self, done: bool = False) -> None:
+        chunk = MusicChunk(self._sent / STEPS_PER_SECOND, self.clock / STEPS_PER_SECOND, tuple(self._notes),
+                           tuple(self._onsets), tuple(self._pedal), tuple(self._ids), done)
+        self._sent = self.clock
+        self._notes, self._onsets, self._pedal, self._ids = [], [], [], []
+        self.queue.put(chunk)
+
+    # ---- consumer side
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> MusicChunk:
+        item = self.queue.get(timeout=self.timeout)
+        if item is None:
+            self.queue.put(None)  # iterating again ends at once
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.queue.put(None)
+            raise item
+        return item
+
+
+class _OneStream(BaseStreamer):
+    """What ``generate_music`` hands each ``generate()`` call: the user's streamer without the call's
+    own prompt (the window's context, sent already) and without its ``end()`` (more windows may follow)."""
+
+    def __init__(self, streamer: BaseStreamer):
+        self.streamer, self.first = streamer, True
+
+    def put(self, value) -> None:
+        if self.first:
+            self.first = False
+            return
+        self.streamer.put(value)
+
+    def end(self) -> None:
+        pass
+
+
 # --------------------------------------------------------------------------- the generation loop
 def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> GenerationConfig:
     """The model's generation config with sampling on; given values override it (None keeps it)."""
@@ -466,6 +646,7 @@ def generate_music(
     max_note_seconds: float | None = None,
     fast: bool = True,
     weights: str = "auto",
+    streamer: BaseStreamer | None = None,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -479,6 +660,8 @@ def generate_music(
     same sampling, a lean forward; models it does not cover take ``generate()``'s own loop); ``weights``:
     its weight format (``float32``: the same tokens as ``fast=False`` under one seed; ``float16`` /
     ``int8``: repacked for fbgemm's CPU kernels; ``auto``: float16 on a CPU with fbgemm, else float32).
+    ``streamer``: a ``transformers`` streamer (e.g. ``MusicStreamer``) for one row: it gets the prompt,
+    every new id across all windows, and one ``end()``.
     """
     if seconds is None and max_new_tokens is None:
         raise GenerationError("give seconds or max_new_tokens (both are None)")
@@ -505,6 +688,10 @@ def generate_music(
     if progress is not None or stop_event is not None:
         criteria.append(tracker)
 
+    if streamer is not None:
+        if input_ids.shape[0] != 1:
+            raise GenerationError(f"a streamer follows one sequence; {input_ids.shape[0]} were asked for")
+        streamer.put(input_ids.cpu())
     rows = [input_ids[i] for i in range(input_ids.shape[0])]
     alive = list(range(len(rows)))
     made = 0
@@ -517,9 +704,11 @@ def generate_music(
         n = budget - made if window is None else min(budget - made, window - context.shape[1])
         state.set_history(history)
         config.max_new_tokens = n
+        call_streamer = None if streamer is None else _OneStream(streamer)
         out = model.generate(
             context, attention_mask=torch.ones_like(context), generation_config=config,
-            logits_processor=processors, stopping_criteria=criteria, **extra,
+            logits_processor=processors, stopping_criteria=criteria, streamer=call_streamer,
+            **extra, **({"stream": call_streamer} if fast and streamer is not None else {}),
         )
         new = out[:, context.shape[1]:]
         state.sync(out)
@@ -551,13 +740,15 @@ def generate_music(
         tracker.report(int(elapsed.max()))
     else:
         tracker.report(int(torch.where((new == EOS_ID).any(1), tracker.limit, elapsed).min()))
+    if streamer is not None:
+        streamer.end()
     return out
 
 
 __all__ = [
-    "DEFAULT_MAX_NOTE_SECONDS", "GenerationError", "MAX_SECONDS", "MaxNoteLengthLogitsProcessor",
-    "MusicProgressCriteria", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
-    "PerformanceGrammarLogitsProcessor", "PerformanceState", "check_fast_args", "check_generation_args",
-    "context_length", "cut_events",
-    "default_model_path", "generate_music", "model_note_limit", "music_generation_config", "seconds_to_steps",
+    "DEFAULT_MAX_NOTE_SECONDS", "GenerationError", "MAX_SECONDS", "MaxNoteLengthLogitsProcessor", "MusicChunk",
+    "MusicProgressCriteria", "MusicStreamer", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
+    "PerformanceGrammarLogitsProcessor", "PerformanceState", "StreamedNote", "check_fast_args",
+    "check_generation_args", "context_length", "cut_events", "default_model_path", "generate_music",
+    "model_note_limit", "music_generation_config", "seconds_to_steps",
 ]

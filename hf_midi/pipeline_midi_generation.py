@@ -8,6 +8,10 @@
     pieces = pipe("song.mid", prompt_seconds=10, seconds=20, num_return_sequences=3)
     piece["score"], piece["midi"], piece["token_ids"], piece["seconds"]
 
+    for chunk in pipe.stream(seconds=30, seed=0):               # play while it composes
+        chunk.onsets, chunk.notes, chunk.end                    # MusicChunk: music decided so far
+    chunk.piece                                                 # the last chunk: what pipe() returns
+
 Only torch, transformers, numpy, symusic and sibling files (relatively) are imported, so this file
 can be copied into a Hub folder as custom code with the files it imports.
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
+from dataclasses import replace
 
 import numpy as np
 import symusic
@@ -36,6 +42,7 @@ from .codec import (
 )
 from .generation import (
     GenerationError,
+    MusicStreamer,
     check_fast_args,
     check_generation_args,
     context_length,
@@ -68,7 +75,9 @@ class MidiGenerationPipeline(Pipeline):
       weight format, ``auto`` (default: float16 on a CPU with fbgemm, float32 elsewhere),
       ``float32`` (the same tokens as ``fast=False`` under one seed), ``float16`` or ``int8``;
     - ``progress(seconds_done, seconds_total)``: called as music time advances (raising aborts);
-    - ``stop_event``: a ``threading.Event``; once set, generation stops and keeps what it made.
+    - ``stop_event``: a ``threading.Event``; once set, generation stops and keeps what it made;
+    - ``streamer``: a ``transformers`` streamer (``MusicStreamer``) for one sequence; ``stream()`` is
+      the iterator built on it.
 
     Returns one dict per sequence: ``score`` (``symusic.Score``), ``midi`` (bytes), ``token_ids``
     (with ``<bos>``/``<eos>`` when the prompt is returned; only the new ids otherwise) and
@@ -105,7 +114,7 @@ class MidiGenerationPipeline(Pipeline):
     def _sanitize_parameters(
         self, prompt_seconds=None, seconds=_DEFAULT, max_new_tokens=None, temperature=None, top_k=None,
         top_p=None, seed=None, num_return_sequences=None, return_prompt=None, grammar=None,
-        progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None,
+        progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None, streamer=None,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         checked = check_generation_args(
@@ -123,8 +132,16 @@ class MidiGenerationPipeline(Pipeline):
                  "seed": seed, "num_return_sequences": num_return_sequences}
         forward = {k: checked[k] for k, v in given.items() if v is not None}
         check_fast_args(fast is not False, "auto" if weights is None else weights)
+        if streamer is not None:
+            if not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+                raise GenerationError(f"streamer must have put() and end() (a BaseStreamer), got "
+                                      f"{type(streamer).__name__}")
+            if checked.get("num_return_sequences", 1) != 1:
+                raise GenerationError(f"a streamer follows one piece; num_return_sequences="
+                                      f"{checked['num_return_sequences']} asks for several (call without streaming)")
         forward.update({k: v for k, v in (("grammar", grammar), ("progress", progress), ("stop_event", stop_event),
-                                          ("fast", fast), ("weights", weights)) if v is not None})
+                                          ("fast", fast), ("weights", weights), ("streamer", streamer))
+                        if v is not None})
         if seconds is not _DEFAULT:
             forward["seconds"] = checked.get("seconds")  # None turns the time limit off
         if max_note_seconds is not _DEFAULT:  # None turns the guard off
@@ -135,6 +152,66 @@ class MidiGenerationPipeline(Pipeline):
             forward["max_note_seconds"] = max_note_seconds
         postprocess = {} if return_prompt is None else {"return_prompt": bool(return_prompt)}
         return preprocess, forward, postprocess
+
+    def stream(self, prompt=None, chunk_seconds: float = 0.5, **kwargs):
+        """Compose one piece and yield it as it is decided: ``MusicChunk``s (``hf_midi.generation``),
+        one every ``chunk_seconds`` of music (0: at every time shift), the prompt's music first.
+
+        Takes the same arguments as calling the pipeline, for one prompt and one sequence; the tokens
+        are those of the same call without streaming (same seed, same settings). The last chunk has
+        ``done=True`` and ``piece``: the dict the call without streaming returns. Bad arguments and
+        prompts raise here, before anything runs. Generation runs in a thread; stopping the iteration
+        (``break``, ``close()``, the generator being collected) stops it at the next token and waits
+        for it, so nothing is left running. ``stop_event`` still works (the piece ends where it was
+        stopped).
+
+            for chunk in pipe.stream(seconds=20, seed=0):
+                for start, pitch, velocity in chunk.onsets: ...   # strike keys live
+        """
+        if isinstance(prompt, (list, tuple)):
+            raise GenerationError(f"stream() composes one piece: give one prompt, not a list of {len(prompt)}")
+        if "streamer" in kwargs:
+            raise GenerationError("stream() makes its own streamer; pass streamer= to the pipeline call instead")
+        if kwargs.get("num_return_sequences") not in (None, 1):
+            raise GenerationError(f"stream() composes one piece; num_return_sequences="
+                                  f"{kwargs['num_return_sequences']!r} asks for several (call the pipeline instead)")
+        if "max_new_tokens" in kwargs and "seconds" not in kwargs:
+            kwargs["seconds"] = None
+        streamer = MusicStreamer(chunk_seconds)
+        stop = threading.Event()
+        user_stop = kwargs.pop("stop_event", None)
+        preprocess, forward, postprocess = self._sanitize_parameters(**kwargs, stop_event=user_stop)
+        model_inputs = self.preprocess({"prompt": prompt}, **preprocess)
+        forward.update(streamer=streamer, stop_event=_AnyEvent(stop, user_stop))
+        return self._stream(model_inputs, forward, postprocess, streamer, stop)
+
+    def _stream(self, model_inputs, forward, postprocess, streamer, stop):
+        result: dict = {}
+
+        def work():
+            try:
+                result["piece"] = self.postprocess(self.forward(model_inputs, **forward), **postprocess)[0]
+            except BaseException as e:  # handed to the consumer, raised there
+                result["error"] = e
+                streamer.fail(e)
+
+        thread = threading.Thread(target=work, name="hf-midi-stream", daemon=True)
+        thread.start()
+        try:
+            last = None
+            for chunk in streamer:
+                if chunk.done:
+                    last = chunk
+                    break
+                yield chunk
+            thread.join()
+            if "error" in result:
+                raise result["error"]
+            if last is not None:
+                yield replace(last, piece=result["piece"])
+        finally:
+            stop.set()
+            thread.join()
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, inputs, prompt_seconds=None):
@@ -172,7 +249,7 @@ class MidiGenerationPipeline(Pipeline):
 
     def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
                  top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
-                 max_note_seconds=_DEFAULT, fast=True, weights="auto"):
+                 max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None):
         if seconds is None and max_new_tokens is None:
             raise GenerationError("give seconds or max_new_tokens (both are None)")
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
@@ -184,7 +261,7 @@ class MidiGenerationPipeline(Pipeline):
         sequences = generate_music(
             self.model, input_ids, seconds=seconds, max_new_tokens=max_new_tokens, grammar=grammar,
             generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
-            fast=bool(fast), weights=weights,
+            fast=bool(fast), weights=weights, streamer=streamer,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}
@@ -207,6 +284,16 @@ class MidiGenerationPipeline(Pipeline):
                 "seconds": score.end() / (TICKS_PER_STEP * STEPS_PER_SECOND),
             })
         return results
+
+
+class _AnyEvent:
+    """Set when any of its events is (None ones are left out)."""
+
+    def __init__(self, *events):
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
 
 
 def continuation_score(score: symusic.Score, cut_steps: int) -> symusic.Score:
