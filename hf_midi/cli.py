@@ -12,6 +12,7 @@ import importlib
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
@@ -155,10 +156,15 @@ def run_generate(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args.model, device=args.device)
     bar = tqdm(total=args.seconds, unit="s", desc="music", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s "
-               "[{elapsed}<{remaining}]", file=sys.stderr)
+               "[{elapsed}<{remaining}{postfix}]", file=sys.stderr)
+    started = time.perf_counter()
 
     def progress(done: float, total: float | None) -> None:
         bar.update(done - bar.n)
+        # the real-time factor: seconds of music per second of wall time (> 1: faster than it plays)
+        took = time.perf_counter() - started
+        if took > 0.2:
+            bar.set_postfix_str(f"{real_time_factor(done, took)} real time", refresh=False)
 
     try:
         results = pipe(
@@ -183,7 +189,15 @@ def run_generate(args: argparse.Namespace) -> int:
             piano_roll_png(r["score"], path=numbered(args.png, i, len(results)))
             written.append(str(numbered(args.png, i, len(results))))
         print(f"{r['seconds']:.2f} s, {len(r['token_ids'])} tokens -> {', '.join(written)}", file=sys.stderr)
+    took, pieces = time.perf_counter() - started, len(results)
+    print(f"composed {bar.n:.1f} s of new music{f' x {pieces}' if pieces > 1 else ''} in {took:.2f} s: "
+          f"{real_time_factor(bar.n * pieces, took)} real time", file=sys.stderr)
     return 0
+
+
+def real_time_factor(music_seconds: float, wall_seconds: float) -> str:
+    """``"4.2x"``: how many times faster than it plays the music was composed."""
+    return f"{music_seconds / max(wall_seconds, 1e-9):.1f}x"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import wave
 from pathlib import Path
 
@@ -38,6 +39,9 @@ def test_generate_writes_midi_wav_png(model_dir, tmp_path, capsys):
     assert rc == 0
     err = capsys.readouterr().err
     assert "6/6 s" in err or "6.0/6 s" in err  # the progress bar counts music seconds
+    # ... and says how much faster than real time it composes
+    match = re.search(r"composed 6\.0 s of new music in ([\d.]+) s: ([\d.]+)x real time", err)
+    assert match and float(match[2]) == pytest.approx(6.0 / float(match[1]), rel=0.15)
     score = symusic.Score(out, ttype="second")
     seconds = score.end()
     assert 0 < seconds <= 6.0 + 1e-6 and sum(len(t.notes) for t in score.tracks) > 0
