@@ -4,13 +4,16 @@
 
 The logic is plain functions that tests call without a browser: ``read_upload`` (validate an
 upload), ``make_settings`` (clamp the knobs), ``generate`` (the pipeline), ``package`` (MIDI, WAV
-and piano-roll PNG on disk) and ``make_music`` (all of them). ``build_demo`` wires them to a
-``gr.Blocks`` page; ``main`` parses the command line and launches it.
+and piano-roll PNG on disk), ``make_music`` (all of them), ``stream_music`` and ``LiveAudio`` (the
+piece while it is composed: chunks of audio to play at once). ``build_demo`` wires them to a
+``gr.Blocks`` page, where one variation plays while it is composed (the browser schedules the
+chunks with the Web Audio API, ``LIVE_JS``); ``main`` parses the command line and launches it.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import math
 import os
@@ -25,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
 # In a deployed Space this is the copy of hf_midi beside app.py (python puts the script's folder
 # first on sys.path); in a checkout, the installed package. main() logs which.
@@ -50,6 +54,12 @@ DEFAULT_CONCURRENCY = 1
 QUEUE_SIZE = 32
 OUTPUT_ROOT = Path(tempfile.gettempdir()) / "hf-midi-space"
 KEEP_OUTPUTS_SECONDS = 3600  # request folders older than this are deleted
+# Live playback (one variation): the first audio as soon as this much music is decided, then in
+# chunks of about a second (fewer, larger messages; the model composes several times faster than
+# real time, so the player stays ahead); the growing piano roll is redrawn every few seconds of music.
+LIVE_FIRST_SECONDS, LIVE_CHUNK_SECONDS, LIVE_ROLL_SECONDS = 0.25, 1.0, 3.0
+LIVE_RATE = 22050
+LIVE_GAIN = 1.6  # the synthesizer's raw peak is ~0.3-0.5 for piano; the finished WAV is peak-normalised
 
 COMPOSE, UPLOAD, LAST = "Compose from scratch", "Continue a MIDI file", "Continue the last result"
 SOURCES = (COMPOSE, UPLOAD, LAST)
@@ -66,6 +76,52 @@ NO_MODEL = (
     "**No model is available.** This copy has no bundled model (`hf_midi/pretrained/default`). "
     "Start the app with `python app.py --model DIR_OR_REPO_ID`, or set `HF_MIDI_MODEL`."
 )
+
+
+# The browser's side of live playback. A click makes (or wakes) one AudioContext: a user gesture
+# allows it to sound. Each message "run:seq:base64 WAV" (16-bit mono, as LiveAudio writes it) is
+# turned into an AudioBuffer and scheduled right after the previous one, so the chunks play without
+# gaps while the model stays ahead; a new run or Stop silences what is scheduled. window.hfMidiLive
+# keeps what the benchmark and the tests read: clickedAt, firstSoundAt (performance.now() times),
+# chunks, seconds scheduled.
+LIVE_START_JS = """(...inputs) => {
+    const L = window.hfMidiLive = window.hfMidiLive || {};
+    L.ctx = L.ctx || new AudioContext();
+    L.ctx.resume();
+    L.clickedAt = performance.now();
+    L.firstSoundAt = null;
+    return inputs;
+}"""
+LIVE_STOP_JS = """() => {
+    const L = window.hfMidiLive;
+    if (L && L.sources) { L.sources.forEach(s => { try { s.stop(); } catch (e) {} }); L.sources = []; L.run = null; }
+}"""
+LIVE_JS = """(payload) => {
+    if (!payload) return;
+    const [run, seq, data] = payload.split(":");
+    const L = window.hfMidiLive = window.hfMidiLive || {};
+    const ctx = L.ctx = L.ctx || new AudioContext();
+    if (L.run !== run) {
+        (L.sources || []).forEach(s => { try { s.stop(); } catch (e) {} });
+        Object.assign(L, {run: run, next: 0, sources: [], chunks: 0, seconds: 0, firstSoundAt: null});
+    }
+    const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+    const view = new DataView(bytes.buffer);
+    const rate = view.getUint32(24, true), count = (bytes.length - 44) >> 1;
+    const buffer = ctx.createBuffer(1, Math.max(count, 1), rate);
+    const samples = buffer.getChannelData(0);
+    for (let i = 0; i < count; i++) samples[i] = view.getInt16(44 + 2 * i, true) / 32768;
+    const source = ctx.createBufferSource();
+    source.buffer = buffer;
+    source.connect(ctx.destination);
+    const at = Math.max(ctx.currentTime + 0.03, L.next);
+    source.start(at);
+    L.next = at + buffer.duration;
+    L.sources.push(source);
+    L.chunks += 1;
+    L.seconds += buffer.duration;
+    if (L.firstSoundAt === null) L.firstSoundAt = performance.now() + (at - ctx.currentTime) * 1000;
+}"""
 
 
 class InputError(ValueError):
@@ -162,18 +218,87 @@ def generate(pipe, settings: Settings, prompt: bytes | None = None, progress=Non
         if progress is not None:
             progress(done, total)
 
-    return pipe(
-        prompt=prompt,
+    return pipe(prompt=prompt, num_return_sequences=settings.variations, progress=report,
+                **_pipe_arguments(settings, prompt))
+
+
+def _pipe_arguments(settings: Settings, prompt: bytes | None) -> dict:
+    """What the page's knobs mean to the pipeline (one variation's worth)."""
+    return dict(
         prompt_seconds=settings.prompt_seconds if prompt is not None else None,
         seconds=settings.seconds,
         temperature=settings.temperature,
         top_k=settings.top_k,
         top_p=settings.top_p,
         seed=settings.seed,
-        num_return_sequences=settings.variations,
         return_prompt=True,
-        progress=report,
     )
+
+
+class LiveAudio:
+    """The audio of a piece while it is composed, as WAV chunks that play one after another.
+
+    ``add(chunk)`` takes the pipeline's next ``MusicChunk`` and returns the audio from where the last
+    chunk ended to where this one does (None when no time passed): the piece decoded so far, rendered
+    again, and cut there. The synthesizer never looks ahead and the codec ends a still-sounding note
+    at the end of what it is given, so the slices join into the render of the finished piece, sample
+    for sample (a test holds it). Mono, ``LIVE_GAIN``, no normalisation (its gain would change chunk
+    to chunk). Rendering again costs ~1 ms a second of music.
+    """
+
+    def __init__(self, sample_rate: int = LIVE_RATE, soundfont=None):
+        from hf_midi.render import find_soundfont
+
+        self.sample_rate = sample_rate
+        self.soundfont = find_soundfont(soundfont)
+        self.ids: list[int] = []
+        self.sent = 0  # samples
+        self.seconds = 0.0  # music decided so far
+
+    def add(self, chunk) -> bytes | None:
+        from hf_midi.codec import decode
+        from hf_midi.render import render_wav, wav_bytes
+
+        self.ids.extend(chunk.token_ids)
+        self.seconds = chunk.end
+        end = round(chunk.end * self.sample_rate)
+        if end <= self.sent:
+            return None
+        score = decode(self.ids)
+        decoded_end = score.end() / 1000.0  # decoded scores: 1000 ticks a second
+        audio = render_wav(score, sample_rate=self.sample_rate, soundfont=self.soundfont,
+                           tail=max(0.0, chunk.end - decoded_end) + 0.05, normalize=False)
+        audio = audio[self.sent:end].mean(axis=1)
+        audio = np.pad(audio, (0, end - self.sent - len(audio)))
+        self.sent = end
+        return wav_bytes(np.clip(audio * LIVE_GAIN, -1.0, 1.0)[:, None], self.sample_rate)
+
+
+def stream_music(pipe, settings: Settings, prompt: bytes | None = None, stop=None):
+    """One variation, composed and heard at once: yields ``(chunk, wav)`` as the pipeline decides the
+    music (``chunk``: a ``MusicChunk`` of at least ``LIVE_CHUNK_SECONDS``, the first of
+    ``LIVE_FIRST_SECONDS``; ``wav``: its audio, or None). The last has ``chunk.done`` and
+    ``chunk.piece``, what ``generate`` returns for one variation. A set ``stop`` ends the piece there."""
+    live = LiveAudio()
+    pending = LIVE_FIRST_SECONDS
+    stream = pipe.stream(prompt=prompt, stop_event=stop, chunk_seconds=min(LIVE_FIRST_SECONDS, LIVE_CHUNK_SECONDS),
+                         **_pipe_arguments(settings, prompt))
+    try:
+        merged = None  # chunks held back until enough music is decided for a message
+        for chunk in stream:
+            merged = chunk if merged is None else _join(merged, chunk)
+            if chunk.done or chunk.end - merged.start >= pending:
+                yield merged, live.add(merged)
+                merged, pending = None, LIVE_CHUNK_SECONDS
+    finally:
+        stream.close()
+
+
+def _join(a, b):
+    from dataclasses import replace as with_fields
+
+    return with_fields(b, start=a.start, notes=a.notes + b.notes, onsets=a.onsets + b.onsets,
+                       pedal=a.pedal + b.pedal, token_ids=a.token_ids + b.token_ids)
 
 
 @dataclass(frozen=True)
@@ -229,9 +354,32 @@ def make_music(pipe, settings: Settings, prompt: bytes | None = None, progress=N
                out_root: Path = OUTPUT_ROOT) -> list[Variation]:
     """Generate, render and package every variation into a fresh folder under ``out_root``."""
     results = generate(pipe, settings, prompt, progress=progress, stop=stop)
-    _prune_outputs(out_root, KEEP_OUTPUTS_SECONDS)
-    folder = out_root / uuid.uuid4().hex
+    folder = _request_folder(out_root)
     return [package(r, folder, f"hf-midi-{settings.seed}-{i + 1}") for i, r in enumerate(results)]
+
+
+def _request_folder(out_root: Path = OUTPUT_ROOT) -> Path:
+    """A fresh folder for one request's files (old requests' folders are pruned first)."""
+    _prune_outputs(out_root, KEEP_OUTPUTS_SECONDS)
+    return out_root / uuid.uuid4().hex
+
+
+def _live_roll(ids: list[int], path: Path) -> str:
+    """The piano roll of the piece so far, written to ``path``."""
+    from hf_midi.codec import decode
+    from hf_midi.render import piano_roll_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    piano_roll_png(decode(ids), path=path)
+    return str(path)
+
+
+def _live_update(line: str, payload: str, roll) -> list:
+    """The page's outputs while a piece plays as it is composed: the status line, the first
+    variation's growing piano roll, the next audio chunk for the player; nothing else changes."""
+    skip = gr.skip()
+    slots = [gr.update(visible=True), skip, roll, skip] + [skip] * (4 * (MAX_VARIATIONS - 1))
+    return [line, skip, skip, skip, *slots, payload]
 
 
 def load_pipeline(model: str | None):
@@ -290,11 +438,38 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                 prompt, settings = continue_last(last, which, settings)
             progress((0, int(settings.seconds)), desc="Composing", unit="s of music")
             start = time.perf_counter()
-            pieces = make_music(
-                pipe, settings, prompt, stop=stop,
-                progress=lambda done, total: progress(
-                    (min(int(done), int(total)), int(total)), desc="Composing", unit="s of music"),
-            )
+            if settings.variations == 1:  # heard while it is composed
+                run = uuid.uuid4().hex[:12]
+                folder = _request_folder()
+                seq, roll_at, total, base, ids = 0, LIVE_ROLL_SECONDS, settings.seconds, None, []
+                for chunk, wav in stream_music(pipe, settings, prompt, stop=stop):
+                    ids.extend(chunk.token_ids)
+                    if wav is not None:
+                        seq += 1
+                        if base is None:  # a prompt's music comes first, at once
+                            base = chunk.end if prompt is not None else 0.0
+                        done, took = chunk.end - base, time.perf_counter() - start
+                        progress((min(int(done), int(total)), int(total)), desc="Composing", unit="s of music")
+                        line = (f"Playing while composing: {min(done, total):.1f} of {total:.0f} s"
+                                + (f" ({done / took:.1f}x real time)" if took > 0.5 and done > 0 else ""))
+                        roll = gr.skip()
+                        if chunk.end >= roll_at and not chunk.done:  # the piano roll grows
+                            roll_at = chunk.end + LIVE_ROLL_SECONDS
+                            roll = _live_roll(ids, folder / f"live-{seq}.png")
+                        yield _live_update(line, f"{run}:{seq}:{base64.b64encode(wav).decode()}", roll)
+                    if chunk.done:
+                        pieces = [package(chunk.piece, folder, f"hf-midi-{settings.seed}-1")]
+                        break
+                else:  # the stream ended without a last chunk: stopped
+                    raise Stopped
+                if stop.is_set():
+                    raise Stopped
+            else:
+                pieces = make_music(
+                    pipe, settings, prompt, stop=stop,
+                    progress=lambda done, total: progress(
+                        (min(int(done), int(total)), int(total)), desc="Composing", unit="s of music"),
+                )
             took = time.perf_counter() - start
             log.info("%d variation(s) of %.0f s in %.1f s (seed %d, prompt: %s)", len(pieces),
                      settings.seconds, took, settings.seed, source)
@@ -313,7 +488,7 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
             v = pieces[i] if i < len(pieces) else None
             out += [gr.update(visible=v is not None), str(v.wav) if v else None,
                     str(v.png) if v else None, str(v.midi) if v else None]
-        return out
+        yield out + [None]  # the player has had every chunk
 
     def on_stop(request: gr.Request):
         flag = stops.get(request.session_hash)
@@ -362,6 +537,7 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status", min_height=60)
+                live = gr.Textbox(visible=False, elem_id="live-chunk")  # audio chunks for LIVE_JS
                 slots = []
                 for i in range(MAX_VARIATIONS):
                     with gr.Group(visible=False, elem_id=f"variation-{i + 1}") as group:
@@ -384,14 +560,17 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
             on_generate,
             [source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed, new_seed,
              variations],
-            [status, last, which, seed, *slots],
+            [status, last, which, seed, *slots, live],
             api_name="generate",
             concurrency_limit=concurrency,
             # progress and errors on the status line only, not an "Error" badge on every output
             show_progress_on=[status],
+            js=LIVE_START_JS,  # runs in the click (a user gesture may start audio), inputs unchanged
         )
+        live.change(None, live, None, js=LIVE_JS, **light)
         # cancels frees the page at once; the flag stops the worker thread at its next progress call.
         stop_btn.click(on_stop, None, status, cancels=[event], queue=False, api_visibility="private")
+        stop_btn.click(None, js=LIVE_STOP_JS, **light)
     demo.queue(max_size=QUEUE_SIZE)
     return demo
 

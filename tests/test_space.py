@@ -190,6 +190,47 @@ def test_stop_ends_generation(app, pipe, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing half-packaged
 
 
+def test_stream_music_plays_the_piece_that_make_music_makes(app, pipe, tmp_path):
+    """The live chunks join into the finished piece's audio, sample for sample, and the piece is the
+    one the same settings make without streaming."""
+    from hf_midi.codec import shift_steps
+    from hf_midi.render import render_wav
+
+    settings = app.make_settings(seconds=6, seed=17)
+    items = list(app.stream_music(pipe, settings))
+    *chunks, (last, last_wav) = items
+    assert last.done and not any(c.done for c, _ in chunks)
+    assert len(chunks) >= 4  # 6 s: a first chunk of 0.25 s, then about a second each
+    first = chunks[0][0]  # sent at the first time shift that reaches LIVE_FIRST_SECONDS
+    before_last = first.end - shift_steps(first.token_ids[-1:]).sum() / 100
+    assert before_last < app.LIVE_FIRST_SECONDS <= first.end
+    [alone] = app.make_music(pipe, settings, out_root=tmp_path)
+    assert last.piece["midi"] == alone.data
+    pcm = b"".join(wav[44:] for _, wav in [*chunks, (last, last_wav)] if wav is not None)
+    live = np.frombuffer(pcm, "<i2").astype(np.float64) / 32767
+    full = render_wav(last.piece["score"], sample_rate=app.LIVE_RATE, normalize=False).mean(axis=1)
+    full = np.clip(full * app.LIVE_GAIN, -1, 1)
+    assert len(live) == round(last.end * app.LIVE_RATE)
+    assert np.abs(live - full[: len(live)]).max() < 2e-4  # 16-bit rounding
+    assert np.abs(live).max() > 0.05  # it is music, not silence
+
+
+def test_stream_music_of_an_upload_plays_the_prompt_first(app, pipe):
+    settings = app.make_settings(seconds=2, seed=3, prompt_seconds=4)
+    first, wav = next(app.stream_music(pipe, settings, PROMPT_MIDI.read_bytes()))
+    assert first.end == pytest.approx(4.0) and len(wav) - 44 == 2 * round(4.0 * app.LIVE_RATE)
+
+
+def test_stop_ends_a_streamed_piece(app, pipe):
+    stop = threading.Event()
+    settings = app.make_settings(seconds=60, seed=5)
+    items = []
+    for chunk, _wav in app.stream_music(pipe, settings, stop=stop):
+        items.append(chunk)
+        stop.set()
+    assert items[-1].done and items[-1].piece["seconds"] < 30
+
+
 def test_page_without_a_model_says_so(app, monkeypatch):
     import hf_midi.generation
 
@@ -304,7 +345,7 @@ def test_eight_concurrent_requests_all_complete(app, pipe, server, tmp_path):
         assert Path(wav).stat().st_size > 1000 and png_size(Path(png))[0] > 0
         data = Path(midi).read_bytes()
         assert Path(midi).name == f"hf-midi-{seed}-1.mid" and midi_seconds(data) >= 2.5
-        assert rest == [None] * 9  # one variation asked, one given
+        assert rest == [None] * 10  # one variation asked, one given; the live player's chunk cleared
     # the uploads were continued: their first seconds are the prompt's
     prompt = symusic.Score.from_midi(PROMPT_MIDI.read_bytes(), ttype="second")
     first = min(n.start for t in prompt.tracks for n in t.notes)

@@ -112,6 +112,24 @@ def test_compose_then_continue_the_result(page):
     shot(page, "continue-last")
 
 
+def test_one_variation_plays_while_it_is_composed(page):
+    """The player gets audio chunks and starts sounding before the piece is finished; the piano roll
+    shows while composing; the whole piece is offered at the end."""
+    set_number(page, "seconds", 8)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("() => window.hfMidiLive && window.hfMidiLive.firstSoundAt != null")
+    live = page.evaluate("() => ({first: hfMidiLive.firstSoundAt - hfMidiLive.clickedAt, "
+                         "state: hfMidiLive.ctx.state, chunks: hfMidiLive.chunks})")
+    assert live["state"] == "running" and 0 < live["first"] < 60_000
+    duration = wait_for_variation(page)
+    assert 8.0 <= duration <= 13.0
+    info = page.evaluate("() => ({chunks: hfMidiLive.chunks, seconds: hfMidiLive.seconds})")
+    assert info["chunks"] >= 4  # 8 s of music in chunks of about a second
+    assert info["seconds"] == pytest.approx(8.0, abs=0.02)  # every decided moment, once
+    assert page.locator("#status").inner_text().startswith("Seed ")
+    shot(page, "live")
+
+
 def test_upload_a_midi_and_continue_it(page):
     page.get_by_label("Continue a MIDI file").check()
     page.locator("#upload input[type=file]").set_input_files(str(POP909_FIXTURES[0]))
