@@ -90,6 +90,41 @@ def pipeline_variants(pipe, tokens: int) -> dict:
     return out
 
 
+def draft_variants(pipe, draft, tokens: int) -> dict:
+    """One sequence: plain generate(), the pipeline (auto, int8) and the pipeline with ``draft`` drafting
+    (transformers' assisted generation, speculative sampling, the music processors on both)."""
+    model = pipe.model
+    bos = torch.full((1, 1), BOS_ID)
+    return {
+        "generate": lambda b: model.generate(bos, attention_mask=torch.ones_like(bos), do_sample=True,
+                                             max_new_tokens=tokens),
+        "pipeline": lambda b: pipe(max_new_tokens=tokens),
+        "pipeline/int8": lambda b: pipe(max_new_tokens=tokens, weights="int8"),
+        "pipeline/assisted": lambda b: pipe(max_new_tokens=tokens, assistant_model=draft),
+    }
+
+
+def acceptance(pipe, draft, tokens: int, seeds=(0, 1, 2)) -> dict:
+    """How much of the draft the target keeps: forward calls of each model over assisted calls. Each
+    target call adds its own token after the drafts it accepted, so accepted = tokens - target calls."""
+    calls = {"target": 0, "draft": 0}
+    hooks = [pipe.model.register_forward_pre_hook(lambda *_: calls.__setitem__("target", calls["target"] + 1)),
+             draft.register_forward_pre_hook(lambda *_: calls.__setitem__("draft", calls["draft"] + 1))]
+    made = 0
+    try:
+        with torch.inference_mode():
+            for seed in seeds:
+                made += len(pipe(max_new_tokens=tokens, assistant_model=draft, seed=seed)[0]["token_ids"]) - 1
+    finally:
+        for h in hooks:
+            h.remove()
+    accepted = made - calls["target"]
+    # every draft call but the round's first (the prefix) proposes one token more; the first does too
+    return {"tokens": made, "target_calls": calls["target"], "draft_calls": calls["draft"],
+            "tokens_per_target_call": round(made / calls["target"], 2),
+            "acceptance_rate": round(accepted / max(calls["draft"], 1), 3)}
+
+
 def direct_variants(model, tokens: int) -> dict:
     """For the size table (no tokenizer needed): generate() against the fast loop via generate_music."""
     bos = {b: torch.full((b, 1), BOS_ID) for b in (1, 4)}
@@ -178,7 +213,7 @@ def grammar_cost_us(batch: int, calls: int = 1000, repeats: int = 3) -> float:
 
 
 # --------------------------------------------------------------------------- quality
-def quality(model, n: int, seconds: float, batch: int = 4) -> dict:
+def quality(model, n: int, seconds: float, batch: int = 4, draft=None) -> dict:
     """Music statistics of ``n`` pieces per arm: the slow path (seeds 0..), the fast path in each
     format (same seeds), and the slow path with other seeds (the noise between two sets of samples).
     For each statistic: each arm's mean, and its difference from the slow arm in units of the
@@ -188,13 +223,16 @@ def quality(model, n: int, seconds: float, batch: int = 4) -> dict:
 
     arms = {"slow": dict(fast=False), **{f"fast/{f}": dict(weights=f) for f in FORMATS},
             "slow/other_seeds": dict(fast=False)}
+    if draft is not None:  # one sequence at a time: transformers drafts for one
+        arms["assisted"] = dict(assistant_model=draft)
     pieces = {}
     for arm, kw in arms.items():
         rows = []
         t = time.perf_counter()
-        for start in range(0, n, batch):
-            torch.manual_seed(start + (10_000 if arm == "slow/other_seeds" else 0))
-            out = generate_music(model, torch.full((min(batch, n - start), 1), BOS_ID), seconds=seconds, **kw)
+        step = 1 if arm == "assisted" else batch
+        for start in range(0, n, step):
+            torch.manual_seed(start + (10_000 if arm in ("slow/other_seeds", "assisted") else 0))
+            out = generate_music(model, torch.full((min(step, n - start), 1), BOS_ID), seconds=seconds, **kw)
             rows += [[t for t in r if t != PAD_ID] for r in out.tolist()]
         pieces[arm] = (rows, time.perf_counter() - t)
         print(f"quality {arm}: {len(rows)} pieces, {sum(map(len, rows))} tokens, {pieces[arm][1]:.1f} s",
@@ -312,6 +350,8 @@ def main(argv=None) -> dict:
     p.add_argument("--stats", default=None, help="a trained model folder: measure the grammar's effect on samples")
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--no-fresh", action="store_true", help="skip the first-call-in-a-new-process timing")
+    p.add_argument("--draft", default=None, help="a draft model folder or bundled name: one-sequence arms with "
+                   "assisted generation, and its acceptance rate")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     result = {"bench": "generate", "machine": machine(), "versions": versions()}
@@ -362,6 +402,28 @@ def main(argv=None) -> dict:
                      "fresh_process": fresh_warm,
                      "met": max(fresh_warm, *(warm[f"pipeline/b{n}"] for n in (1, 4))) <= GOALS["warmup_s"]},
     }
+    draft = None
+    if args.draft:
+        from transformers import AutoModelForCausalLM
+
+        from hf_midi.loading import resolve_model
+
+        draft = AutoModelForCausalLM.from_pretrained(str(resolve_model(args.draft))).float().eval()
+        plays_on(draft)
+        dfns = draft_variants(pipe, draft, args.tokens)
+        d_wall, d_cpu, _ = measure(dfns, args.tokens, args.repeats, batches=(1,))
+        for k in d_cpu:
+            print(f"draft arms {k:<22} {d_wall[k]:>8.1f} events/s wall {d_cpu[k]:>8.1f} events/cpu-s", file=sys.stderr)
+        result["draft"] = {
+            "model": args.draft, "params": sum(p.numel() for p in draft.parameters()),
+            "events_per_s": d_wall, "events_per_cpu_s": d_cpu,
+            "ratios_cpu": {f"{a}_over_generate/b1": round(d_cpu[f"{a}/b1"] / d_cpu["generate/b1"], 3)
+                           for a in dfns if a != "generate"},
+            "acceptance": acceptance(pipe, draft, args.tokens),
+        }
+        print(f"acceptance {result['draft']['acceptance']}", file=sys.stderr)
+        best = max(v for k, v in result["draft"]["ratios_cpu"].items())
+        result["goals"]["best_over_generate/b1"] = {"goal": 4.0, "cpu": best, "met": best >= 4.0}
     sizes = {}
     for size in filter(None, args.sizes.split(",")):
         layers, width = map(int, size.lower().split("x"))
@@ -382,7 +444,7 @@ def main(argv=None) -> dict:
         from transformers import AutoModelForCausalLM
 
         qmodel = AutoModelForCausalLM.from_pretrained(model_dir).float().eval()  # its own generation config
-        result["quality"] = quality(qmodel, args.quality, args.seconds)
+        result["quality"] = quality(qmodel, args.quality, args.seconds, draft=draft)
     result["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
     return result

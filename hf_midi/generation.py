@@ -162,6 +162,24 @@ def check_fast_args(fast: bool = True, weights: str = "auto") -> None:
         raise GenerationError(f"weights={weights!r} needs the fast path (fast=True)")
 
 
+def check_draft(model, draft, window: int | None, rows: int = 1) -> None:
+    """Raise ``GenerationError`` when ``draft`` cannot draft for ``model``: another vocabulary (its ids
+    would mean other events), a context shorter than the ``window`` the target slides (it would fail
+    mid-piece; a longer one is fine: the target's window is used), or several rows (transformers'
+    assisted generation takes one)."""
+    name = getattr(draft, "name_or_path", "") or type(draft).__name__
+    vocab, theirs = getattr(model.config, "vocab_size", None), getattr(draft.config, "vocab_size", None)
+    if theirs is None or theirs != vocab:  # (transformers compares the sizes too)
+        raise GenerationError(f"draft model {name}: vocabulary of {theirs} ids, the model's has {vocab}: a draft "
+                              f"must share the model's vocabulary ({VOCAB_SIZE} events and the same padding)")
+    theirs_ctx = context_length(draft)
+    if window is not None and theirs_ctx is not None and theirs_ctx < window:
+        raise GenerationError(f"draft model {name}: context of {theirs_ctx} positions, shorter than the "
+                              f"{window} the model's window uses")
+    if rows != 1:
+        raise GenerationError(f"a draft model drafts for one sequence; {rows} were asked for")
+
+
 def cut_events(ids, seconds: float) -> np.ndarray:
     """The first ``seconds`` of event ids (no special tokens): the events before the cut, and time
     advanced exactly to the cut when the piece goes on past it. Notes sounding at the cut stay open
@@ -226,6 +244,7 @@ class PerformanceState:
         self.track_onsets = False  # clock/onset cost a step's work: kept only for the note guard
         self.history: torch.Tensor | None = None  # (B, H) ids before a sliding window's context
         self._length = self._rows = -1
+        self._seen: torch.Tensor | None = None  # the ids of the last sync
 
     def set_history(self, history: torch.Tensor | None) -> None:
         self.history = history
@@ -233,12 +252,18 @@ class PerformanceState:
 
     def sync(self, input_ids: torch.LongTensor) -> PerformanceState:
         rows, length = input_ids.shape
-        if rows == self._rows:
-            if length == self._length:
+        seen = self._seen
+        if rows == self._rows and seen is not None:
+            if input_ids is seen:
                 return self
-            # One more token of the same sequences (checked, in case this object is reused).
-            if length == self._length + 1 and torch.equal(input_ids[:, -2], self.last):
-                self._length = length
+            # The same ids, or one more token after them: checked against the ids last seen, whole (a
+            # few microseconds), since assisted generation calls the processors on drafts that
+            # the target then rejects: another sequence of the same length.
+            if length == self._length and torch.equal(input_ids, seen):
+                self._seen = input_ids
+                return self
+            if length == self._length + 1 and torch.equal(input_ids[:, :-1], seen):
+                self._length, self._seen = length, input_ids
                 self._advance(input_ids[:, -1], counted=self._offset + length - 1 >= self._start)
                 return self
         self._rebuild(input_ids)
@@ -284,7 +309,7 @@ class PerformanceState:
         self.pedal = (pedal_on > pedal_off).long()
         self.last = ids[:, -1].clone()
         self._row_index = torch.arange(rows, device=ids.device)
-        self._rows, self._length = rows, input_ids.shape[1]
+        self._rows, self._length, self._seen = rows, input_ids.shape[1], input_ids
 
     def _advance(self, token: torch.Tensor, counted: bool) -> None:  # token: (B,)
         t = self._table
@@ -647,6 +672,7 @@ def generate_music(
     fast: bool = True,
     weights: str = "auto",
     streamer: BaseStreamer | None = None,
+    assistant_model=None,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -662,6 +688,11 @@ def generate_music(
     ``int8``: repacked for fbgemm's CPU kernels; ``auto``: float16 on a CPU with fbgemm, else float32).
     ``streamer``: a ``transformers`` streamer (e.g. ``MusicStreamer``) for one row: it gets the prompt,
     every new id across all windows, and one ``end()``.
+    ``assistant_model``: a smaller model of the same vocabulary that drafts tokens for ``model`` to
+    check (transformers' assisted generation; with sampling, speculative sampling keeps ``model``'s
+    distribution, the music processors applied to both). One row; ``generate()``'s own loop (the fast
+    one does not draft). Measured in benchmarks/RESULTS.md: on one CPU thread it is slower than the
+    fast loop alone.
     """
     if seconds is None and max_new_tokens is None:
         raise GenerationError("give seconds or max_new_tokens (both are None)")
@@ -672,7 +703,15 @@ def generate_music(
         raise GenerationError(f"keep must be in 1..{window - 1} (the window), got {keep}")
     config = copy.deepcopy(generation_config) if generation_config is not None else music_generation_config(model)
     check_fast_args(fast, weights)
+    if assistant_model is not None:
+        check_draft(model, assistant_model, window, input_ids.shape[0])
+        if weights not in ("auto", "float32"):
+            raise GenerationError(f"weights={weights!r} needs the fast loop, which does not draft: leave "
+                                  "assistant_model out, or weights at auto")
+        fast = False
     extra = {"custom_generate": fast_sample, "weights": weights} if fast else {}
+    if assistant_model is not None:
+        extra["assistant_model"] = assistant_model
 
     state = PerformanceState(start=input_ids.shape[1])
     processors = LogitsProcessorList()
@@ -748,7 +787,7 @@ def generate_music(
 __all__ = [
     "DEFAULT_MAX_NOTE_SECONDS", "GenerationError", "MAX_SECONDS", "MaxNoteLengthLogitsProcessor", "MusicChunk",
     "MusicProgressCriteria", "MusicStreamer", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
-    "PerformanceGrammarLogitsProcessor", "PerformanceState", "StreamedNote", "check_fast_args",
+    "PerformanceGrammarLogitsProcessor", "PerformanceState", "StreamedNote", "check_draft", "check_fast_args",
     "check_generation_args", "context_length", "cut_events", "default_model_path", "generate_music",
     "model_note_limit", "music_generation_config", "seconds_to_steps",
 ]

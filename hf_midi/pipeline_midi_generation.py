@@ -43,6 +43,7 @@ from .codec import (
 from .generation import (
     GenerationError,
     MusicStreamer,
+    check_draft,
     check_fast_args,
     check_generation_args,
     context_length,
@@ -77,7 +78,9 @@ class MidiGenerationPipeline(Pipeline):
     - ``progress(seconds_done, seconds_total)``: called as music time advances (raising aborts);
     - ``stop_event``: a ``threading.Event``; once set, generation stops and keeps what it made;
     - ``streamer``: a ``transformers`` streamer (``MusicStreamer``) for one sequence; ``stream()`` is
-      the iterator built on it.
+      the iterator built on it;
+    - ``assistant_model``: a draft model of the same vocabulary (assisted generation, one sequence,
+      ``generate()``'s own loop; see ``generate_music``).
 
     Returns one dict per sequence: ``score`` (``symusic.Score``), ``midi`` (bytes), ``token_ids``
     (with ``<bos>``/``<eos>`` when the prompt is returned; only the new ids otherwise) and
@@ -115,6 +118,7 @@ class MidiGenerationPipeline(Pipeline):
         self, prompt_seconds=None, seconds=_DEFAULT, max_new_tokens=None, temperature=None, top_k=None,
         top_p=None, seed=None, num_return_sequences=None, return_prompt=None, grammar=None,
         progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None, streamer=None,
+        assistant_model=None,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         checked = check_generation_args(
@@ -139,9 +143,12 @@ class MidiGenerationPipeline(Pipeline):
             if checked.get("num_return_sequences", 1) != 1:
                 raise GenerationError(f"a streamer follows one piece; num_return_sequences="
                                       f"{checked['num_return_sequences']} asks for several (call without streaming)")
+        if assistant_model is not None:
+            check_draft(self.model, assistant_model, context_length(self.model),
+                        checked.get("num_return_sequences", 1))
         forward.update({k: v for k, v in (("grammar", grammar), ("progress", progress), ("stop_event", stop_event),
-                                          ("fast", fast), ("weights", weights), ("streamer", streamer))
-                        if v is not None})
+                                          ("fast", fast), ("weights", weights), ("streamer", streamer),
+                                          ("assistant_model", assistant_model)) if v is not None})
         if seconds is not _DEFAULT:
             forward["seconds"] = checked.get("seconds")  # None turns the time limit off
         if max_note_seconds is not _DEFAULT:  # None turns the guard off
@@ -249,7 +256,7 @@ class MidiGenerationPipeline(Pipeline):
 
     def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
                  top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
-                 max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None):
+                 max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None, assistant_model=None):
         if seconds is None and max_new_tokens is None:
             raise GenerationError("give seconds or max_new_tokens (both are None)")
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
@@ -261,7 +268,7 @@ class MidiGenerationPipeline(Pipeline):
         sequences = generate_music(
             self.model, input_ids, seconds=seconds, max_new_tokens=max_new_tokens, grammar=grammar,
             generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
-            fast=bool(fast), weights=weights, streamer=streamer,
+            fast=bool(fast), weights=weights, streamer=streamer, assistant_model=assistant_model,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}

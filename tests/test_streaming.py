@@ -201,3 +201,38 @@ def test_save_tiny_model_is_deterministic(tmp_path):  # the fixtures above rely 
     a = save_tiny_model(tmp_path / "a", n_positions=128, seed=5)
     b = save_tiny_model(tmp_path / "b", n_positions=128, seed=5)
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+
+
+# --------------------------------------------------------------------------- a draft model
+def test_a_draft_model_drafts_with_the_music_processors(pipe, tmp_path):
+    """Assisted generation through the pipeline: the target's checks hold (grammar, time limit), the
+    draft is called, and streaming follows it."""
+    from test_generation import invalid_tokens
+
+    draft_dir = save_tiny_model(tmp_path / "draft", n_positions=128, seed=8)
+    draft = pipeline("midi-generation", model=str(draft_dir)).model
+    calls = []
+    hook = draft.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        chunks = list(pipe.stream(seconds=3, seed=2, assistant_model=draft))
+    finally:
+        hook.remove()
+    piece = chunks[-1].piece
+    assert calls  # the draft drafted
+    assert piece["seconds"] <= 3.0 + 1e-6 and not invalid_tokens(piece["token_ids"])
+    assert notes_of(chunks) == codec_notes(piece["token_ids"])
+
+
+def test_bad_draft_models_are_refused_before_anything_runs(pipe, tmp_path):
+    def load(name, **kw):
+        return pipeline("midi-generation", model=str(save_tiny_model(tmp_path / name, **kw))).model
+
+    wide, short = load("w", n_positions=128, vocab_size=400), load("s", n_positions=64)
+    with pytest.raises(GenerationError, match="vocabulary of 400 ids, the model's has 393"):
+        pipe(seconds=2, assistant_model=wide)
+    with pytest.raises(GenerationError, match="context of 64 positions, shorter than the 128"):
+        pipe(seconds=2, assistant_model=short)
+    with pytest.raises(GenerationError, match="drafts for one sequence; 2 were asked for"):
+        pipe(seconds=2, assistant_model=pipe.model, num_return_sequences=2)
+    with pytest.raises(GenerationError, match="weights='int8' needs the fast loop, which does not draft"):
+        pipe(seconds=2, assistant_model=pipe.model, weights="int8")
