@@ -513,14 +513,19 @@ class MusicStreamer(BaseStreamer):
     NOTE_ON or NOTE_OFF of its pitch (at least one step), velocity from the last VELOCITY token, pedal
     changes of state only, ``<eos>`` ends the piece, ``<pad>``/``<bos>`` are skipped. The first ``put``
     (the prompt, as ``generate()`` sends it) becomes the first chunk. A chunk is sent once music time
-    has passed ``chunk_seconds`` since the last one (0: at every time shift), and at ``end()``.
+    has passed ``chunk_seconds`` since the last one (0: at every time shift), and at ``end()``;
+    ``first_chunk_seconds`` (default ``chunk_seconds``) for the first chunk of new music, so that a
+    player can start sooner.
     ``timeout``: seconds the iterator waits for a chunk before raising ``queue.Empty`` (None: forever).
     """
 
-    def __init__(self, chunk_seconds: float = 0.5, timeout: float | None = None):
-        if not (isinstance(chunk_seconds, (int, float)) and math.isfinite(chunk_seconds) and chunk_seconds >= 0):
-            raise GenerationError(f"chunk_seconds must be a number >= 0, got {chunk_seconds!r}")
+    def __init__(self, chunk_seconds: float = 0.5, timeout: float | None = None,
+                 first_chunk_seconds: float | None = None):
+        for name, value in (("chunk_seconds", chunk_seconds), ("first_chunk_seconds", first_chunk_seconds)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise GenerationError(f"{name} must be a number >= 0, got {value!r}")
         self.every = seconds_to_steps(chunk_seconds)
+        self._next = self.every if first_chunk_seconds is None else seconds_to_steps(first_chunk_seconds)
         self.timeout = timeout
         self.queue: queue.Queue = queue.Queue()
         self.clock = 0  # steps
@@ -585,8 +590,9 @@ class MusicStreamer(BaseStreamer):
                 self._close(i - NOTE_OFF)
         elif i < VELOCITY:
             self.clock += i - (TIME_SHIFT - 1)
-            if self._prompted and self.clock - self._sent >= max(self.every, 1):
+            if self._prompted and self.clock - self._sent >= max(self._next, 1):
                 self._send()
+                self._next = self.every
         elif i < SUSTAIN_ON:
             self.velocity = int(bin_velocity(i - VELOCITY + 1))
         elif (i == SUSTAIN_ON) != self.pedal_down:
@@ -622,10 +628,11 @@ class MusicStreamer(BaseStreamer):
 
 class _OneStream(BaseStreamer):
     """What ``generate_music`` hands each ``generate()`` call: the user's streamer without the call's
-    own prompt (the window's context, sent already) and without its ``end()`` (more windows may follow)."""
+    own prompt (the window's context, sent already; ``generate()`` puts it first when it gets the
+    streamer itself, the fast loop never does) and without its ``end()`` (more windows may follow)."""
 
-    def __init__(self, streamer: BaseStreamer):
-        self.streamer, self.first = streamer, True
+    def __init__(self, streamer: BaseStreamer, skip_prompt: bool):
+        self.streamer, self.first = streamer, skip_prompt
 
     def put(self, value) -> None:
         if self.first:
@@ -743,11 +750,12 @@ def generate_music(
         n = budget - made if window is None else min(budget - made, window - context.shape[1])
         state.set_history(history)
         config.max_new_tokens = n
-        call_streamer = None if streamer is None else _OneStream(streamer)
+        call_streamer = None if streamer is None else _OneStream(streamer, skip_prompt=not fast)
         out = model.generate(
             context, attention_mask=torch.ones_like(context), generation_config=config,
-            logits_processor=processors, stopping_criteria=criteria, streamer=call_streamer,
-            **extra, **({"stream": call_streamer} if fast and streamer is not None else {}),
+            logits_processor=processors, stopping_criteria=criteria,
+            # the fast loop takes it as stream= (transformers 5.24 does not hand streamer= on to it)
+            **{"stream" if fast else "streamer": call_streamer}, **extra,
         )
         new = out[:, context.shape[1]:]
         state.sync(out)

@@ -160,9 +160,10 @@ class MidiGenerationPipeline(Pipeline):
         postprocess = {} if return_prompt is None else {"return_prompt": bool(return_prompt)}
         return preprocess, forward, postprocess
 
-    def stream(self, prompt=None, chunk_seconds: float = 0.5, **kwargs):
+    def stream(self, prompt=None, chunk_seconds: float = 0.5, first_chunk_seconds: float | None = None, **kwargs):
         """Compose one piece and yield it as it is decided: ``MusicChunk``s (``hf_midi.generation``),
-        one every ``chunk_seconds`` of music (0: at every time shift), the prompt's music first.
+        one every ``chunk_seconds`` of music (0: at every time shift; the first of new music after
+        ``first_chunk_seconds``, default the same), the prompt's music first.
 
         Takes the same arguments as calling the pipeline, for one prompt and one sequence; the tokens
         are those of the same call without streaming (same seed, same settings). The last chunk has
@@ -184,7 +185,7 @@ class MidiGenerationPipeline(Pipeline):
                                   f"{kwargs['num_return_sequences']!r} asks for several (call the pipeline instead)")
         if "max_new_tokens" in kwargs and "seconds" not in kwargs:
             kwargs["seconds"] = None
-        streamer = MusicStreamer(chunk_seconds)
+        streamer = MusicStreamer(chunk_seconds, first_chunk_seconds=first_chunk_seconds)
         stop = threading.Event()
         user_stop = kwargs.pop("stop_event", None)
         preprocess, forward, postprocess = self._sanitize_parameters(**kwargs, stop_event=user_stop)

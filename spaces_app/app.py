@@ -274,31 +274,19 @@ class LiveAudio:
         return wav_bytes(np.clip(audio * LIVE_GAIN, -1.0, 1.0)[:, None], self.sample_rate)
 
 
-def stream_music(pipe, settings: Settings, prompt: bytes | None = None, stop=None):
+def stream_music(pipe, settings: Settings, prompt: bytes | None = None, stop=None, live: LiveAudio | None = None):
     """One variation, composed and heard at once: yields ``(chunk, wav)`` as the pipeline decides the
-    music (``chunk``: a ``MusicChunk`` of at least ``LIVE_CHUNK_SECONDS``, the first of
-    ``LIVE_FIRST_SECONDS``; ``wav``: its audio, or None). The last has ``chunk.done`` and
-    ``chunk.piece``, what ``generate`` returns for one variation. A set ``stop`` ends the piece there."""
-    live = LiveAudio()
-    pending = LIVE_FIRST_SECONDS
-    stream = pipe.stream(prompt=prompt, stop_event=stop, chunk_seconds=min(LIVE_FIRST_SECONDS, LIVE_CHUNK_SECONDS),
-                         **_pipe_arguments(settings, prompt))
+    music (``chunk``: a ``MusicChunk``, the first of new music after ``LIVE_FIRST_SECONDS``, then about
+    every ``LIVE_CHUNK_SECONDS``; ``wav``: its audio from ``live``, or None). The last has ``chunk.done``
+    and ``chunk.piece``, what ``generate`` returns for one variation. A set ``stop`` ends the piece there."""
+    live = live if live is not None else LiveAudio()
+    stream = pipe.stream(prompt=prompt, stop_event=stop, chunk_seconds=LIVE_CHUNK_SECONDS,
+                         first_chunk_seconds=LIVE_FIRST_SECONDS, **_pipe_arguments(settings, prompt))
     try:
-        merged = None  # chunks held back until enough music is decided for a message
         for chunk in stream:
-            merged = chunk if merged is None else _join(merged, chunk)
-            if chunk.done or chunk.end - merged.start >= pending:
-                yield merged, live.add(merged)
-                merged, pending = None, LIVE_CHUNK_SECONDS
+            yield chunk, live.add(chunk)
     finally:
         stream.close()
-
-
-def _join(a, b):
-    from dataclasses import replace as with_fields
-
-    return with_fields(b, start=a.start, notes=a.notes + b.notes, onsets=a.onsets + b.onsets,
-                       pedal=a.pedal + b.pedal, token_ids=a.token_ids + b.token_ids)
 
 
 @dataclass(frozen=True)
@@ -441,9 +429,8 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
             if settings.variations == 1:  # heard while it is composed
                 run = uuid.uuid4().hex[:12]
                 folder = _request_folder()
-                seq, roll_at, total, base, ids = 0, LIVE_ROLL_SECONDS, settings.seconds, None, []
-                for chunk, wav in stream_music(pipe, settings, prompt, stop=stop):
-                    ids.extend(chunk.token_ids)
+                seq, roll_at, total, base, live = 0, LIVE_ROLL_SECONDS, settings.seconds, None, LiveAudio()
+                for chunk, wav in stream_music(pipe, settings, prompt, stop=stop, live=live):
                     if wav is not None:
                         seq += 1
                         if base is None:  # a prompt's music comes first, at once
@@ -455,7 +442,7 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                         roll = gr.skip()
                         if chunk.end >= roll_at and not chunk.done:  # the piano roll grows
                             roll_at = chunk.end + LIVE_ROLL_SECONDS
-                            roll = _live_roll(ids, folder / f"live-{seq}.png")
+                            roll = _live_roll(live.ids, folder / f"live-{seq}.png")
                         yield _live_update(line, f"{run}:{seq}:{base64.b64encode(wav).decode()}", roll)
                     if chunk.done:
                         pieces = [package(chunk.piece, folder, f"hf-midi-{settings.seed}-1")]
