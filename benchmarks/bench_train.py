@@ -7,9 +7,15 @@ One training step is what ``hf_midi.training.train`` does (same model builder, o
 loss, clipping; fused AdamW and bf16 autocast on CUDA), timed side by side in one process on:
 
 - ``synthetic``: random token blocks already on the device (the model alone);
-- ``real``: blocks from the dataset through ``stream_blocks`` and the DataLoader, as training reads
-  them (``--dataset``, default: the committed POP909 fixtures, prepared into a temporary folder);
-- ``data``: the stream alone (batches/s), to say whether it keeps up with the model.
+- ``real``: blocks from the dataset as training reads them (``hf_midi.training.make_batches``: a prepared
+  folder through ``stream_blocks`` and the DataLoader, or windows of a packed corpus on the device;
+  ``--dataset``, default: the committed POP909 fixtures, prepared into a temporary folder);
+- ``data``: the batch source alone (batches/s), to say whether it keeps up with the model.
+
+``--profile N`` then runs N steps under ``torch.profiler`` and writes the costliest kernels (CUDA) or
+ops (CPU) to ``--profile-out``, with their time by family (matmul, attention, fused/elementwise,
+optimizer, loss, copies, other): what holds MFU back, measured. Shapes are timed by running this
+script once a shape (``--preset gpu-base --set model.hidden_size=1024 --set model.num_heads=8``).
 
 ``real / synthetic`` step time near 1 means the data stream keeps up. FLOPs per token are the
 PaLM/nanoGPT estimate (6 x matmul parameters + attention). MFU is against a stated peak: on CUDA the
@@ -40,11 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hf_midi.training import (  # noqa: E402
-    Batches,
     build_model,
     flops_per_token,
     generation_config,
-    make_stream,
+    make_batches,
     param_groups,
     peak_tflops,
     token_loss_sum,
@@ -78,8 +83,68 @@ def fixture_dataset(tmp: str) -> str:
     return str(out)
 
 
-class _Dist:  # the single-process stand-in for the Accelerator fields make_stream reads
+class _Dist:  # the single-process stand-in for the Accelerator fields make_batches reads
     process_index, num_processes = 0, 1
+
+    def __init__(self, device):
+        self.device = device
+
+    def print(self, *args):
+        print(*args, file=sys.stderr)
+
+
+def _kernel_family(name: str) -> str:
+    n = name.lower()
+    if "flash" in n or "fmha" in n or "attention" in n or "sdpa" in n:
+        return "attention"
+    if any(k in n for k in ("gemm", "nvjet", "matmul", "mm_", "cutlass", "sm90_xmma", "sm80_xmma", "ampere", "hopper",
+                            "cublas", "addmm", "aten::mm", "aten::bmm")):
+        return "matmul"
+    if "adam" in n or "foreach" in n or "multi_tensor" in n:
+        return "optimizer"
+    if "nll" in n or "cross_entropy" in n or "log_softmax" in n:
+        return "loss"
+    if "memcpy" in n or "memset" in n:
+        return "copies"
+    if "triton" in n or "elementwise" in n or "reduce" in n or "norm" in n or "gelu" in n:
+        return "fused/elementwise"
+    return "other"
+
+
+def profile_steps(step, batch, steps: int, device, out: Path, name: str) -> dict:
+    """``steps`` training steps under torch.profiler: the 40 costliest kernels (CUDA) or ops (CPU) to
+    ``out`` and their share of the time by family."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync(device)
+    t = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(batch)
+        sync(device)
+    wall = (time.perf_counter() - t) / steps
+    events = prof.key_averages()
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    if cuda and not hasattr(events[0], attr):
+        attr = "self_cuda_time_total"
+    rows = [e for e in events if getattr(e, attr, 0) > 0 and (not cuda or e.device_type.name == "CUDA")]
+    rows.sort(key=lambda e: -getattr(e, attr))
+    total = sum(getattr(e, attr) for e in rows) or 1.0
+    families: dict[str, float] = {}
+    for e in rows:
+        families[_kernel_family(e.key)] = families.get(_kernel_family(e.key), 0.0) + getattr(e, attr)
+    lines = [f"{name}: {steps} steps, {wall * 1e3:.1f} ms a step (wall), "
+             f"{total / steps / 1e3:.1f} ms a step of {'GPU kernels' if cuda else 'CPU ops'}", "",
+             f"{'share':>6} {'ms/step':>8} {'calls':>6}  family / kernel"]
+    for e in rows[:40]:
+        v = getattr(e, attr)
+        lines.append(f"{v / total:6.1%} {v / steps / 1e3:8.2f} {e.count // steps:6d}  "
+                     f"{_kernel_family(e.key)} / {e.key[:140]}")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"step_ms": round(wall * 1e3, 3), "busy_ms": round(total / steps / 1e3, 3), "table": str(out),
+            "families": {k: round(v / total, 4) for k, v in sorted(families.items(), key=lambda kv: -kv[1])}}
 
 
 def time_steps(step, batches, steps: int, warmup: int, device) -> tuple[float, float]:
@@ -113,6 +178,8 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set model.num_layers=4 (repeatable)")
     p.add_argument("--generate", type=int, default=0, metavar="N", help="also time N sampled tokens, 1 thread")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N steps (kernel table)")
+    p.add_argument("--profile-out", type=Path, default=Path("profile.txt"), help="where the kernel table goes")
     args = p.parse_args()
 
     if args.threads:
@@ -152,8 +219,7 @@ def main() -> int:
         cfg.dataset = dataset
         from hf_midi import MidiTokenizer
 
-        stream = make_stream(cfg, cfg.train_split, MidiTokenizer(sustain=cfg.sustain), _Dist(), train=True)
-        real = Batches(stream, cfg, device)
+        real, _ = make_batches(cfg, MidiTokenizer(sustain=cfg.sustain), _Dist(device))
         ids = torch.randint(0, 390, (B, T), device=device)
         synthetic = {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
 
@@ -163,12 +229,15 @@ def main() -> int:
             runs["synthetic"].append(time_steps(step, lambda: synthetic, args.steps, args.warmup, device))
             runs["real"].append(time_steps(step, lambda: next(real), args.steps, args.warmup, device))
         (t_syn, c_syn), (t_real, c_real) = min(runs["synthetic"]), min(runs["real"])
-        data = Batches(make_stream(cfg, cfg.train_split, MidiTokenizer(sustain=cfg.sustain), _Dist(), True), cfg,
-                       device)
+        data, _ = make_batches(cfg, MidiTokenizer(sustain=cfg.sustain), _Dist(device))
         t0 = time.perf_counter()
         for _ in range(args.steps * 3):
             next(data)
         t_data = (time.perf_counter() - t0) / (args.steps * 3)
+        profiled = None
+        if args.profile:
+            profiled = profile_steps(step, synthetic, args.profile, device, args.profile_out,
+                                     " ".join([args.preset, *args.set]))
 
     threads = torch.get_num_threads()
     if device.type == "cuda":
@@ -243,6 +312,7 @@ def main() -> int:
         "peak_source": peak_source,
         **figures,
         "generation": gen,
+        "profile": profiled,
         "dataset": args.dataset or "tests/fixtures/pop909 (prepared)",
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),

@@ -4,7 +4,7 @@ jitter of a performance, and transposition computed on ids.
 ``AugmentConfig`` is what a training run asks for (``train.py``'s ``augment``, ``transpose``,
 ``stretch``, ``velocity_jitter``); the stream (``hf_midi.data``) draws one value per piece and epoch
 from ``piece_rng`` and applies ``augment_performance``. ``transpose_ids`` is the exact shortcut for
-pre-tokenised pieces (and the packed trainer's check).
+pre-tokenised pieces (and the check of ``hf_midi.packed.transpose_windows``).
 """
 
 from __future__ import annotations

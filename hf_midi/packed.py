@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .codec import BOS_ID, EOS_ID, VOCAB_SIZE
+from .codec import BOS_ID, EOS_ID, TIME_SHIFT, VOCAB_SIZE
 from .utils import atomic_folder
 
 FORMAT = "hf_midi.packed/1"
@@ -158,13 +158,28 @@ def pack_corpus(out: str | Path, train: dict[str, tuple[str, str]], evals: dict[
     return manifest
 
 
-def read_manifest(folder: str | Path) -> dict:
+def is_packed(folder: str | Path) -> bool:
+    """Whether ``folder`` is a packed corpus (it has this format's manifest.json)."""
+    return Path(folder, "manifest.json").is_file()
+
+
+def read_manifest(folder: str | Path, sustain: str | None = None) -> dict:
+    """The corpus's manifest, checked: this format, this vocabulary, and (given) this sustain mode."""
     path = Path(folder, "manifest.json")
     if not path.is_file():
         raise PackedError(f"{folder}: no manifest.json (not a packed corpus)")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as e:
+        raise PackedError(f"{path}: not JSON ({e})") from None
     if manifest.get("format") != FORMAT:
         raise PackedError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("vocab_size") != VOCAB_SIZE:
+        raise PackedError(f"{path}: a corpus of another vocabulary ({manifest.get('vocab_size')} ids; "
+                          f"this codec has {VOCAB_SIZE})")
+    if sustain is not None and manifest.get("sustain") != sustain:
+        raise PackedError(f"{path}: tokenised with sustain={manifest.get('sustain')!r}; the tokenizer uses "
+                          f"sustain={sustain!r}")
     return manifest
 
 
@@ -192,14 +207,120 @@ def load_train(folder: str | Path, verify: bool = True) -> np.ndarray:
     return ids
 
 
-def load_eval(folder: str | Path, name: str) -> list[tuple[str, np.ndarray]]:
+def load_eval(folder: str | Path, name: str, verify: bool = True) -> list[tuple[str, np.ndarray]]:
     """(path, framed ids) of the pieces of one evaluation set."""
     manifest = read_manifest(folder)
     if name not in manifest["eval"]:
         raise PackedError(f"{folder}: no evaluation set {name!r} (has {sorted(manifest['eval'])})")
-    with np.load(Path(folder, manifest["eval"][name]["file"]), allow_pickle=False) as z:
+    path = Path(folder, manifest["eval"][name]["file"])
+    if not path.is_file():
+        raise PackedError(f"{path}: missing (listed in manifest.json)")
+    if verify and _sha256(path) != manifest["eval"][name]["sha256"]:
+        raise PackedError(f"{path}: sha256 differs from manifest.json (damaged or replaced)")
+    with np.load(path, allow_pickle=False) as z:
         ids, offsets, paths = z["ids"], z["offsets"], z["paths"]
     return [(str(paths[k]), ids[offsets[k] : offsets[k + 1]]) for k in range(len(offsets) - 1)]
+
+
+# --------------------------------------------------------------------------- batches for training
+def transpose_windows(x, lo: int, hi: int, gen=None):
+    """Shift every NOTE_ON/NOTE_OFF id of each row of ``x`` (a torch tensor) by one semitone count drawn
+    in [lo, hi], narrowed per row so that no pitch leaves 0..127 (a common shift of NOTE_ON/NOTE_OFF ids
+    is an exact transposition: docs/vocabulary.md)."""
+    import torch
+
+    note = x < TIME_SHIFT  # NOTE_ON and NOTE_OFF ids
+    pitch = x % 128
+    low = torch.where(note, pitch, 127).amin(1)  # rows without notes: low 127, high 0 -> k clamps to 0
+    high = torch.where(note, pitch, 0).amax(1)
+    k = torch.randint(lo, hi + 1, (x.shape[0],), device=x.device, generator=gen)
+    k = torch.minimum(torch.maximum(k, -low), 127 - high)
+    k = torch.where(note.any(1), k, torch.zeros_like(k))
+    return torch.where(note, x + k[:, None], x)
+
+
+class PackedBatches:
+    """Training batches cut from a packed corpus: random windows of ``block_size`` ids of the whole
+    training stream, held on ``device`` (int16, 2 bytes a token), each transposed by a random number of
+    semitones in ``transpose`` (narrowed per window to the keyboard); no parsing, no data loader.
+
+    The training loop's batch source (beside ``hf_midi.training.StreamBatches``): ``next()`` gives a dict
+    of ``input_ids``, ``attention_mask`` and ``labels``; ``state_dict()``/``load_state_dict()`` hold the
+    random generator, so a resumed run draws exactly the windows an uninterrupted one would.
+    """
+
+    def __init__(self, folder: str | Path, block_size: int, batch_size: int, device, *, transpose=(0, 0),
+                 seed: int = 0, rank: int = 0, sustain: str | None = "events"):
+        import torch
+
+        self.folder, self.block, self.batch, self.device = Path(folder), block_size, batch_size, torch.device(device)
+        self.manifest = read_manifest(folder, sustain)
+        ids = load_train(folder)
+        if len(ids) < block_size + 1:
+            raise PackedError(f"{folder}: the corpus has {len(ids)} training tokens, fewer than one block of "
+                              f"{block_size}")
+        self.tokens = len(ids)
+        self.data = torch.from_numpy(ids.astype(np.int16)).to(self.device)  # ids < 393 fit int16
+        self.lo, self.hi = transpose
+        self.offsets = torch.arange(block_size, device=self.device)
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(seed * 1_000_003 + rank)  # each rank its own windows
+        self.drawn = 0  # windows drawn so far
+        self.split = "train"
+
+    @property
+    def epoch(self) -> float:
+        """Passes over the corpus so far (tokens drawn / corpus tokens)."""
+        return self.drawn * self.block / self.tokens
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        import torch
+
+        starts = torch.randint(0, self.tokens - self.block + 1, (self.batch, 1), device=self.device,
+                               generator=self.gen)
+        x = self.data[starts + self.offsets].long()  # (B, block)
+        if self.hi > self.lo or self.lo != 0:
+            x = transpose_windows(x, self.lo, self.hi, self.gen)
+        self.drawn += self.batch
+        return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x}
+
+    def state_dict(self) -> dict:
+        import base64
+
+        state = self.gen.get_state().numpy().tobytes()
+        return {"kind": "packed", "drawn": self.drawn, "generator": base64.b64encode(state).decode("ascii")}
+
+    def load_state_dict(self, state: dict) -> None:
+        import base64
+
+        import torch
+
+        if state.get("kind") != "packed":
+            raise PackedError(f"{self.folder}: the checkpoint's data state is not a packed corpus's")
+        raw = np.frombuffer(base64.b64decode(state["generator"]), dtype=np.uint8).copy()
+        self.gen.set_state(torch.from_numpy(raw))
+        self.drawn = state["drawn"]
+
+    def eval_batches(self, name: str, n_batches: int, seed: int = 0) -> list[dict]:
+        """``n_batches`` batches of windows of evaluation set ``name``, the same every call (seeded)."""
+        import torch
+
+        if name not in self.manifest["eval"]:
+            raise PackedError(f"{self.folder}: no evaluation set {name!r} (has {sorted(self.manifest['eval'])})")
+        ids = np.concatenate([x for _, x in load_eval(self.folder, name)]) if self.manifest["eval"][name]["pieces"] \
+            else np.zeros(0, np.uint16)
+        if len(ids) < self.block:
+            raise PackedError(f"{self.folder}: evaluation set {name!r} has {len(ids)} tokens, fewer than one "
+                              f"block of {self.block}")
+        starts = np.random.default_rng(seed).integers(0, len(ids) - self.block + 1, size=n_batches * self.batch)
+        x = torch.from_numpy(np.stack([ids[s : s + self.block] for s in starts]).astype(np.int64))
+        return [{"input_ids": b, "attention_mask": torch.ones_like(b), "labels": b} for b in x.split(self.batch)]
+
+    def __repr__(self) -> str:
+        return f"PackedBatches({str(self.folder)!r}, {self.tokens:,} tokens, {self.batch} x {self.block})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,10 +37,12 @@ import torch
 from torch.nn import functional as F
 
 from .codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
+from .packed import PackedError
 from .training_args import (
     ConfigError,
     ModelArguments,
     RunArguments,
+    dataset_kind,
     load_config,
     model_arguments,
     parse_args,
@@ -265,6 +267,11 @@ def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_g
 
 
 # --------------------------------------------------------------------------- data
+# The loop's batch sources: ``next(source)`` gives a micro-batch (``input_ids``, ``attention_mask``,
+# ``labels``) on the device; ``state_dict()``/``load_state_dict()`` make a resumed run continue exactly;
+# ``epoch`` says how far it is. Two of them: ``StreamBatches`` (a ``datasets`` stream of a prepared folder
+# or Hub repo, parsed or pre-tokenised) and ``hf_midi.packed.PackedBatches`` (windows of a packed corpus
+# held on the device). ``--dataset`` decides which (``dataset_kind``).
 def make_stream(args: RunArguments, split: str, tokenizer, accelerator, train: bool):
     from .augmentation import AugmentConfig
     from .data import stream_blocks
@@ -281,7 +288,41 @@ def make_stream(args: RunArguments, split: str, tokenizer, accelerator, train: b
     )
 
 
-class Batches:
+def make_batches(args: RunArguments, tokenizer, accelerator):
+    """(training batch source, a function that reads the evaluation batches or None) for ``args.dataset``."""
+    if dataset_kind(args.dataset) == "packed":
+        from .packed import PackedBatches, PackedError
+
+        transpose = tuple(args.transpose) if args.augment else (0, 0)
+        try:
+            source = PackedBatches(args.dataset, args.block_size, args.per_device_batch_size, accelerator.device,
+                                   transpose=transpose, seed=args.seed, rank=accelerator.process_index,
+                                   sustain=getattr(tokenizer, "sustain", args.sustain))
+        except PackedError as e:
+            raise ConfigError(f"dataset: {e}") from None
+        if args.eval_batches and args.eval_split not in source.manifest["eval"]:
+            raise ConfigError(f"eval_split: {args.eval_split!r} is not an evaluation set of the packed corpus "
+                              f"{args.dataset} (it has {sorted(source.manifest['eval'])}; or --eval_batches 0)")
+        if args.augment and (tuple(args.stretch) != (1.0, 1.0) or args.velocity_jitter):
+            accelerator.print("packed corpus: ids, not times, so only the transposition augments it "
+                              "(stretch and velocity_jitter apply to streamed MIDI)")
+        read_eval = None
+        if args.eval_batches:
+            def read_eval():
+                return source.eval_batches(args.eval_split, args.eval_batches, seed=accelerator.process_index)
+        return source, read_eval
+    source = StreamBatches(make_stream(args, args.train_split, tokenizer, accelerator, True), args,
+                           accelerator.device)
+    read_eval = None
+    if args.eval_batches:
+        eval_stream = make_stream(args, args.eval_split, tokenizer, accelerator, False)
+
+        def read_eval():
+            return read_eval_batches(eval_stream, args)
+    return source, read_eval
+
+
+class StreamBatches:
     """Endless micro-batches of this rank's stream, epoch after epoch, with a resumable position.
 
     The position is (epoch, micro-batches taken in it); the stream's ``dataloader_state`` turns it into
@@ -312,6 +353,9 @@ class Batches:
         if state.get("stream"):
             self.stream.load_state_dict(state["stream"])
 
+    def __iter__(self):
+        return self
+
     def __next__(self) -> dict:
         while True:
             if self._it is None:
@@ -329,6 +373,25 @@ class Batches:
             return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
 
+class _Forward:
+    """The model's forward, through ``torch.compile`` when asked; if compiling fails (no C compiler, an
+    unsupported op), says so once and goes on with the model itself."""
+
+    def __init__(self, model, compile: bool, accelerator):
+        self.model, self.accelerator = model, accelerator
+        self.compiled = torch.compile(model) if compile else None
+
+    def __call__(self, **batch):
+        if self.compiled is not None:
+            try:
+                return self.compiled(**batch)
+            except Exception as e:  # compile errors surface at the first call, as many kinds of exception
+                self.accelerator.print(f"compile: torch.compile failed ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0][:300] if str(e) else ''}); training uncompiled")
+                self.compiled = None
+        return self.model(**batch)
+
+
 # --------------------------------------------------------------------------- the run
 def train(args: RunArguments) -> Path:
     """Run training as configured; returns the output folder (with the exported model)."""
@@ -342,17 +405,19 @@ def train(args: RunArguments) -> Path:
     resume_from = resolve_resume(args)  # config errors surface before any work
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
+    if args.tf32 and torch.cuda.is_available():  # fp32 matmuls and cuDNN (the LSTM) on tensor cores
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     use_bf16 = args.mixed_precision == "bf16" or (
         args.mixed_precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(
         mixed_precision="bf16" if use_bf16 else "no",
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False),
-        # The stream shards itself by rank and worker: accelerate must not split or dispatch it.
+        # The sources shard themselves by rank (and worker): accelerate must not split or dispatch them.
         dataloader_config=DataLoaderConfiguration(dispatch_batches=False, split_batches=False),
         log_with=None if args.tracker == "none" else args.tracker,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / LOGS)),
-        dynamo_backend="inductor" if args.compile else "no",
     )
     set_seed(args.seed)
     adapter_base = None
@@ -370,9 +435,7 @@ def train(args: RunArguments) -> Path:
         model = build_model(args.model)
         tokenizer = MidiTokenizer(sustain=args.sustain, model_max_length=args.block_size)
     with accelerator.main_process_first():
-        train_batches = Batches(make_stream(args, args.train_split, tokenizer, accelerator, True), args,
-                                accelerator.device)
-        eval_stream = make_stream(args, args.eval_split, tokenizer, accelerator, False) if args.eval_batches else None
+        train_batches, read_eval = make_batches(args, tokenizer, accelerator)
     eval_batches = None  # read once, at the first evaluation
     model.to(accelerator.device)  # fused AdamW wants its parameters on the GPU when it is made
     fused = accelerator.device.type == "cuda"
@@ -380,44 +443,85 @@ def train(args: RunArguments) -> Path:
                                   betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, fused=fused)
     flops_tok = flops_per_token(model, args.block_size)
     model, optimizer = accelerator.prepare(model, optimizer)
+    forward = _Forward(model, args.compile, accelerator)
+    scale = accelerator.num_processes * args.gradient_accumulation_steps  # undo DDP's and backward()'s means
+
+    def train_step(micro: list[dict], lr: float):
+        """One optimizer step over ``micro``: (summed token loss, real labelled tokens, grad norm)."""
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # Loss = summed token losses / real labelled tokens of the whole step (all micro-batches, all ranks).
+        n_tokens = accelerator.reduce(sum((b["labels"][:, 1:] != -100).sum() for b in micro), "sum")
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for batch in micro:
+            with accelerator.accumulate(model):
+                logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                part = token_loss_sum(logits, batch["labels"])  # (,)
+                accelerator.backward(part * scale / n_tokens.clamp(min=1))
+                loss_sum += part.detach()
+        grad_norm = None
+        if args.max_grad_norm:  # the norm before clipping
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        if not torch.isfinite(loss_sum):
+            optimizer.zero_grad(set_to_none=True)  # no update from a non-finite loss
+        else:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return loss_sum, n_tokens, grad_norm
+
+    def next_step_batches() -> list[dict]:
+        return [next(train_batches) for _ in range(args.gradient_accumulation_steps)]
 
     step, tokens_seen, minutes_before = 0, 0, 0.0
     if resume_from is not None:
         step, tokens_seen, minutes_before = _load_checkpoint(accelerator, resume_from, train_batches, args)
+    peak = peak_tflops(args, accelerator.device)
+    # Before anything is written: time the step (this also pays torch.compile's warm-up); a time budget
+    # shorter than one step is a configuration error, not an empty run.
+    if args.probe_steps or args.max_minutes:
+        probe = probe_step(accelerator, model, optimizer, train_batches, next_step_batches, train_step,
+                           max(1, args.probe_steps), real=args.probe_steps > 0)
+        # per device, as MFU is
+        probe.update(flops_per_token=flops_tok,
+                     probe_tflops=probe["tokens_per_step"] * flops_tok / probe["synthetic_step_s"] / 1e12)
+        if peak:
+            probe["probe_mfu"] = probe["probe_tflops"] / peak
+        if args.max_minutes and probe["synthetic_step_s"] > args.max_minutes * 60:
+            raise ConfigError(f"max_minutes: {args.max_minutes:g} min is shorter than one training step on "
+                              f"this machine ({probe['synthetic_step_s']:.2f} s measured); nothing was written")
+        if args.probe_steps:
+            accelerator.print("probe: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                      for k, v in probe.items()}))
+    else:
+        probe = None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / LOGS).mkdir(exist_ok=True)
         for stale in (out / CHECKPOINTS).glob(".tmp-*"):  # a save cut off by a kill
             shutil.rmtree(stale, ignore_errors=True)
         _truncate_metrics(out / LOGS / "metrics.jsonl", step)
+        if probe is not None and args.probe_steps:
+            with open(out / LOGS / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, "event": "probe", **probe}) + "\n")
     accelerator.wait_for_everyone()  # OUT/logs exists for every rank
     if args.tracker != "none":
         accelerator.init_trackers("hf-midi", config={k: str(v) if isinstance(v, (list, type(None))) else v
                                                     for k, v in to_flat_dict(args).items()})
-    peak = peak_tflops(args, accelerator.device)
     record = open(out / LOGS / f"batches_rank{accelerator.process_index}.jsonl", "a") if args.record_batches else None
     bar = tqdm(total=None if args.max_minutes and args.max_steps >= 100_000 else args.max_steps, initial=step,
                desc="train", disable=not (args.progress and accelerator.is_local_main_process), dynamic_ncols=True)
-    scale = accelerator.num_processes * args.gradient_accumulation_steps  # undo DDP's and backward()'s means
+    # ``minutes`` is training time (evaluation and checkpoints paused out of it), summed over resumes: the
+    # time budget and the cosine that follows it.
     t_start, t_log, tokens_log = time.perf_counter(), time.perf_counter(), 0
     minutes = minutes_before
     model.train()
     while step < args.max_steps:
         lr = learning_rate(args, step, minutes)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        micro = [next(train_batches) for _ in range(args.gradient_accumulation_steps)]
-        # Loss = summed token losses / real labelled tokens of the whole step (all micro-batches, all ranks).
-        n_tokens = accelerator.reduce(sum((b["labels"][:, 1:] != -100).sum() for b in micro), "sum")
-        loss_sum = torch.zeros((), device=accelerator.device)
-        for batch in micro:
-            if record is not None:
+        micro = next_step_batches()
+        if record is not None:
+            for batch in micro:
                 record.write(json.dumps({"step": step, "blocks": [_fingerprint(r) for r in batch["input_ids"]]}) + "\n")
-            with accelerator.accumulate(model):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                part = token_loss_sum(logits, batch["labels"])  # (,)
-                accelerator.backward(part * scale / n_tokens.clamp(min=1))
-                loss_sum += part.detach()
+        loss_sum, n_tokens, grad_norm = train_step(micro, lr)
         minutes = minutes_before + (time.perf_counter() - t_start) / 60
         # One collective for the step's loss and the (mean) clock, so every rank sees the same values.
         stats = accelerator.reduce(torch.stack([loss_sum, torch.tensor(minutes, device=loss_sum.device)]), "sum")
@@ -429,11 +533,6 @@ def train(args: RunArguments) -> Path:
                 f"loss is {loss} at step {step + 1}: stopping before the update. The last good checkpoint is "
                 f"{last[-1] if last else 'none (no checkpoint was written yet)'}; resume from it with a lower "
                 "learning_rate or more warmup_steps.")
-        grad_norm = None
-        if args.max_grad_norm:  # the norm before clipping
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         step_tokens = sum(b["input_ids"].numel() for b in micro) * accelerator.num_processes
         tokens_seen += step_tokens
@@ -445,21 +544,21 @@ def train(args: RunArguments) -> Path:
             now = time.perf_counter()
             tok_s = tokens_log / max(now - t_log, 1e-9)
             metrics.update(tokens_per_s=tok_s, tflops=tok_s * flops_tok / 1e12, tokens_seen=tokens_seen,
-                           epoch=train_batches.epoch, minutes=minutes)
-            if peak:
-                metrics["mfu"] = metrics["tflops"] / peak
+                           epoch=round(train_batches.epoch, 4), minutes=minutes)
+            if peak:  # tflops are the whole run's; the peak is one device's
+                metrics["mfu"] = metrics["tflops"] / (peak * accelerator.num_processes)
             t_log, tokens_log = now, 0
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
             accelerator.log(metrics, step=step)
         time_up = args.max_minutes is not None and minutes >= args.max_minutes
         last_step = step == args.max_steps or time_up
-        if eval_stream is not None and ((args.eval_every and step % args.eval_every == 0) or last_step):
+        t_pause = time.perf_counter()
+        if read_eval is not None and ((args.eval_every and step % args.eval_every == 0) or last_step):
             if eval_batches is None:
-                eval_batches = read_eval_batches(eval_stream, args)
+                eval_batches = read_eval()
             metrics["eval_loss"] = evaluate_loss(accelerator, model, eval_batches, args)
             accelerator.log({"eval_loss": metrics["eval_loss"]}, step=step)
             model.train()
-            t_log, tokens_log = time.perf_counter(), 0  # keep evaluation out of tokens/s
         if accelerator.is_main_process:
             with open(out / LOGS / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
@@ -468,7 +567,10 @@ def train(args: RunArguments) -> Path:
             state = {"step": step, "tokens_seen": tokens_seen, "minutes": minutes,
                      "world_size": accelerator.num_processes, "config": to_flat_dict(args)}
             save_checkpoint(accelerator, out, step, state, train_batches.state_dict(), args.save_total_limit)
-            t_log, tokens_log = time.perf_counter(), 0
+        paused = time.perf_counter() - t_pause
+        if paused > 0.05:  # keep evaluation and checkpoints out of tokens/s and of the time budget
+            t_start += paused
+            t_log += paused
         if time_up:
             break
     bar.close()
@@ -479,6 +581,48 @@ def train(args: RunArguments) -> Path:
            adapter_base=adapter_base)
     accelerator.end_training()
     return out
+
+
+def probe_step(accelerator, model, optimizer, source, next_batches, train_step, steps: int, real: bool) -> dict:
+    """Seconds an optimizer step takes on one fixed (synthetic) batch and, if ``real``, on batches as the
+    source gives them, ``steps`` of each after one warm-up step (torch.compile compiles there). At
+    learning rate 0, with the optimizer's, the source's and the RNGs' states put back afterwards: the
+    run that follows is the run that would have been (AdamW's decoupled decay is lr x wd: 0 too).
+    ``real_vs_synthetic`` near 1 means the data path costs nothing."""
+    import copy
+
+    device = accelerator.device
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    source_state = source.state_dict()
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model.train()
+        fixed = next_batches()
+        t = time.perf_counter()
+        train_step(fixed, 0.0)
+        sync()
+        result = {"warmup_s": time.perf_counter() - t,
+                  "tokens_per_step": sum(b["input_ids"].numel() for b in fixed)}
+
+        def timed(batches) -> float:
+            sync()
+            t = time.perf_counter()
+            for _ in range(steps):
+                train_step(batches(), 0.0)
+            sync()
+            return (time.perf_counter() - t) / steps
+
+        result["synthetic_step_s"] = timed(lambda: fixed)
+        if real:
+            result["real_step_s"] = timed(next_batches)
+            result["real_vs_synthetic"] = result["synthetic_step_s"] / result["real_step_s"]
+    optimizer.load_state_dict(optimizer_state)
+    source.load_state_dict(source_state)
+    return result
 
 
 def _fingerprint(ids: torch.Tensor) -> str:
@@ -499,17 +643,22 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
-def _load_checkpoint(accelerator, path: Path, batches: Batches, args: RunArguments) -> tuple[int, int, float]:
+def _load_checkpoint(accelerator, path: Path, batches, args: RunArguments) -> tuple[int, int, float]:
     state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
     accelerator.load_state(str(path))
     data_file = path / f"data_state_rank{accelerator.process_index}.json"
     if state["world_size"] == accelerator.num_processes and data_file.is_file():
         batches.load_state_dict(json.loads(data_file.read_text(encoding="utf-8")))
     else:  # another world size shards the data differently: go on from the next epoch's start
-        epoch = json.loads((path / "data_state_rank0.json").read_text(encoding="utf-8"))["epoch"] + 1
-        batches.load_state_dict({"epoch": epoch, "taken": 0, "stream": None})
-        accelerator.print(f"resume: {state['world_size']} -> {accelerator.num_processes} processes; "
-                          f"the data restarts at epoch {epoch}")
+        if isinstance(batches, StreamBatches):
+            epoch = json.loads((path / "data_state_rank0.json").read_text(encoding="utf-8"))["epoch"] + 1
+            batches.load_state_dict({"epoch": epoch, "taken": 0, "stream": None})
+            accelerator.print(f"resume: {state['world_size']} -> {accelerator.num_processes} processes; "
+                              f"the data restarts at epoch {epoch}")
+        else:  # packed windows: a fresh draw for each rank, seeded by the step
+            batches.gen.manual_seed(args.seed * 1_000_003 + accelerator.process_index + 7919 * state["step"])
+            accelerator.print(f"resume: {state['world_size']} -> {accelerator.num_processes} processes; "
+                              "the packed windows are drawn afresh")
     accelerator.print(f"resumed from {path} at step {state['step']}")
     return state["step"], state["tokens_seen"], state["minutes"]
 
@@ -555,14 +704,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"train.py: config error: {e}", file=sys.stderr)
         return 2
-    except (TrainingError, MidiError) as e:  # a missing split or unreadable dataset is a MidiError
+    except (TrainingError, MidiError, PackedError) as e:  # a missing split or unreadable dataset is a MidiError
         print(f"train.py: error: {e}", file=sys.stderr)
         return 1
     return 0
 
 
 __all__ = [
-    "Batches",
+    "StreamBatches",
     "TrainingError",
     "build_model",
     "checkpoints",

@@ -75,7 +75,10 @@ for _f in dataclasses.fields(ModelArguments):
 class RunArguments:
     """A training run. ``dataset`` and ``output_dir`` are required (in the file or on the command line)."""
 
-    dataset: str | None = _arg(None, "a folder written by `hf-midi prepare`, or a Hub dataset repo id")
+    dataset: str | None = _arg(None, (
+        "a folder written by `hf-midi prepare` or a Hub dataset repo id (streamed with `datasets`), or a "
+        "packed corpus (`python -m hf_midi.packed`: windows cut on the device)"
+    ))
     output_dir: str | None = _arg(None, "final model here; checkpoints in OUT/checkpoints, logs in OUT/logs")
     # The model section: its own dataclass and its own --model.* arguments (init=False: HfArgumentParser
     # parses ModelArguments beside this class; load_config sets it).
@@ -96,8 +99,8 @@ class RunArguments:
     ))
 
     # -- data --
-    train_split: str = _arg("train", "the split to train on")
-    eval_split: str = _arg("validation", "the split evaluated during training")
+    train_split: str = _arg("train", "the split to train on (a packed corpus has one training stream)")
+    eval_split: str = _arg("validation", "the split evaluated during training (a packed corpus: an evaluation set)")
     block_size: int = _arg(1024, "tokens a training example (= model.context_length for GPT-2)")
     data_mode: str = _arg("pack", (
         "\"pack\": pieces concatenated into full blocks; \"crop\": one random window a piece"
@@ -131,7 +134,12 @@ class RunArguments:
 
     # -- speed --
     mixed_precision: str = _arg("auto", "\"auto\" (bf16 on a GPU that has it, else fp32), \"bf16\" or \"no\"")
-    compile: bool = _arg(False, "torch.compile the model")
+    compile: bool = _arg(False, "torch.compile the model (if compiling fails, the run says so and goes on uncompiled)")
+    tf32: bool = _arg(True, "on CUDA, fp32 matmuls and cuDNN on TF32 tensor cores (what bf16 autocast leaves in fp32)")
+    probe_steps: int = _arg(0, (
+        "before training, time this many steps on one fixed batch and on real batches at learning rate 0 "
+        "(the data path's cost: real_vs_synthetic; MFU of the model alone), logged to metrics.jsonl"
+    ))
     cpu_threads: int = _arg(0, "torch threads on CPU (0: torch's default)")
 
     # -- evaluation, checkpoints, logging --
@@ -257,13 +265,29 @@ def validate(args: RunArguments, check_paths: bool = True) -> RunArguments:
         for name in ("dataset", "output_dir"):
             if getattr(args, name) is None:
                 raise ConfigError(f"{name}: required (set it in the config or pass --{name})")
-        if not Path(args.dataset).exists():
-            is_repo_id = re.fullmatch(r"[\w.-]+/[\w.-]+", args.dataset) and not args.dataset.startswith(".")
-            if not is_repo_id:
-                raise ConfigError(f"dataset: no such folder {args.dataset!r}")
+        dataset_kind(args.dataset)  # raises for what is none of the three
         if args.resume not in (None, "latest") and not (Path(args.resume) / "trainer_state.json").is_file():
             raise ConfigError(f"resume: {args.resume!r} is not a checkpoint folder (no trainer_state.json)")
     return args
+
+
+def dataset_kind(dataset: str) -> str:
+    """"packed" (a packed corpus folder), "prepared" (a folder of parquet shards, as ``hf-midi prepare``
+    writes) or "hub" (a Hub dataset repo id); ConfigError for anything else."""
+    path = Path(dataset)
+    if path.is_dir():
+        if (path / "manifest.json").is_file():
+            return "packed"
+        if any(path.glob("*.parquet")) or any(path.glob("data/*.parquet")) or (path / "README.md").is_file():
+            return "prepared"
+        raise ConfigError(f"dataset: {dataset!r} is neither a prepared dataset (hf-midi prepare: data/*.parquet), "
+                          "a packed corpus (manifest.json) nor a Hub dataset repo id")
+    if path.exists():
+        raise ConfigError(f"dataset: {dataset!r} is a file; name a prepared dataset folder, a packed corpus "
+                          "folder or a Hub dataset repo id")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", dataset) and not dataset.startswith("."):
+        return "hub"
+    raise ConfigError(f"dataset: no such folder {dataset!r} (and not a Hub repo id like user/name)")
 
 
 def preset_path(name: str | Path) -> Path:
@@ -379,6 +403,7 @@ __all__ = [
     "ConfigError",
     "ModelArguments",
     "RunArguments",
+    "dataset_kind",
     "field_names",
     "load_config",
     "model_arguments",

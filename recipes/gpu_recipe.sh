@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The GPU recipe: one command that trains the plan's models on a bare GPU machine and leaves what
-# should come back in one flat folder.
+# The GPU recipe: one command that trains a plan's models on a bare GPU machine, each with
+# `accelerate launch train.py` (recipes/plan.py), scores them, and leaves what should come back in
+# one flat folder.
 #
 #   bash recipes/gpu_recipe.sh                  # on the GPU machine, from the repository root
-#   PLAN=rehearsal TRAIN_SECONDS=6 DEADLINE=120 RESULTS=out/rehearsal bash recipes/gpu_recipe.sh   # on a CPU
+#   PLAN=rehearsal TRAIN_SECONDS=6 DEADLINE=300 RESULTS=out/rehearsal bash recipes/gpu_recipe.sh   # on a CPU
 #
 # It expects beside the repository: gpu_data/ (a packed corpus: python -m hf_midi.packed) and, where
-# symusic is missing (the GPU image has torch, transformers, numpy and pyarrow, not symusic), its
-# wheels in .whl/. It writes RESULTS/ (default: $OUT on the device tool, else out/gpu): the weights as
-# safetensors files (<run>--model*.safetensors, at most 15 MB each) and results.tar.gz (configs,
-# eval.json per model, metrics.jsonl, summary.json, the log, nvidia-smi). Restore them into model
-# folders with: python -m hf_midi.packed_training --restore RESULTS DEST
+# symusic is missing (the GPU image has torch, transformers, accelerate, numpy and pyarrow, not
+# symusic), its wheels in .whl/. It writes RESULTS/ (default: $OUT on the device tool, else out/gpu):
+# the weights in bf16 safetensors shards (<run>--model*.safetensors, at most 15 MB each) and
+# results.tar.gz (configs, tokenizers, eval.json per model, metrics, summary.json, the log,
+# nvidia-smi). Restore them into model folders with: python recipes/plan.py restore RESULTS DEST
+# Continue a shipped model instead of starting from random weights: EXTRA_ARGS="--init_from base=MODEL".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PLAN=${PLAN:-gpu}
@@ -29,12 +31,12 @@ if ! python3 -c "import symusic" 2>/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 command -v nvidia-smi >/dev/null && nvidia-smi > "$WORK/run/nvidia-smi.txt" 2>&1
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+python3 -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)" \
   | tee "$WORK/run/versions.txt"
 
-timeout --signal=INT --kill-after=10 "$HARD_LIMIT" python3 -m hf_midi.packed_training --data "$DATA" --out "$WORK/run" --plan "$PLAN" \
-  --seconds "$TRAIN_SECONDS" --deadline "$DEADLINE" ${EXTRA_ARGS:-} 2>&1 | tee "$WORK/run/train.log"
+timeout --signal=INT --kill-after=10 "$HARD_LIMIT" python3 recipes/plan.py train --plan "$PLAN" --data "$DATA" \
+  --out "$WORK/run" --seconds "$TRAIN_SECONDS" --deadline "$DEADLINE" ${EXTRA_ARGS:-} 2>&1 | tee "$WORK/run/train.log"
 status=${PIPESTATUS[0]}
-python3 -m hf_midi.packed_training --collect "$WORK/run" "$RESULTS" || status=3
+python3 recipes/plan.py collect "$WORK/run" "$RESULTS" ${COLLECT_ARGS:-} || status=3
 ls -la "$RESULTS"
 exit "$status"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import POP909_FIXTURES, ROOT
+from conftest import POP909_FIXTURES
 
 from hf_midi import codec
 from hf_midi.augmentation import transpose_ids
 from hf_midi.codec import BOS_ID, EOS_ID
-from hf_midi.packed import PackedError, load_eval, load_train, pack_corpus, read_manifest, read_prepared
-from hf_midi.packed_training import collect, restore, transpose_windows
+from hf_midi.packed import (
+    PackedError,
+    load_eval,
+    load_train,
+    pack_corpus,
+    read_manifest,
+    read_prepared,
+    transpose_windows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,74 +110,8 @@ def test_window_transposition_is_exact_and_stays_on_the_keyboard():
     assert all(int(transpose_windows(top, -5, 6, gen)[0, 0]) <= 127 for _ in range(20))
 
 
-def test_the_gpu_recipe_rehearsed_on_the_cpu(packed, tmp_path):
-    """The recipe's one command, with the rehearsal plan: three models trained, scored, written, laid out
-    for the trip back (few flat files, none over 16 MiB) and restored into loadable model folders."""
-    results = tmp_path / "results"
-    env = {**os.environ, "PLAN": "rehearsal", "TRAIN_SECONDS": "6", "DEADLINE": "300", "DATA": str(packed),
-           "RESULTS": str(results), "WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "1",
-           "EXTRA_ARGS": "--eval giantmidi_test --threads 1 --max-shard-mb 0.1"}
-    proc = subprocess.run(["bash", str(ROOT / "recipes" / "gpu_recipe.sh")], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    files = sorted(p.name for p in results.iterdir())
-    assert "results.tar.gz" in files and len(files) <= 8
-    assert any(f.startswith("base--model-0000") for f in files)  # sharded at 0.1 MB
-    assert all((results / f).stat().st_size <= 16 * 2**20 for f in files)
-
-    restored = restore(results, tmp_path / "restored")
-    summary = json.loads((restored / "summary.json").read_text())
-    assert set(summary["runs"]) == {"base", "small", "lstm"}
-    import math
-
-    from transformers import AutoModelForCausalLM
-
-    import hf_midi  # noqa: F401  (registers the LSTM with the Auto classes)
-
-    for name, info in summary["runs"].items():
-        assert "failed" not in info, info
-        assert info["final_val_loss"] < math.log(393)  # it learned something in seconds
-        assert 0 < info["real_vs_synthetic"] < 2
-        assert info["eval"]["giantmidi_test"]["tokens"] > 0
-        model = AutoModelForCausalLM.from_pretrained(restored / name)
-        assert sum(p.numel() for p in model.parameters()) == info["parameters"]
-    lines = [json.loads(line) for line in (restored / "metrics.jsonl").read_text().splitlines()]
-    assert {r.get("run") for r in lines if "step" in r} == {"base", "small", "lstm"}
-
-
-def test_collect_refuses_what_would_not_come_back(tmp_path):
-    run = tmp_path / "run" / "m"
-    run.mkdir(parents=True)
-    for i in range(8):
-        (run / f"model-{i}.safetensors").write_bytes(b"x")
-    with pytest.raises(ValueError, match="8 weight files"):
-        collect(tmp_path / "run", tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-
-
 def test_pack_cli_names_a_bad_source(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "hf_midi.packed", str(tmp_path / "o"), "--train",
                            f"x={tmp_path}:train"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no data/train-*.parquet" in proc.stderr
     assert not (tmp_path / "o").exists()
-
-
-def test_a_profiled_run_and_a_shape_only_timed(packed, tmp_path):
-    """The "gpu-base" plan's two extras, rehearsed: a kernel table of the trained run's step, and a run that
-    only times its shape (MFU) and writes nothing."""
-    from hf_midi.packed_training import main
-
-    out = tmp_path / "out"
-    rc = main(["--data", str(packed), "--out", str(out), "--plan", "rehearsal-base", "--seconds", "3",
-               "--eval", "", "--threads", "1"])
-    assert rc == 0
-    table = (out / "profile-base.txt").read_text()
-    assert "ms a step" in table and "matmul / aten::" in table  # CPU ops here; GPU kernels on a GPU
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    profile = next(r for r in lines if r.get("event") == "profile")
-    assert abs(sum(profile["families"].values()) - 1) < 0.01 and profile["families"]["matmul"] > 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["runs"]["probe-h128"]["probe_only"] and summary["runs"]["probe-h128"]["synthetic_step_s"] > 0
-    assert (out / "base" / "config.json").exists() and not (out / "probe-h128").exists()
-    assert any(r.get("run") == "probe-h128" and r.get("event") == "probe" for r in lines)
-    assert not any(r.get("run") == "probe-h128" and "step" in r for r in lines)  # timed, never trained

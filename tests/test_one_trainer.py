@@ -1,0 +1,241 @@
+"""The one trainer on its second batch source: a packed corpus (``hf_midi.packed``) made from the committed
+POP909 fixtures. Real runs of ``hf_midi.training`` in-process (one CPU thread, where every kernel is
+deterministic, so "the same run" is checked as bit-equal losses), and the GPU recipe's plan rehearsed
+with real ``accelerate launch train.py`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import POP909_FIXTURES, ROOT
+
+from hf_midi import training
+from hf_midi.packed import pack_corpus
+
+pytest.importorskip("accelerate")
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # conftest
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
+
+    src = POP909_FIXTURES[0].parent
+    prepared = tmp_path_factory.mktemp("prep") / "pop"
+    prepare_dataset(src, prepared, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
+                                                 progress=False, pretokenize=True))
+    out = tmp_path_factory.mktemp("packed") / "corpus"
+    pack_corpus(out, {"pop": (str(prepared), "train")},
+                {"giantmidi_val": (str(prepared), "validation"), "giantmidi_test": (str(prepared), "test")},
+                xz_preset=1, progress=False)
+    return out
+
+
+def run(corpus, out, *extra) -> int:
+    return training.main(["--config", "tiny", "--dataset", str(corpus), "--output_dir", str(out), "--tracker", "none",
+                          "--eval_split", "giantmidi_val", "--progress", "false", *extra])
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(out) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in metrics(out) if "loss" in m}
+
+
+def test_the_dataset_decides_the_source_and_a_packed_run_exports_a_whole_model(corpus, tmp_path):
+    from hf_midi.loading import load_model
+    from hf_midi.packed import PackedBatches
+
+    out = tmp_path / "out"
+    assert run(corpus, out, "--max_steps", "20", "--eval_every", "10") == 0
+    lines = metrics(out)
+    assert lines[0]["loss"] > lines[-1]["loss"] and lines[-1]["eval_loss"] < math.log(393)
+    assert lines[-1]["epoch"] > 0  # passes over the corpus, from the packed source
+    model, tokenizer = load_model(out)  # weights, config, generation config and the tokenizer
+    assert tokenizer is not None and model.config.n_positions == 128
+    src, _ = training.make_batches(training.load_config("tiny", {"dataset": str(corpus), "output_dir": "x", "eval_batches": 0}),
+                                   tokenizer, _OneProcess())
+    assert isinstance(src, PackedBatches)
+
+
+class _OneProcess:
+    process_index, num_processes, device = 0, 1, torch.device("cpu")
+
+    def print(self, *a):
+        pass
+
+
+def test_a_packed_run_resumes_exactly(corpus, tmp_path, fresh_accelerate):
+    """The packed source's generator travels in the checkpoint: resuming at step 6 gives the
+    uninterrupted run's losses 7..12 bit for bit (windows, transpositions and dropout alike)."""
+    from conftest import reset_accelerate
+
+    whole = tmp_path / "whole"
+    common = ["--max_steps", "12", "--save_every", "6", "--save_total_limit", "3", "--model.dropout", "0.1",
+              "--eval_batches", "0"]
+    assert run(corpus, whole, *common) == 0
+    reset_accelerate()
+    part = tmp_path / "part"
+    shutil.copytree(whole / "checkpoints" / "step_0000006", part / "checkpoints" / "step_0000006")
+    assert run(corpus, part, *common, "--resume") == 0
+    a, b = losses(whole), losses(part)
+    assert set(b) == set(range(7, 13))
+    assert [a[s] for s in range(7, 13)] == [b[s] for s in range(7, 13)]
+
+
+def test_the_probe_leaves_the_run_as_it_would_have_been(corpus, tmp_path):
+    """Steps timed at learning rate 0 before training (synthetic and real batches) move no weight, no
+    optimizer state, no data position and no RNG: the run's losses equal a run without the probe."""
+    from conftest import reset_accelerate
+
+    common = ["--max_steps", "8", "--model.dropout", "0.1", "--eval_batches", "0", "--save_every", "0"]
+    assert run(corpus, tmp_path / "plain", *common) == 0
+    reset_accelerate()
+    assert run(corpus, tmp_path / "probed", *common, "--probe_steps", "2") == 0
+    probe = next(m for m in metrics(tmp_path / "probed") if m.get("event") == "probe")
+    assert probe["synthetic_step_s"] > 0 and probe["real_step_s"] > 0 and probe["real_vs_synthetic"] > 0
+    assert probe["probe_tflops"] > 0 and probe["flops_per_token"] > 0
+    assert losses(tmp_path / "plain") == losses(tmp_path / "probed")
+
+
+def test_a_time_budget_ends_annealed_and_continuing_adds_up(corpus, tmp_path):
+    """Train a few seconds, stop, continue from the exported model (--init_from: fresh optimizer, short
+    warm-up) as a later GPU window would: the continued run starts where the first ended and ends
+    lower than the first run did alone; each run's cosine reached its floor at its time budget."""
+    from conftest import reset_accelerate
+
+    budget = ["--max_minutes", "0.12", "--max_steps", "1000000", "--eval_every", "0", "--save_every", "0",
+              "--log_every", "5"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run(corpus, first, *budget) == 0
+    reset_accelerate()
+    assert run(corpus, second, *budget, "--init_from", str(first)) == 0
+    a, b = metrics(first), metrics(second)
+    a_steps, b_steps = [m for m in a if "loss" in m], [m for m in b if "loss" in m]
+    for steps in (a_steps, b_steps):
+        assert steps[-1]["lr"] < 3e-3 * 0.2  # annealed (peak 3e-3, floor 3e-4) when the budget ran out
+        assert max(m["minutes"] for m in steps if "minutes" in m) <= 0.12 + 0.05
+    end_a = sum(m["loss"] for m in a_steps[-5:]) / 5
+    start_b = sum(m["loss"] for m in b_steps[:3]) / 3
+    assert abs(start_b - end_a) < 0.35 < math.log(393) - end_a  # it continues, not restarts
+    assert b_steps[-1]["eval_loss"] < a_steps[-1]["eval_loss"]
+
+
+def _bad(corpus, tmp_path, capsys, *extra) -> str:
+    out = tmp_path / "never"
+    assert run(corpus, out, *extra) == 2
+    assert not out.exists()  # nothing written
+    return capsys.readouterr().err
+
+
+def test_bad_datasets_and_budgets_are_named_before_anything_is_written(corpus, tmp_path, capsys):
+    from conftest import reset_accelerate
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("no data here")
+    err = _bad(junk, tmp_path, capsys)
+    assert "dataset:" in err and "neither a prepared dataset" in err
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(corpus, damaged)
+    part = sorted(damaged.glob("train-*.u16.xz"))[0]
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part.write_bytes(bytes(data))
+    reset_accelerate()
+    err = _bad(damaged, tmp_path, capsys)
+    assert "dataset:" in err and "sha256 differs" in err and part.name in err
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(corpus, foreign)
+    manifest = json.loads((foreign / "manifest.json").read_text())
+    manifest["vocab_size"] = 512
+    (foreign / "manifest.json").write_text(json.dumps(manifest))
+    reset_accelerate()
+    err = _bad(foreign, tmp_path, capsys)
+    assert "dataset:" in err and "another vocabulary" in err
+
+    reset_accelerate()
+    err = _bad(corpus, tmp_path, capsys, "--eval_split", "nope")
+    assert "eval_split:" in err and "giantmidi_val" in err
+
+    reset_accelerate()
+    err = _bad(corpus, tmp_path, capsys, "--max_minutes", "0.000001")
+    assert "max_minutes:" in err and "shorter than one training step" in err
+
+
+def test_a_compiler_that_fails_says_so_and_training_goes_on(corpus, tmp_path, capsys, monkeypatch):
+    """torch.compile with no usable C++ compiler (inductor's CPU backend needs one): the run prints why
+    and trains uncompiled."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    out = tmp_path / "out"
+    assert run(corpus, out, "--max_steps", "3", "--compile", "true", "--eval_batches", "0") == 0
+    assert "compile: torch.compile failed" in capsys.readouterr().out
+    assert len(losses(out)) == 3 and (out / "model.safetensors").is_file()
+
+
+# --------------------------------------------------------------------------- the GPU recipe, rehearsed
+def _plan_module():
+    spec = importlib.util.spec_from_file_location("recipes_plan", ROOT / "recipes" / "plan.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_recipe_rehearsed_on_the_cpu(corpus, tmp_path):
+    """recipes/gpu_recipe.sh with the rehearsal plan: three models (the gpu plan's shapes, tiny), each
+    trained by `accelerate launch train.py` on the packed corpus, scored, laid out for the trip back
+    (few flat files, none over 16 MiB, bf16 shards) and restored into folders the pipeline loads."""
+    from hf_midi.loading import load_pipeline
+
+    results = tmp_path / "results"
+    env = {**os.environ, "PLAN": "rehearsal", "TRAIN_SECONDS": "8", "DEADLINE": "400", "DATA": str(corpus),
+           "RESULTS": str(results), "WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "1",
+           "EXTRA_ARGS": "--eval giantmidi_test", "COLLECT_ARGS": "--shard-mb 0.1"}
+    proc = subprocess.run(["bash", str(ROOT / "recipes" / "gpu_recipe.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("== ") == 3 and "accelerate launch train.py --config tiny" in proc.stdout
+    files = sorted(p.name for p in results.iterdir())
+    assert "results.tar.gz" in files and len(files) <= 8
+    assert any(f.startswith("base--model-0000") for f in files)  # sharded at 0.1 MB
+    assert all((results / f).stat().st_size <= 16 * 2**20 for f in files)
+
+    plan = _plan_module()
+    restored = plan.restore(results, tmp_path / "restored")
+    summary = json.loads((restored / "summary.json").read_text())
+    assert set(summary["runs"]) == {"base", "small", "lstm"}
+    for name, info in summary["runs"].items():
+        assert "failed" not in info, info
+        assert info["final_val_loss"] < math.log(393)  # it learned something in seconds
+        assert 0 < info["real_vs_synthetic"] < 3
+        assert info["eval"]["giantmidi_test"]["tokens"] > 0
+        assert info["command"].startswith("accelerate launch train.py --config")
+        pipe = load_pipeline(restored / name)  # weights, config, generation config, tokenizer
+        assert next(pipe.model.parameters()).dtype == torch.float32
+        assert not (restored / name / "checkpoints").exists()  # optimizer states stay on the machine
+
+
+def test_collect_refuses_what_would_not_come_back(corpus, tmp_path):
+    out = tmp_path / "plan"
+    assert run(corpus, out / "m", "--max_steps", "1", "--eval_batches", "0") == 0
+    plan = _plan_module()
+    with pytest.raises(ValueError, match="weight files"):
+        plan.collect(out, tmp_path / "back", shard_mb=0.01)  # ~60 shards of 10 kB
+    assert not (tmp_path / "back").exists()
