@@ -65,8 +65,8 @@ def test_the_dataset_decides_the_source_and_a_packed_run_exports_a_whole_model(c
     assert lines[-1]["epoch"] > 0  # passes over the corpus, from the packed source
     model, tokenizer = load_model(out)  # weights, config, generation config and the tokenizer
     assert tokenizer is not None and model.config.n_positions == 128
-    src, _ = training.make_batches(training.load_config("tiny", {"dataset": str(corpus), "output_dir": "x", "eval_batches": 0}),
-                                   tokenizer, _OneProcess())
+    config = training.load_config("tiny", {"dataset": str(corpus), "output_dir": "x", "eval_batches": 0})
+    src, _ = training.make_batches(config, tokenizer, _OneProcess())
     assert isinstance(src, PackedBatches)
 
 
