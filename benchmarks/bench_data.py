@@ -42,7 +42,7 @@ def _timed(fn):
 
 
 def bench_prepare(name, src, out, **kw) -> dict:
-    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
+    from hf_midi.data.prepare import PrepareConfig, prepare_dataset
 
     cfg = PrepareConfig(progress=False, **kw)
     t = time.perf_counter()
@@ -72,9 +72,10 @@ def main() -> int:
     import symusic
     import torch
 
-    from hf_midi import MidiTokenizer, codec
-    from hf_midi.augmentation import AugmentConfig
-    from hf_midi.data import stream_blocks
+    from hf_midi import MidiTokenizer
+    from hf_midi.data.augmentation import AugmentConfig
+    from hf_midi.data.stream import stream_blocks
+    from hf_midi.remote_code import codec
 
     torch.set_num_threads(1)
     data = Path(args.data)

@@ -34,11 +34,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
+from hf_midi.data.packed import frame, read_prepared
 from hf_midi.evaluation import evaluate_model
 from hf_midi.loading import load_model, resolve_model
-from hf_midi.packed import frame, read_prepared
 from hf_midi.training import train
-from hf_midi.training_args import load_config
+from hf_midi.training.args import load_config
 from hf_midi.utils import atomic_write_bytes
 
 ARMS = ("default", "scratch", "full", "lora")

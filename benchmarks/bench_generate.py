@@ -41,9 +41,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID, SUSTAIN_OFF, SUSTAIN_ON, VELOCITY, VOCAB_SIZE  # noqa: E402
-from hf_midi.fast_generation import packed_formats_available  # noqa: E402
-from hf_midi.generation import (  # noqa: E402
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID, SUSTAIN_OFF, SUSTAIN_ON, VELOCITY, VOCAB_SIZE  # noqa: E402
+from hf_midi.remote_code.fast_generation import packed_formats_available  # noqa: E402
+from hf_midi.remote_code.generation import (  # noqa: E402
     PerformanceGrammarLogitsProcessor,
     generate_music,
     music_generation_config,
@@ -295,7 +295,7 @@ def sample_stats(model_dir: str, n: int, seconds: float, seed: int) -> dict:
     from music_stats import band_report, ids_stats, window_stats
     from transformers import AutoModelForCausalLM
 
-    from hf_midi.codec import encode
+    from hf_midi.remote_code.codec import encode
 
     reference = [w for f in sorted((ROOT / "tests" / "fixtures" / "pop909").glob("*.mid"))
                  for w in window_stats(encode(f), seconds)]
@@ -364,7 +364,7 @@ def main(argv=None) -> dict:
 
     from transformers import pipeline
 
-    from hf_midi.generation import default_model_path
+    from hf_midi.remote_code.generation import default_model_path
 
     model_dir = args.model or str(default_model_path())
     pipe = pipeline("midi-generation", model=model_dir)

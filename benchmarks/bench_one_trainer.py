@@ -35,9 +35,23 @@ OLD_COMMIT = "0ac8337"
 def old_loop():
     source = subprocess.run(["git", "show", f"{OLD_COMMIT}:hf_midi/packed_training.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
-    spec = importlib.util.spec_from_loader("hf_midi._packed_training_old", loader=None)
+    import types
+
+    from hf_midi import evaluation, utils
+    from hf_midi.data import packed
+    from hf_midi.remote_code import codec
+    from hf_midi.training import trainer
+
+    # its relative imports, as the package was laid out then
+    old = types.ModuleType("hf_midi_old")
+    old.__path__ = []
+    sys.modules["hf_midi_old"] = old
+    for name, mod in {"codec": codec, "training": trainer, "packed": packed, "evaluation": evaluation,
+                      "utils": utils}.items():
+        sys.modules[f"hf_midi_old.{name}"] = mod
+    spec = importlib.util.spec_from_loader("hf_midi_old.packed_training", loader=None)
     module = importlib.util.module_from_spec(spec)
-    module.__package__ = "hf_midi"
+    module.__package__ = "hf_midi_old"
     sys.modules[spec.name] = module  # dataclasses look their module up
     exec(compile(source, f"{OLD_COMMIT}:hf_midi/packed_training.py", "exec"), module.__dict__)
     return module
@@ -51,7 +65,7 @@ def curve(tokens: np.ndarray, losses: np.ndarray, total: float, parts: int = 10)
 
 
 def run_old(mod, data: str, seconds: float, seed: int, shape: dict) -> dict:
-    from hf_midi.packed import load_train
+    from hf_midi.data.packed import load_train
 
     ids = load_train(data)
     run = mod.Run("cpu", mod._gpt2(shape["layers"], shape["width"], shape["heads"], shape["block"]),
@@ -68,7 +82,7 @@ def run_old(mod, data: str, seconds: float, seed: int, shape: dict) -> dict:
 
 def run_new(data: str, seconds: float, seed: int, shape: dict) -> dict:
     from hf_midi.training import train
-    from hf_midi.training_args import load_config
+    from hf_midi.training.args import load_config
 
     with tempfile.TemporaryDirectory() as tmp:
         args = load_config("cpu-packed", {
@@ -89,7 +103,7 @@ def run_new(data: str, seconds: float, seed: int, shape: dict) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="a packed corpus (python -m hf_midi.packed)")
+    p.add_argument("--data", required=True, help="a packed corpus (python -m hf_midi.data.packed)")
     p.add_argument("--seconds", type=float, default=90.0, help="training seconds of each run")
     p.add_argument("--repeats", type=int, default=2, help="pairs (old, new), seeds 0, 1, ...")
     p.add_argument("--layers", type=int, default=3)

@@ -7,7 +7,7 @@ optimum's exporter (optimum-onnx 0.1.0) cannot be installed beside transformers 
 impossible), so the model's one-token step with an explicit key/value cache is exported here with
 ``torch.onnx.export`` (float32), and quantised to int8 with ``onnxruntime.quantization.quantize_dynamic``.
 Each arm samples ``--tokens`` tokens from <bos> in the same bare loop (softmax + multinomial, no music
-processors): plain ``generate()``, ORT float32 / int8, and ``FastGPT2`` (hf_midi/fast_generation.py,
+processors): plain ``generate()``, ORT float32 / int8, and ``FastGPT2`` (hf_midi/remote_code/fast_generation.py,
 loaded from its file) in float32 / float16 / int8. Two rounds; the last line is one JSON object.
 """
 import argparse

@@ -49,7 +49,7 @@ def load_app():
 
 def model_folder(given: str | None, tmp: Path) -> tuple[str, str]:
     """(folder, what it is)."""
-    from hf_midi.generation import default_model_path
+    from hf_midi.remote_code.generation import default_model_path
 
     if given:
         return given, f"given: {given}"
@@ -58,7 +58,7 @@ def model_folder(given: str | None, tmp: Path) -> tuple[str, str]:
     import torch
 
     from hf_midi import MidiTokenizer
-    from hf_midi.codec import EOS_ID
+    from hf_midi.remote_code.codec import EOS_ID
     from hf_midi.training import build_model, generation_config
 
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def model_folder(given: str | None, tmp: Path) -> tuple[str, str]:
 
 
 def pop909_tokens_per_second() -> float:
-    from hf_midi.codec import encode, load_score, score_to_performance
+    from hf_midi.remote_code.codec import encode, load_score, score_to_performance
 
     files = sorted((ROOT / "tests" / "fixtures" / "pop909").glob("*.mid"))
     tokens = sum(len(encode(f)) for f in files)

@@ -50,7 +50,10 @@ def split_files(data: Path) -> dict[str, list[Path]]:
 
 def codec_at(rev: str):
     """hf_midi/codec.py as of git revision ``rev``, loaded as a module of its own."""
-    src = subprocess.run(["git", "show", f"{rev}:hf_midi/codec.py"], cwd=ROOT, capture_output=True,
+    path = "hf_midi/remote_code/codec.py"  # hf_midi/codec.py before the package had rooms
+    if subprocess.run(["git", "cat-file", "-e", f"{rev}:{path}"], cwd=ROOT, capture_output=True).returncode:
+        path = "hf_midi/codec.py"
+    src = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     path = Path(tempfile.mkdtemp()) / "codec_baseline.py"
     path.write_text(src)

@@ -7,7 +7,7 @@ One training step is what ``hf_midi.training.train`` does (same model builder, o
 loss, clipping; fused AdamW and bf16 autocast on CUDA), timed side by side in one process on:
 
 - ``synthetic``: random token blocks already on the device (the model alone);
-- ``real``: blocks from the dataset as training reads them (``hf_midi.training.make_batches``: a prepared
+- ``real``: blocks from the dataset as training reads them (``hf_midi.training.trainer.make_batches``: a prepared
   folder through ``stream_blocks`` and the DataLoader, or windows of a packed corpus on the device;
   ``--dataset``, default: the committed POP909 fixtures, prepared into a temporary folder);
 - ``data``: the batch source alone (batches/s), to say whether it keeps up with the model.
@@ -45,7 +45,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hf_midi.training import (  # noqa: E402
+from hf_midi.training.args import load_config  # noqa: E402
+from hf_midi.training.trainer import (  # noqa: E402
     build_model,
     flops_per_token,
     generation_config,
@@ -54,7 +55,6 @@ from hf_midi.training import (  # noqa: E402
     peak_tflops,
     token_loss_sum,
 )
-from hf_midi.training_args import load_config  # noqa: E402
 
 
 def sync(device):
@@ -74,7 +74,7 @@ def cpu_peak_tflops(seconds: float = 1.0) -> float:
 
 
 def fixture_dataset(tmp: str) -> str:
-    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
+    from hf_midi.data.prepare import PrepareConfig, prepare_dataset
 
     src = ROOT / "tests" / "fixtures" / "pop909"
     out = Path(tmp) / "pop909-fixtures"

@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_midi
-from hf_midi.data import iter_pieces
+from hf_midi.data.stream import iter_pieces
 from hf_midi.evaluation import evaluate_model, format_table
 from hf_midi.loading import load_pipeline
 from hf_midi.utils import atomic_write_bytes

@@ -38,10 +38,10 @@ from hf_midi.utils import atomic_write_bytes
 def reference_pieces(spec: str) -> list[np.ndarray]:
     folder, _, split = spec.rpartition(":")
     if Path(folder, "manifest.json").is_file():  # a packed corpus: SPLIT names an evaluation set
-        from hf_midi.packed import load_eval
+        from hf_midi.data.packed import load_eval
 
         return [ids for _, ids in load_eval(folder, split)]
-    from hf_midi.packed import read_prepared
+    from hf_midi.data.packed import read_prepared
 
     return [ids for _, ids in read_prepared(folder, split)]
 

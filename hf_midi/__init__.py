@@ -5,8 +5,8 @@
 dependencies (accelerate, datasets, peft, gradio) are imported only where used.
 """
 
-from .codec import MidiError, MidiReadError, TokenIdError
-from .tokenization_midi import MidiTokenizer
+from .remote_code.codec import MidiError, MidiReadError, TokenIdError
+from .remote_code.tokenization_midi import MidiTokenizer
 
 __version__ = "0.1.0"
 
@@ -25,9 +25,9 @@ def _register() -> None:
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .configuration_musicrnn import MusicRNNConfig
-    from .modeling_musicrnn import MusicRNNForCausalLM
-    from .pipeline_midi_generation import register_pipeline_task
+    from .remote_code.configuration_musicrnn import MusicRNNConfig
+    from .remote_code.modeling_musicrnn import MusicRNNForCausalLM
+    from .remote_code.pipeline_midi_generation import register_pipeline_task
 
     AutoConfig.register("musicrnn", MusicRNNConfig, exist_ok=True)
     AutoModelForCausalLM.register(MusicRNNConfig, MusicRNNForCausalLM, exist_ok=True)

@@ -19,11 +19,11 @@ from pathlib import Path
 COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("hf_midi.cli", "MIDI file -> event ids (or token names)"),
     "detokenize": ("hf_midi.cli", "event ids (text) -> MIDI file"),
-    "prepare": ("hf_midi.data_prepare", "folder of MIDI -> Hub-style parquet dataset"),
+    "prepare": ("hf_midi.data.prepare", "folder of MIDI -> Hub-style parquet dataset"),
     "evaluate": ("hf_midi.evaluation", "NLL / perplexity / accuracy of a model on a dataset split"),
     "generate": ("hf_midi.cli", "compose or continue a piece; write MIDI, WAV, PNG"),
     "render": ("hf_midi.render", "MIDI -> WAV (SoundFont) and piano-roll PNG"),
-    "finetune": ("hf_midi.finetune", "fine-tune the bundled model on your own MIDI folder (fully or LoRA)"),
+    "finetune": ("hf_midi.training.finetune", "fine-tune the bundled model on your own MIDI folder (fully or LoRA)"),
     "export": ("hf_midi.hub", "assemble a Hub-ready model folder (--merge: fold a LoRA adapter in)"),
     "push": ("hf_midi.hub", "upload a Hub-ready folder to the Hugging Face Hub"),
 }
@@ -38,8 +38,8 @@ def configure_tokenize(p: argparse.ArgumentParser) -> None:
 
 
 def run_tokenize(args: argparse.Namespace) -> int:
-    from . import codec
-    from .tokenization_midi import MidiTokenizer
+    from .remote_code import codec
+    from .remote_code.tokenization_midi import MidiTokenizer
 
     tok = MidiTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else MidiTokenizer(sustain=args.sustain)
     ids = tok.encode_midi(args.midi, add_special_tokens=not args.no_special)
@@ -55,7 +55,7 @@ def configure_detokenize(p: argparse.ArgumentParser) -> None:
 
 
 def run_detokenize(args: argparse.Namespace) -> int:
-    from .tokenization_midi import MidiTokenizer
+    from .remote_code.tokenization_midi import MidiTokenizer
     from .utils import atomic_write_bytes
 
     text = sys.stdin.read() if args.ids == "-" else open(args.ids, encoding="utf-8").read()
@@ -67,10 +67,11 @@ def run_detokenize(args: argparse.Namespace) -> int:
     return 0
 
 
-MAX_SECONDS = 3600.0  # hf_midi.generation.MAX_SECONDS, checked again there; here without importing torch
 
 
 def _positive_seconds(text: str) -> float:
+    from .remote_code.codec import MAX_SECONDS  # numpy and symusic only: no torch to say "too long"
+
     try:
         value = float(text)
     except ValueError:
@@ -131,9 +132,9 @@ def run_generate(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .codec import load_score
-    from .generation import GenerationError, check_generation_args
     from .loading import load_pipeline
+    from .remote_code.codec import load_score
+    from .remote_code.generation import ArgumentError, GenerationError, check_generation_args
     from .render import find_soundfont, piano_roll_png, render_wav
     from .utils import atomic_write_bytes
 
@@ -144,9 +145,8 @@ def run_generate(args: argparse.Namespace) -> int:
             top_k=args.top_k, top_p=args.top_p, num_return_sequences=args.num, seed=args.seed,
             prompt_seconds=args.prompt_seconds,
         )
-    except GenerationError as e:  # name the option as the user typed it
-        name, rest = str(e).split(" ", 1)
-        raise GenerationError(f"--{_CLI_NAMES.get(name, name).replace('_', '-')} {rest}") from None
+    except ArgumentError as e:  # name the option as the user typed it
+        raise ArgumentError(f"--{_CLI_NAMES.get(e.argument, e.argument).replace('_', '-')}", e.problem) from None
     if args.prompt_seconds is not None and args.prompt is None:
         raise GenerationError("--prompt-seconds needs --prompt")
     prompt = load_score(args.prompt, source=f"--prompt {args.prompt}") if args.prompt else None
@@ -214,7 +214,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .codec import MidiError  # a ValueError; named for the reader
+    from .remote_code.codec import MidiError  # a ValueError; named for the reader
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .codec import FAMILIES, PAD_ID, VOCAB_SIZE, event_family
+from .remote_code.codec import FAMILIES, PAD_ID, VOCAB_SIZE, event_family
 
 
 @dataclass
@@ -192,9 +192,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data import iter_pieces
+    from .data.stream import iter_pieces
     from .loading import bundled_models, is_adapter, load_model
-    from .tokenization_midi import MidiTokenizer
+    from .remote_code.tokenization_midi import MidiTokenizer
     from .utils import atomic_write_bytes
 
     if is_adapter(args.model) or args.model in bundled_models():

@@ -21,17 +21,20 @@ import os
 import warnings
 from pathlib import Path
 
-from . import generation
-from .codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
-from .generation import NO_DEFAULT_MODEL, GenerationError
+from .remote_code import generation
+from .remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from .remote_code.generation import NO_DEFAULT_MODEL
+from .utils import locate
 
 ADAPTER_CONFIG = "adapter_config.json"
 # GPT-2's matrices: fused q/k/v, attention output and MLP output (both "c_proj"), MLP input.
 DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
 
 
-class ModelLoadError(GenerationError):
-    """A model reference that cannot be used (missing, foreign vocabulary, an adapter without its base)."""
+class ModelLoadError(ValueError):
+    """A model reference that cannot be used (missing, not a model folder, no tokenizer, foreign vocabulary,
+    an adapter without its base); the message names the reference. Not a ``GenerationError``: nothing was
+    generated, the model could not be had."""
 
 
 def bundled_models() -> dict[str, Path]:
@@ -49,7 +52,7 @@ def resolve_model(model: str | Path | None) -> str | Path:
     if model is None:
         path = generation.default_model_path()
         if path is None:
-            raise GenerationError(NO_DEFAULT_MODEL)
+            raise ModelLoadError(NO_DEFAULT_MODEL)
         return path
     bundled = bundled_models()
     if isinstance(model, str) and model in bundled and not Path(model).exists():
@@ -61,13 +64,13 @@ def resolve_model(model: str | Path | None) -> str | Path:
 def load_pipeline(model: str | Path | None = None, device=None, **kwargs):
     """``pipeline("midi-generation")`` for a model folder or Hub repo id (None: the bundled model).
 
-    Checks a local folder first so a bad one gives a clear ``GenerationError``, and passes the
+    Checks a local folder first so a bad one gives a clear ``ModelLoadError``, and passes the
     class explicitly so an exported folder (with ``custom_pipelines`` in its config) runs this
     package's code instead of asking for ``trust_remote_code``.
     """
     from transformers import pipeline
 
-    from .pipeline_midi_generation import MidiGenerationPipeline
+    from .remote_code.pipeline_midi_generation import MidiGenerationPipeline
 
     model = resolve_model(model)
     check_model_folder(model)
@@ -82,18 +85,19 @@ def load_pipeline(model: str | Path | None = None, device=None, **kwargs):
 def check_model_folder(model: str | Path) -> None:
     """A local model folder must hold a config and a tokenizer (repo ids are checked on loading)."""
     path = Path(model)
-    if not path.exists():
-        if str(model).startswith((".", "/", "~")) or str(model).count("/") > 1:
-            raise GenerationError(f"model {model}: no such folder")
-        return  # a Hub repo id
+    where = locate(model)
+    if where == "missing":
+        raise ModelLoadError(f"model {model}: no such folder")
+    if where == "hub":
+        return
     if not path.is_dir():
-        raise GenerationError(f"model {model}: not a folder")
+        raise ModelLoadError(f"model {model}: not a folder")
     if (path / "adapter_config.json").is_file():
-        return  # a LoRA adapter folder: its base is checked when it is loaded (hf_midi.finetune)
+        return  # a LoRA adapter folder: its base is checked when it is loaded (hf_midi.training.finetune)
     if not (path / "config.json").is_file():
-        raise GenerationError(f"model {model}: not a model folder (no config.json)")
+        raise ModelLoadError(f"model {model}: not a model folder (no config.json)")
     if not (path / "tokenizer_config.json").is_file():
-        raise GenerationError(
+        raise ModelLoadError(
             f"model {model}: no tokenizer (tokenizer_config.json); save one beside the model with "
             "MidiTokenizer().save_pretrained(folder)"
         )
@@ -112,14 +116,15 @@ def adapter_base(adapter: str | os.PathLike) -> str | Path:
     if not base:
         raise ModelLoadError(f"adapter {adapter}: {ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
     bundled = bundled_models()
-    if base in bundled and not Path(base).exists():
+    where = locate(base)
+    if base in bundled and where != "local":
         return bundled[base]
     path = Path(base)
-    if path.exists():
+    if where == "local":
         return path
     if path.parent.name == "pretrained" and path.name in bundled:  # made with another copy of hf_midi
         return bundled[path.name]
-    if base.startswith((".", "/", "~")) or base.count("/") > 1 or "\\" in base:
+    if where == "missing":
         raise ModelLoadError(f"adapter {adapter}: its base model {base} is missing (no such folder); put it "
                             "back, or edit base_model_name_or_path in its adapter_config.json")
     return base  # a Hub repo id
@@ -155,10 +160,8 @@ def load_model(ref=None, merge: bool = True, dtype=None):
     ref = resolve_model(ref)
     path = Path(str(ref))
     adapter = is_adapter(path)
-    if path.exists() and not adapter:
-        check_model_folder(path)
-    elif not path.exists() and (str(ref).startswith((".", "/", "~")) or str(ref).count("/") > 1):
-        raise ModelLoadError(f"model {ref}: no such folder")
+    if not adapter:
+        check_model_folder(ref)
     base_ref = adapter_base(path) if adapter else ref
     try:
         model = AutoModelForCausalLM.from_pretrained(str(base_ref), dtype=dtype or torch.float32)

@@ -2,8 +2,8 @@
 
 Audio uses symusic's synthesizer (0.5.9: 0.6.0's cannot render) with a SoundFont found by
 ``find_soundfont``; always with an explicit path, since ``Synthesizer()`` without one downloads.
-The piano roll is drawn with numpy and written by a 20-line PNG encoder (zlib), so neither needs
-more than the runtime dependencies.
+The piano roll is drawn with numpy (one pixel column per time slice, a row per pitch, the pedal as a
+strip below) and labelled and encoded as PNG with Pillow (a dependency of the package).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-from .codec import MidiError, MidiLike, _pedal_intervals, load_score
+from .remote_code.codec import MidiError, MidiLike, _pedal_intervals, load_score
 from .utils import atomic_write_bytes
 
 SOUNDFONT_ENV = "HF_MIDI_SOUNDFONT"
@@ -302,8 +302,6 @@ def labelled_piano_roll(score: MidiLike, **kwargs):
 
 def png_bytes(img) -> bytes:
     """PNG bytes (Pillow) of an (H, W, 3) uint8 array or a PIL image."""
-    import io
-
     from PIL import Image
 
     if isinstance(img, np.ndarray):

@@ -126,9 +126,9 @@ def evaluate(folder: Path, data: str, names: list[str]) -> dict:
     """NLL of the exported model in ``folder`` on the corpus's evaluation sets ``names``."""
     import torch
 
+    from hf_midi.data.packed import load_eval
     from hf_midi.evaluation import evaluate_model
     from hf_midi.loading import load_model
-    from hf_midi.packed import load_eval
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, _ = load_model(folder)
@@ -148,7 +148,7 @@ def train_plan(plan: str, data: str, out: Path, seconds: float, deadline: float 
     """Train the plan's runs one after another (each ``accelerate launch train.py``), score them, and
     write ``out/summary.json``. ``reserve``: seconds a run needs beyond its training (start-up,
     compilation, probe, export, evaluation), kept back from the deadline for each run still to come."""
-    from hf_midi.packed import read_manifest
+    from hf_midi.data.packed import read_manifest
 
     start = time.perf_counter()
     chosen = [r for r in PLANS[plan] if runs is None or r.name in runs]
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a plan's models, one `accelerate launch train.py` each, and score them")
     t.add_argument("--plan", default="gpu", choices=sorted(PLANS))
-    t.add_argument("--data", required=True, help="a packed corpus (python -m hf_midi.packed)")
+    t.add_argument("--data", required=True, help="a packed corpus (python -m hf_midi.data.packed)")
     t.add_argument("--out", required=True, type=Path)
     t.add_argument("--seconds", type=float, required=True, help="training seconds of the whole plan")
     t.add_argument("--deadline", type=float, default=None, help="wall seconds by which every run is written")

@@ -33,7 +33,7 @@ import numpy as np
 # In a deployed Space this is the copy of hf_midi beside app.py (python puts the script's folder
 # first on sys.path); in a checkout, the installed package. main() logs which.
 import hf_midi
-from hf_midi.codec import NUM_EVENTS, MidiError, load_score, score_to_performance
+from hf_midi.remote_code.codec import NUM_EVENTS, MidiError, load_score, score_to_performance
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("hf_midi.space")
@@ -256,7 +256,7 @@ class LiveAudio:
         self.seconds = 0.0  # music decided so far
 
     def add(self, chunk) -> bytes | None:
-        from hf_midi.codec import decode
+        from hf_midi.remote_code.codec import decode
         from hf_midi.render import render_wav, wav_bytes
 
         self.ids.extend(chunk.token_ids)
@@ -354,7 +354,7 @@ def _request_folder(out_root: Path = OUTPUT_ROOT) -> Path:
 
 def _live_roll(ids: list[int], path: Path) -> str:
     """The piano roll of the piece so far, written to ``path``."""
-    from hf_midi.codec import decode
+    from hf_midi.remote_code.codec import decode
     from hf_midi.render import piano_roll_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -372,8 +372,9 @@ def _live_update(line: str, payload: str, roll) -> list:
 
 def load_pipeline(model: str | None):
     """The ``midi-generation`` pipeline for a folder or repo id (None: the bundled model); None
-    when there is no bundled model (the page then says so). ``GenerationError`` for a bad folder."""
-    from hf_midi import generation, loading
+    when there is no bundled model (the page then says so). ``ModelLoadError`` for a bad folder."""
+    from hf_midi import loading
+    from hf_midi.remote_code import generation
 
     if model is None and generation.default_model_path() is None:
         return None

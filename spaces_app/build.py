@@ -18,6 +18,14 @@ HERE = Path(__file__).resolve().parent
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt", "README.md")
 SPACE_DIRS = ("examples",)
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+# What the Space does not run stays behind: training, data preparation, evaluation, the CLI, Hub export.
+NOT_IN_THE_SPACE = {"training", "data", "evaluation.py", "cli.py", "hub.py"}
+
+
+def _package_ignore(folder, names):
+    top = NOT_IN_THE_SPACE & set(names) if Path(folder).name == "hf_midi" and (Path(folder) / "__init__.py").is_file() \
+        else set()
+    return set(IGNORE(folder, names)) | top
 
 
 def _package_dir() -> Path:
@@ -45,7 +53,7 @@ def build_space(out: str | os.PathLike, model: str | os.PathLike | None = None, 
         for name in SPACE_DIRS:
             shutil.copytree(HERE / name, tmp / name, ignore=IGNORE)
         package = tmp / "hf_midi"
-        shutil.copytree(_package_dir(), package, ignore=IGNORE)
+        shutil.copytree(_package_dir(), package, ignore=_package_ignore)
         if model is not None:
             bundled = package / "pretrained" / "default"
             shutil.rmtree(bundled, ignore_errors=True)

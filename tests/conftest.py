@@ -51,7 +51,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> str:
     """The 9 committed POP909 fixtures prepared once (5 train, 2 validation, 2 test), for model tests."""
-    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
+    from hf_midi.data.prepare import PrepareConfig, prepare_dataset
 
     src = POP909_FIXTURES[0].parent
     out = tmp_path_factory.mktemp("data") / "pop"
@@ -82,7 +82,7 @@ def tiny_model(n_positions: int = 256, vocab_size: int = 393, seed: int = 0):
     import torch
     from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
 
-    from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID
+    from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID
 
     cfg = GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=64, n_layer=2, n_head=2,
                      bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
@@ -99,8 +99,8 @@ def save_tiny_model(folder, n_positions: int = 256, vocab_size: int = 393, seed:
     ``tokenizer=False``). ``plays_on``: its generation config suppresses ``<eos>`` (with ``<pad>`` and
     ``<bos>``), since a random model ends a piece within seconds where a trained one plays on, so that
     pieces have the asked length."""
-    from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID
-    from hf_midi.tokenization_midi import MidiTokenizer
+    from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID
+    from hf_midi.remote_code.tokenization_midi import MidiTokenizer
 
     model = tiny_model(n_positions, vocab_size, seed)
     if plays_on:

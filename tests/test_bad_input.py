@@ -20,14 +20,16 @@ import numpy as np
 import pytest
 from conftest import EDGE_FIXTURES, POP909_FIXTURES, ROOT, requires_shared_data
 
-from hf_midi import MidiTokenizer, codec
-from hf_midi.codec import MidiError, MidiReadError, TokenIdError
+from hf_midi import MidiTokenizer
+from hf_midi.remote_code import codec
+from hf_midi.remote_code.codec import MidiError, MidiReadError, TokenIdError
 
+CODEC = ROOT / "hf_midi" / "remote_code" / "codec.py"
 # The child loads codec.py by path: it needs only numpy and symusic, so it starts in a fraction
 # of the time `import hf_midi` (transformers) takes.
 CHILD = textwrap.dedent(f"""
     import importlib.util, json, sys
-    spec = importlib.util.spec_from_file_location("hf_midi_codec", {str(ROOT / "hf_midi" / "codec.py")!r})
+    spec = importlib.util.spec_from_file_location("hf_midi_codec", {str(CODEC)!r})
     codec = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(codec)
     for i, path in enumerate(json.load(sys.stdin)):

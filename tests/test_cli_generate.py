@@ -12,7 +12,7 @@ import pytest
 import symusic
 from conftest import POP909_FIXTURES, save_tiny_model
 
-import hf_midi.generation as generation
+import hf_midi.remote_code.generation as generation
 from hf_midi import cli
 from hf_midi.render import BOTTOM_MARGIN, LEFT_MARGIN, PEDAL_STRIP
 
@@ -109,7 +109,7 @@ def test_model_folder_problems(tmp_path, capsys, monkeypatch):
 def test_generate_fast_and_slow_write_the_same_piece(model_dir, tmp_path):
     """--weights float32 (the fast loop) and --slow (generate()'s own) give one piece under one seed;
     --weights int8 writes a valid piece too (where fbgemm exists), and a bad format is refused by argparse."""
-    from hf_midi.fast_generation import packed_formats_available
+    from hf_midi.remote_code.fast_generation import packed_formats_available
 
     outs = {}
     for name, extra in (("fast", ["--weights", "float32"]), ("slow", ["--slow"])):

@@ -1,5 +1,5 @@
-"""The codec against SPEC.md: rule by rule on hand-built scores, against a plain-Python reference
-of the SPEC on random scores and real files, and the decoding rules on hand-written ids."""
+"""The codec against docs/vocabulary.md: rule by rule on hand-built scores, against a plain-Python reference
+of the contract on random scores and real files, and the decoding rules on hand-written ids."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from conftest import POP909_FIXTURES, requires_shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hf_midi import codec
-from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID, SUSTAIN_MODES
+from hf_midi.remote_code import codec
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID, SUSTAIN_MODES
 
 NAMES = codec.token_names()
 ID = {n: i for i, n in enumerate(NAMES)}
@@ -48,14 +48,14 @@ def enc(score, sustain="events") -> list[str]:
     return names(codec.encode(score, sustain=sustain))
 
 
-# --------------------------------------------------------------------------- the SPEC, in plain Python
+# --------------------------------------------------------------------------- the contract, in plain Python
 def q(t: float) -> int:
-    """SPEC rule 2 on a float32 time promoted to float64 (Python floats are float64)."""
+    """Rule 2 on a float32 time promoted to float64 (Python floats are float64)."""
     return math.floor(t * 100 + 0.5)
 
 
 def reference_notes(score, sustain="events"):
-    """SPEC rules 1-6, written from the SPEC text with loops: (notes, pedal intervals) in steps.
+    """Rules 1-6, written from the contract text with loops: (notes, pedal intervals) in steps.
     Notes are (start, end, pitch, bin) sorted; pedal intervals [(a, b)] as used by the mode."""
     if not isinstance(score.ttype, symusic.core.Second):
         score = score.to("second")
@@ -111,7 +111,7 @@ def reference_notes(score, sustain="events"):
 
 
 def reference_encode(score, sustain="events") -> list[int]:
-    """SPEC rules 7-8 on ``reference_notes``."""
+    """Rules 7-8 on ``reference_notes``."""
     notes, pedal = reference_notes(score, sustain)
     events = []  # (step, kind order, pitch, ids)
     for s, e, p, b in notes:
@@ -156,7 +156,7 @@ def pedal_changes(pedal):
 
 
 def check_round_trip(score, ids, sustain):
-    """SPEC "Round trip": decoded notes are the source's notes after rules 1-5 (to the step,
+    """The round trip ("What the tests hold"): decoded notes are the source's notes after rules 1-5 (to the step,
     velocity in its bin), pedal likewise, and encode(decode(ids)) == ids, also through a file."""
     notes, pedal = reference_notes(score, sustain)
     got_notes, got_pedal = decoded_notes(ids)
@@ -470,7 +470,7 @@ def test_round_trip_on_fixtures(path):
 
 
 def test_start_and_end_within_five_ms_of_the_source():
-    # SPEC "Round trip" in its own words, against the source's float times: each decoded note has
+    # "What the tests hold" in its own words, against the source's float times: each decoded note has
     # a source note of its pitch starting within 5 ms, whose velocity is in the decoded bin, and
     # ending within 5 ms unless rule 2 (one step) or rule 5 (cut at a re-strike) moved the end.
     path = POP909_FIXTURES[0]

@@ -10,11 +10,12 @@ import pytest
 import torch
 from conftest import POP909_FIXTURES
 
-from hf_midi import MidiError, MidiTokenizer, codec
-from hf_midi.augmentation import AugmentConfig, augment_performance, transpose_ids
-from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID
-from hf_midi.data import iter_pieces, piece_rng, stream_blocks
-from hf_midi.data_prepare import PrepareConfig, prepare_dataset
+from hf_midi import MidiError, MidiTokenizer
+from hf_midi.data.augmentation import AugmentConfig, augment_performance, transpose_ids
+from hf_midi.data.prepare import PrepareConfig, prepare_dataset
+from hf_midi.data.stream import iter_pieces, piece_rng, stream_blocks
+from hf_midi.remote_code import codec
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID
 
 pytest.importorskip("datasets")
 NO_SHUFFLE = dict(shuffle_buffer=0, piece_shuffle_buffer=0)

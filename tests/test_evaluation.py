@@ -13,8 +13,8 @@ from conftest import POP909_FIXTURES
 
 from hf_midi import MidiTokenizer
 from hf_midi.cli import main as cli_main
-from hf_midi.codec import FAMILIES, VOCAB_SIZE, event_family
 from hf_midi.evaluation import _recurrent_scores, _window_scores, evaluate_model
+from hf_midi.remote_code.codec import FAMILIES, VOCAB_SIZE, event_family
 from hf_midi.training import build_model
 
 GPT = dict(num_layers=2, hidden_size=32, num_heads=2, context_length=32, dropout=0.0)

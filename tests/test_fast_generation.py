@@ -1,4 +1,4 @@
-"""The fast decoding loop (hf_midi.fast_generation): same tokens as generate() where it is exact, the
+"""The fast decoding loop (hf_midi.remote_code.fast_generation): same tokens as generate() where it is exact, the
 right fallbacks where it does not apply, clear errors, and packed weights that stay the same model."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import torch
 from conftest import tiny_model
 from transformers import AutoModelForCausalLM, pipeline
 
-from hf_midi.codec import BOS_ID, EOS_ID, NOTE_OFF, PAD_ID, TIME_SHIFT, VOCAB_SIZE
-from hf_midi.fast_generation import (
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, NOTE_OFF, PAD_ID, TIME_SHIFT, VOCAB_SIZE
+from hf_midi.remote_code.fast_generation import (
     FastGPT2,
     FastPathError,
     fast_sample,
@@ -17,7 +17,7 @@ from hf_midi.fast_generation import (
     resolve_weights,
     unsupported_reason,
 )
-from hf_midi.generation import GenerationError, default_model_path, generate_music, music_generation_config
+from hf_midi.remote_code.generation import GenerationError, default_model_path, generate_music, music_generation_config
 
 needs_fbgemm = pytest.mark.skipif(not packed_formats_available(), reason="float16/int8 need fbgemm (x86 torch)")
 
@@ -163,8 +163,8 @@ def test_decoder_is_kept_until_the_weights_change(model):
 
 # --------------------------------------------------------------------------- fallbacks and errors
 def test_lstm_and_padding_take_generate_own_loop():
-    from hf_midi.configuration_musicrnn import MusicRNNConfig
-    from hf_midi.modeling_musicrnn import MusicRNNForCausalLM
+    from hf_midi.remote_code.configuration_musicrnn import MusicRNNConfig
+    from hf_midi.remote_code.modeling_musicrnn import MusicRNNForCausalLM
 
     torch.manual_seed(0)
     lstm = MusicRNNForCausalLM(MusicRNNConfig(vocab_size=393, hidden_size=32, num_layers=1)).eval()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import EDGE_FIXTURES, POP909_FIXTURES, SUBPROCESS_ENV, reset_accelerate
 
-from hf_midi.codec import VOCAB_SIZE
+from hf_midi.remote_code.codec import VOCAB_SIZE
 
 pytest.importorskip("accelerate")
 pytest.importorskip("peft")
@@ -185,7 +185,7 @@ def _no_leftovers(parent: Path, out: Path) -> None:
 
 
 def test_a_folder_without_readable_midi_is_refused_before_training(tiny_ckpt, tmp_path):
-    from hf_midi.finetune import FinetuneError, finetune
+    from hf_midi.training.finetune import FinetuneError, finetune
 
     src = tmp_path / "junk"
     src.mkdir()

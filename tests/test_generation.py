@@ -19,7 +19,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from hf_midi.codec import (
+from hf_midi.remote_code.codec import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -33,7 +33,7 @@ from hf_midi.codec import (
     ids_to_notes,
     shift_steps,
 )
-from hf_midi.generation import (
+from hf_midi.remote_code.generation import (
     GenerationError,
     MusicProgressCriteria,
     MusicTimeLimitLogitsProcessor,
@@ -366,7 +366,7 @@ def test_progress_criteria_reports_slowest_unfinished_row():
 
 # --------------------------------------------------------------------------- the stuck-note guard
 def test_guard_forces_the_note_off_of_a_note_held_too_long():
-    from hf_midi.generation import MaxNoteLengthLogitsProcessor
+    from hf_midi.remote_code.generation import MaxNoteLengthLogitsProcessor
 
     one_second = TIME_SHIFT + 99
     held = [BOS_ID, 60, 64, one_second, 128 + 64, one_second]  # 60 held 2 s, 64 released after 1 s
@@ -378,7 +378,7 @@ def test_guard_forces_the_note_off_of_a_note_held_too_long():
 
 
 def test_guard_counts_time_across_the_sliding_window_history():
-    from hf_midi.generation import MaxNoteLengthLogitsProcessor
+    from hf_midi.remote_code.generation import MaxNoteLengthLogitsProcessor
 
     state = PerformanceState()
     guard = MaxNoteLengthLogitsProcessor(1.5, state)

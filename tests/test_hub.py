@@ -129,7 +129,7 @@ def test_load_by_repo_id_from_cache_without_hf_midi(exported, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from hf_midi.loading import load_pipeline
-    from hf_midi.modeling_musicrnn import MusicRNNForCausalLM
+    from hf_midi.remote_code.modeling_musicrnn import MusicRNNForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(exported["tiny"])
     torch.manual_seed(3)

@@ -8,16 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2LMHeadModel
 
-from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
-from hf_midi.configuration_musicrnn import MusicRNNConfig
-from hf_midi.modeling_musicrnn import MusicRNNForCausalLM
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from hf_midi.remote_code.configuration_musicrnn import MusicRNNConfig
+from hf_midi.remote_code.modeling_musicrnn import MusicRNNForCausalLM
 from hf_midi.training import build_model, generation_config
 
 TINY_LSTM = dict(architecture="musicrnn", num_layers=2, hidden_size=48, embedding_size=32, dropout=0.0)
@@ -53,7 +52,7 @@ def test_presets_have_the_documented_sizes_and_special_ids():
 def test_build_model_takes_a_dict_and_names_a_bad_field():
     model = build_model({"num_layers": 1, "hidden_size": 32, "num_heads": 2, "context_length": 64})
     assert (model.config.n_layer, model.config.n_embd, model.config.n_positions) == (1, 32, 64)
-    from hf_midi.training_args import ConfigError
+    from hf_midi.training.args import ConfigError
 
     with pytest.raises(ConfigError, match="model.num_layer"):
         build_model({"num_layer": 1})
@@ -167,7 +166,7 @@ def test_lstm_loads_as_hub_remote_code_without_hf_midi(tmp_path, lstm):
     """The two files + auto_map are all a Hub folder needs; hf_midi is made unimportable."""
     folder = tmp_path / "repo"
     lstm.save_pretrained(folder)
-    pkg = Path(__file__).resolve().parents[1] / "hf_midi"
+    from hf_midi.hub import PACKAGE_DIR as pkg
     from hf_midi.hub import code_closure
 
     for name in code_closure("modeling_musicrnn.py"):  # the model, its config and the codec's ids

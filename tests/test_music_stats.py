@@ -6,7 +6,7 @@ import sys
 import numpy as np
 from conftest import POP909_FIXTURES, ROOT
 
-from hf_midi import codec
+from hf_midi.remote_code import codec
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the statistics live with the benchmarks that use them
 import music_stats  # noqa: E402

@@ -1,4 +1,4 @@
-"""The one trainer on its second batch source: a packed corpus (``hf_midi.packed``) made from the committed
+"""The one trainer on its second batch source: a packed corpus (``hf_midi.data.packed``) made from the committed
 POP909 fixtures. Real runs of ``hf_midi.training`` in-process (one CPU thread, where every kernel is
 deterministic, so "the same run" is checked as bit-equal losses), and the GPU recipe's plan rehearsed
 with real ``accelerate launch train.py`` subprocesses.
@@ -19,8 +19,8 @@ import pytest
 import torch
 from conftest import POP909_FIXTURES, ROOT
 
-from hf_midi import training
-from hf_midi.packed import pack_corpus
+from hf_midi.data.packed import pack_corpus
+from hf_midi.training import trainer as training
 
 pytest.importorskip("accelerate")
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # conftest
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # conftest
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
+    from hf_midi.data.prepare import PrepareConfig, prepare_dataset
 
     src = POP909_FIXTURES[0].parent
     prepared = tmp_path_factory.mktemp("prep") / "pop"
@@ -55,8 +55,8 @@ def losses(out) -> dict[int, float]:
 
 
 def test_the_dataset_decides_the_source_and_a_packed_run_exports_a_whole_model(corpus, tmp_path):
+    from hf_midi.data.packed import PackedBatches
     from hf_midi.loading import load_model
-    from hf_midi.packed import PackedBatches
 
     out = tmp_path / "out"
     assert run(corpus, out, "--max_steps", "20", "--eval_every", "10") == 0

@@ -1,4 +1,4 @@
-"""Packed corpora (hf_midi.packed) and the GPU recipe rehearsed on the CPU (recipes/gpu_recipe.sh)."""
+"""Packed corpora (hf_midi.data.packed) and the GPU recipe rehearsed on the CPU (recipes/gpu_recipe.sh)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ import pytest
 import torch
 from conftest import POP909_FIXTURES
 
-from hf_midi import codec
-from hf_midi.augmentation import transpose_ids
-from hf_midi.codec import BOS_ID, EOS_ID
-from hf_midi.packed import (
+from hf_midi.data.augmentation import transpose_ids
+from hf_midi.data.packed import (
     PackedError,
     load_eval,
     load_train,
@@ -23,11 +21,13 @@ from hf_midi.packed import (
     read_prepared,
     transpose_windows,
 )
+from hf_midi.remote_code import codec
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    from hf_midi.data_prepare import PrepareConfig, prepare_dataset
+    from hf_midi.data.prepare import PrepareConfig, prepare_dataset
 
     src = POP909_FIXTURES[0].parent
     out = tmp_path_factory.mktemp("prep") / "pop"
@@ -111,7 +111,7 @@ def test_window_transposition_is_exact_and_stays_on_the_keyboard():
 
 
 def test_pack_cli_names_a_bad_source(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "hf_midi.packed", str(tmp_path / "o"), "--train",
+    proc = subprocess.run([sys.executable, "-m", "hf_midi.data.packed", str(tmp_path / "o"), "--train",
                            f"x={tmp_path}:train"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no data/train-*.parquet" in proc.stderr
     assert not (tmp_path / "o").exists()

@@ -16,18 +16,18 @@ from conftest import EDGE_FIXTURES, POP909_FIXTURES, ROOT, save_tiny_model
 from test_generation import invalid_tokens
 from transformers import LogitsProcessorList, StoppingCriteriaList, pipeline
 
-import hf_midi.generation as generation
 import hf_midi.loading as loading
-from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID, decode, encode, ids_to_notes, shift_steps
-from hf_midi.generation import (
+import hf_midi.remote_code.generation as generation
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID, decode, encode, ids_to_notes, shift_steps
+from hf_midi.remote_code.generation import (
     GenerationError,
     MusicTimeLimitLogitsProcessor,
     MusicTimeStoppingCriteria,
     PerformanceGrammarLogitsProcessor,
     cut_events,
 )
-from hf_midi.pipeline_midi_generation import MidiGenerationPipeline
-from hf_midi.tokenization_midi import MidiTokenizer
+from hf_midi.remote_code.pipeline_midi_generation import MidiGenerationPipeline
+from hf_midi.remote_code.tokenization_midi import MidiTokenizer
 
 PROMPT = POP909_FIXTURES[0]
 
@@ -212,7 +212,7 @@ def test_model_folder_without_a_tokenizer(tmp_path):
     folder = save_tiny_model(tmp_path / "bare", tokenizer=False)
     with pytest.raises(GenerationError, match="no MIDI tokenizer"):
         pipeline("midi-generation", model=str(folder))
-    with pytest.raises(GenerationError, match="no tokenizer"):
+    with pytest.raises(loading.ModelLoadError, match="no tokenizer"):
         loading.load_pipeline(folder)
 
 
@@ -221,11 +221,11 @@ def test_no_default_model_is_a_clear_error(monkeypatch, tmp_path):
     the Space use says what is missing."""
     from transformers.pipelines import PipelineRegistry
 
-    from hf_midi.pipeline_midi_generation import register_pipeline_task
+    from hf_midi.remote_code.pipeline_midi_generation import register_pipeline_task
 
     monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", tmp_path / "absent")
     assert generation.default_model_path() is None
-    with pytest.raises(GenerationError, match="no default model is installed"):
+    with pytest.raises(loading.ModelLoadError, match="no default model is installed"):
         loading.load_pipeline(None)
     registry = PipelineRegistry(supported_tasks={}, task_aliases={})
     register_pipeline_task(registry)
@@ -246,7 +246,7 @@ def test_the_bundled_model_is_the_default(monkeypatch, model_dir):
 
 # --------------------------------------------------------------------------- LSTM, Hub, import
 def test_lstm_through_the_pipeline(tmp_path):
-    modeling = pytest.importorskip("hf_midi.modeling_musicrnn")
+    modeling = pytest.importorskip("hf_midi.remote_code.modeling_musicrnn")
     config = modeling.MusicRNNConfig(embedding_size=32, hidden_size=48, num_layers=2)
     torch.manual_seed(0)
     model = modeling.MusicRNNForCausalLM(config).eval()
@@ -280,7 +280,7 @@ def test_import_registers_everything_plainly_and_once():
         "assert type(AutoModelForCausalLM.from_config(cfg)).__name__ == 'MusicRNNForCausalLM'\n"
         "assert tokenizer_class_from_name('MidiTokenizer') is hf_midi.MidiTokenizer\n"
         "assert not [f for f in sys.meta_path if type(f).__module__.startswith('hf_midi')]\n"
-        "import hf_midi.pipeline_midi_generation as m; m.register_pipeline_task(); hf_midi._register()\n"
+        "import hf_midi.remote_code.pipeline_midi_generation as m; m.register_pipeline_task(); hf_midi._register()\n"
         "print('ok')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -324,7 +324,7 @@ def test_task_registers_whatever_the_import_order():
     import subprocess
     import sys
 
-    code = ("import hf_midi.pipeline_midi_generation\n"
+    code = ("import hf_midi.remote_code.pipeline_midi_generation\n"
             "from transformers.pipelines import PIPELINE_REGISTRY\n"
             "assert 'midi-generation' in PIPELINE_REGISTRY.get_supported_tasks()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -362,7 +362,7 @@ def test_the_stuck_note_guard_defaults_to_the_models_generation_config(tmp_path)
     pipeline applies it unless the call says otherwise (None: off)."""
     import json
 
-    from hf_midi import codec
+    from hf_midi.remote_code import codec
 
     folder = save_tiny_model(tmp_path / "m", seed=4)
     cfg = json.loads((folder / "generation_config.json").read_text())

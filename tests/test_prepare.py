@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from conftest import EDGE_FIXTURES, POP909_FIXTURES, SHARED_DATA, requires_shared_data
 
-from hf_midi import codec
-from hf_midi.data_prepare import (
+from hf_midi.data.prepare import (
     PrepareConfig,
     PrepareError,
     _robust_map,
@@ -26,6 +25,7 @@ from hf_midi.data_prepare import (
     num_shards_for,
     prepare_dataset,
 )
+from hf_midi.remote_code import codec
 
 pytest.importorskip("datasets")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -170,7 +170,7 @@ def test_rerun_is_byte_identical(prepared, source):
 
 
 def test_interrupted_run_leaves_nothing(source, tmp_path, monkeypatch):
-    import hf_midi.data_prepare as dp
+    import hf_midi.data.prepare as dp
 
     src, csv_path = source
     out = tmp_path / "ds"
@@ -204,7 +204,7 @@ def test_interrupted_run_leaves_nothing(source, tmp_path, monkeypatch):
 
 
 def _segfault_on(name):
-    import hf_midi.data_prepare as dp
+    import hf_midi.data.prepare as dp
 
     real = dp._scan_one
 
@@ -218,7 +218,7 @@ def _segfault_on(name):
 
 
 def test_worker_crash_is_reported_not_fatal(source, tmp_path, monkeypatch):
-    import hf_midi.data_prepare as dp
+    import hf_midi.data.prepare as dp
 
     src, csv_path = source
     monkeypatch.setattr(dp, "_scan_one", _segfault_on("test-c-major-scale.mid"))  # forked workers inherit it

@@ -13,8 +13,8 @@ from conftest import POP909_FIXTURES
 
 from hf_midi import cli
 from hf_midi import render as R
-from hf_midi.codec import NOTE_OFF, SUSTAIN_OFF, SUSTAIN_ON, TIME_SHIFT, VELOCITY, decode, encode
-from hf_midi.generation import cut_events
+from hf_midi.remote_code.codec import NOTE_OFF, SUSTAIN_OFF, SUSTAIN_ON, TIME_SHIFT, VELOCITY, decode, encode
+from hf_midi.remote_code.generation import cut_events
 
 SF_DIR = Path("/usr/share/sounds/sf2")
 requires_soundfont = pytest.mark.skipif(not any(SF_DIR.glob("*.sf2")), reason="no SoundFont in /usr/share/sounds/sf2")

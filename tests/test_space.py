@@ -193,7 +193,7 @@ def test_stop_ends_generation(app, pipe, tmp_path):
 def test_stream_music_plays_the_piece_that_make_music_makes(app, pipe, tmp_path):
     """The live chunks join into the finished piece's audio, sample for sample, and the piece is the
     one the same settings make without streaming."""
-    from hf_midi.codec import shift_steps
+    from hf_midi.remote_code.codec import shift_steps
     from hf_midi.render import render_wav
 
     settings = app.make_settings(seconds=6, seed=17)
@@ -232,9 +232,9 @@ def test_stop_ends_a_streamed_piece(app, pipe):
 
 
 def test_page_without_a_model_says_so(app, monkeypatch):
-    import hf_midi.generation
+    import hf_midi.remote_code.generation
 
-    monkeypatch.setattr(hf_midi.generation, "default_model_path", lambda: None)
+    monkeypatch.setattr(hf_midi.remote_code.generation, "default_model_path", lambda: None)
     demo = app.build_demo(model=None)
     blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     assert "No model is available" in blocks["no-model"].value
@@ -285,9 +285,11 @@ def test_build_assembles_a_space_that_runs_from_its_own_copy(tiny_model, tmp_pat
     build = [sys.executable, str(SPACE_DIR / "build.py"), str(out), "--model", str(tiny_model)]
     subprocess.run(build, check=True, capture_output=True)
     for name in ("app.py", "requirements.txt", "packages.txt", "README.md", "examples/pop909-720.mid",
-                 "hf_midi/__init__.py", "hf_midi/codec.py", "hf_midi/pretrained/default/config.json"):
+                 "hf_midi/__init__.py", "hf_midi/remote_code/codec.py", "hf_midi/pretrained/default/config.json"):
         assert (out / name).is_file(), name
     assert not list(out.rglob("__pycache__"))
+    for name in ("training", "data", "evaluation.py", "cli.py", "hub.py"):  # only what the Space runs
+        assert not (out / "hf_midi" / name).exists(), name
     # `python app.py` in the copy, as a Space runs it: it must use the copied package and model.
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_SERVER", "HF_MIDI_MODEL"))}

@@ -12,8 +12,14 @@ import torch
 from conftest import POP909_FIXTURES, ROOT, save_tiny_model
 from transformers import pipeline
 
-from hf_midi.codec import BOS_ID, EOS_ID, STEPS_PER_SECOND, encode, ids_to_notes
-from hf_midi.generation import GenerationError, MusicChunk, MusicStreamer, generate_music, music_generation_config
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, STEPS_PER_SECOND, encode, ids_to_notes
+from hf_midi.remote_code.generation import (
+    GenerationError,
+    MusicChunk,
+    MusicStreamer,
+    generate_music,
+    music_generation_config,
+)
 
 PROMPT = POP909_FIXTURES[0]
 

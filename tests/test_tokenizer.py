@@ -11,8 +11,9 @@ from conftest import POP909_FIXTURES
 from transformers import AutoTokenizer
 
 import hf_midi  # noqa: F401  (registers MidiTokenizer with AutoTokenizer)
-from hf_midi import MidiTokenizer, codec
-from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID, SUSTAIN_MODES
+from hf_midi import MidiTokenizer
+from hf_midi.remote_code import codec
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID, SUSTAIN_MODES
 
 A, B = POP909_FIXTURES[1], POP909_FIXTURES[0]  # 098 (short) and 001
 
@@ -53,7 +54,7 @@ def test_a_vocab_file_that_differs_from_the_spec_is_refused(tmp_path):
     vocab = json.loads((tmp_path / "vocab.json").read_text())
     vocab["NOTE_ON_0"], vocab["NOTE_ON_1"] = 1, 0
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    with pytest.raises(ValueError, match="vocabulary differs from the 393-token SPEC vocabulary"):
+    with pytest.raises(ValueError, match="vocabulary differs from the codec's 393 tokens"):
         MidiTokenizer.from_pretrained(tmp_path)
 
 

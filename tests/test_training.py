@@ -22,10 +22,10 @@ import pytest
 import torch
 from conftest import POP909_FIXTURES, ROOT, SUBPROCESS_ENV
 
-from hf_midi import training
-from hf_midi.codec import BOS_ID, EOS_ID, PAD_ID
-from hf_midi.training import checkpoints, learning_rate, main, param_groups, token_loss_sum
-from hf_midi.training_args import load_config, parse_args
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID
+from hf_midi.training import trainer as training
+from hf_midi.training.args import load_config, parse_args
+from hf_midi.training.trainer import checkpoints, learning_rate, main, param_groups, token_loss_sum
 
 pytest.importorskip("accelerate")
 pytest.importorskip("datasets")
@@ -270,10 +270,10 @@ def test_two_cpu_processes_train_on_disjoint_data_and_resume_in_one(dataset, tmp
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
            str(port), str(ROOT / "train.py"),
-           *args_for(dataset, out, "--max_steps", "6", "--save_every", "3", "--record_batches", "true",
+           *args_for(dataset, out, "--max_steps", "6", "--save_every", "3",
                      "--per_device_batch_size", "4")]
-    res = subprocess.run(cmd, env={**ENV, "ACCELERATE_USE_CPU": "1"}, cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    env = {**ENV, "ACCELERATE_USE_CPU": "1", "HF_MIDI_RECORD_BATCHES": "1"}
+    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
     seen = []
     for rank in (0, 1):
@@ -299,7 +299,7 @@ def test_two_cpu_processes_train_on_disjoint_data_and_resume_in_one(dataset, tmp
 def test_lstm_trains_saves_loads_and_generates(dataset, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from hf_midi.modeling_musicrnn import MusicRNNForCausalLM
+    from hf_midi.remote_code.modeling_musicrnn import MusicRNNForCausalLM
 
     out = tmp_path / "lstm"
     assert main(["--config", "lstm", "--dataset", dataset, "--output_dir", str(out), "--tracker", "none",

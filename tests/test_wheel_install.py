@@ -32,9 +32,14 @@ def run(cmd, cwd, env, timeout=600):
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"  # a clean copy of the sources: no build/ or egg-info of the editable install
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "runs", "data", "gpu_data", "out", "build", "dist", "*.egg-info", "__pycache__",
-        ".pytest_cache", ".ruff_cache", ".whl", "tests", "benchmarks", "docs", "recipes"))
+    top = {".git", ".venv", "runs", "data", "gpu_data", "out", "build", "dist", ".whl", "tests", "benchmarks", "docs",
+           "recipes"}  # top-level only: hf_midi/data is the package's own
+    anywhere = shutil.ignore_patterns("*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache")
+
+    def ignore(folder, names):
+        return set(anywhere(folder, names)) | (top & set(names) if Path(folder) == ROOT else set())
+
+    shutil.copytree(ROOT, src, ignore=ignore)
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"),
          str(src)], cwd=tmp, env=env)
@@ -63,7 +68,7 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
 
 
 def test_presets_and_bundled_models_come_with_the_wheel(installed):
-    code = ("from hf_midi.training import build_model; from hf_midi.training_args import load_config;"
+    code = ("from hf_midi.training import build_model; from hf_midi.training.args import load_config;"
             "m = build_model('default'); print(m.config.n_layer, load_config('tiny', check_paths=False).block_size);"
             "from hf_midi.loading import bundled_models; print(sorted(bundled_models()))")
     out = run([installed["py"], "-c", code], installed["cwd"], installed["env"]).stdout.split("\n")

@@ -1,4 +1,9 @@
-"""MIDI <-> performance-event ids, exactly as ``SPEC.md`` says.
+# Copied from hf-midi's hf_midi/remote_code/codec.py by hf_midi.hub (`python -m hf_midi.hub`, `hf-midi export`); edit it there.
+"""MIDI <-> performance-event ids: the vocabulary contract, ``docs/vocabulary.md`` in the hf-midi
+repository (its rules are cited here by number). In short: ids 0-127 NOTE_ON and 128-255 NOTE_OFF of a
+MIDI pitch, 256-355 TIME_SHIFT of 1..100 steps of 10 ms, 356-387 VELOCITY bins 1..32 (b = (v - 1) // 4
++ 1), 388 SUSTAIN_ON, 389 SUSTAIN_OFF, then <pad> 390, <bos> 391, <eos> 392. Times are rounded to the
+step on absolute times; within a step: releases, pedal up, pedal down, onsets (pitches ascending).
 
 Pure functions over numpy arrays and ``symusic`` scores; nothing here imports transformers, so
 this file (with ``tokenization_midi.py`` beside it) also works as Hub remote code.
@@ -9,7 +14,7 @@ The path from a file to ids is::
           --(optional augmentation: transpose / stretch / jitter)--> performance_to_ids --> ids
 
 ``Performance`` holds times in float64 seconds, *before* quantisation, so that time stretching
-happens before rounding (SPEC rule 2) and transposition is exact.
+happens before rounding (rule 2) and transposition is exact.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Union
 import numpy as np
 import symusic
 
-# --------------------------------------------------------------------------- vocabulary (SPEC "Ids")
+# ------------------------------------------------------------- vocabulary (docs/vocabulary.md, "The 393 ids")
 NOTE_ON = 0  # ids 0..127
 NOTE_OFF = 128  # ids 128..255
 TIME_SHIFT = 256  # ids 256..355, k = id - 255 steps
@@ -38,6 +43,7 @@ VOCAB_SIZE = 393
 
 STEPS_PER_SECOND = 100  # one step is 10 ms
 MAX_SHIFT = 100  # the longest TIME_SHIFT, in steps (1 s)
+MAX_SECONDS = 3600.0  # the longest piece generation accepts: one hour of music; more is taken as a typo
 NUM_VELOCITY_BINS = 32
 DEFAULT_VELOCITY = 64  # used by decode before any VELOCITY token
 SUSTAIN_MODES = ("events", "extend", "ignore")
@@ -74,7 +80,7 @@ def shift_steps(ids) -> np.ndarray:
 
 
 def velocity_bin(velocity) -> np.ndarray:
-    """SPEC rule 6: b = (v - 1) // 4 + 1, with v clamped into 1..127."""
+    """Rule 6: b = (v - 1) // 4 + 1, with v clamped into 1..127."""
     v = np.clip(np.asarray(velocity, dtype=np.int64), 1, 127)
     return (v - 1) // 4 + 1
 
@@ -313,7 +319,7 @@ def load_score(midi: MidiLike, source: str | None = None) -> symusic.Score:
 class Performance:
     """One piano stream in seconds, before quantisation.
 
-    ``pedal_down``/``pedal_up`` are the per-track pedal intervals derived from CC64 (SPEC rule 3);
+    ``pedal_down``/``pedal_up`` are the per-track pedal intervals derived from CC64 (rule 3);
     ``pedal_up`` is ``inf`` for a pedal still down when its track ends.
     """
 
@@ -353,7 +359,7 @@ def _pedal_intervals(times: np.ndarray, numbers: np.ndarray, values: np.ndarray)
 
 
 def score_to_performance(score: symusic.Score, source: str | None = None) -> Performance:
-    """SPEC rules 1 and 3: merge the non-drum tracks, collect pedal intervals from CC64.
+    """Rules 1 and 3: merge the non-drum tracks, collect pedal intervals from CC64.
 
     Raises ``MidiReadError`` (naming ``source``, default ``<score>``) for values no well-formed
     MIDI file holds: a pitch, velocity or controller byte above 127.
@@ -383,7 +389,7 @@ def score_to_performance(score: symusic.Score, source: str | None = None) -> Per
             for k, track in enumerate(score.tracks, 1):
                 if not track.is_drum and len(track.notes):
                     _check_values(source, k, track, track.notes.numpy())
-        # SPEC rule 2: the float32 times symusic reports (the end being its float32 time +
+        # Rule 2: the float32 times symusic reports (the end being its float32 time +
         # duration, as Note.end gives it), promoted to float64 before any arithmetic.
         onset, offset = t32.astype(np.float64), (t32 + np.concatenate(dur)).astype(np.float64)
         pitch, vel = pitch.astype(np.int64), vel.astype(np.int64)
@@ -434,7 +440,7 @@ def jitter_velocity(perf: Performance, rng: np.random.Generator, amount: int) ->
 
 # --------------------------------------------------------------------------- performance -> ids
 def _quantise(t: np.ndarray) -> np.ndarray:
-    """SPEC rule 2: floor(t * 100 + 0.5) on absolute float64 times.
+    """Rule 2: floor(t * 100 + 0.5) on absolute float64 times.
 
     The cast truncates, which is the floor for every t >= -0.005 s; earlier times (an error for
     notes, clamped to 0 for pedals) may come out one step late.
@@ -462,7 +468,7 @@ def _merge_intervals(start: np.ndarray, end: np.ndarray):
     return start[new], np.maximum.reduceat(end, new)
 
 
-# Events are sorted as one int64 key per event, so that a single sort gives SPEC rule 7's order
+# Events are sorted as one int64 key per event, so that a single sort gives rule 7's order
 # and the key alone says what to emit: step << 15 | kind << 13 | pitch << 6 | has_velocity << 5
 # | (velocity bin - 1). Kinds in their in-step order: NOTE_OFF, SUSTAIN_OFF, SUSTAIN_ON, NOTE_ON.
 _KIND_SHIFT, _PITCH_SHIFT, _STEP_SHIFT = 13, 6, 15
@@ -475,7 +481,7 @@ _EVENT_ID = np.concatenate((
 
 
 def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray:
-    """SPEC rules 2-8: quantise, apply the pedal mode and same-pitch rules, emit event ids."""
+    """Rules 2-8: quantise, apply the pedal mode and same-pitch rules, emit event ids."""
     if sustain not in SUSTAIN_MODES:
         raise ValueError(f"sustain must be one of {SUSTAIN_MODES}, got {sustain!r}")
     if perf.num_notes == 0:
@@ -594,7 +600,7 @@ _VELOCITY_OF = np.where((np.arange(VOCAB_SIZE) >= VELOCITY) & (np.arange(VOCAB_S
 
 
 def ids_to_notes(ids) -> dict[str, np.ndarray]:
-    """Decode ids to note and pedal arrays in steps (SPEC "ids -> MIDI"), fully vectorised.
+    """Decode ids to note and pedal arrays in steps ("From ids to MIDI"), fully vectorised.
 
     Returns ``start``, ``end``, ``pitch``, ``velocity`` (notes, sorted by start then pitch),
     ``pedal_time``, ``pedal_value`` (CC64 changes, 127 or 0) and ``end_step`` (the final time).
@@ -674,7 +680,7 @@ def decode(ids) -> symusic.Score:
 
 
 __all__ = [
-    "BOS_ID", "DECODE_TPQ", "EOS_ID", "FAMILIES", "MAX_SHIFT", "NOTE_OFF", "NOTE_ON", "NUM_EVENTS",
+    "BOS_ID", "DECODE_TPQ", "EOS_ID", "FAMILIES", "MAX_SECONDS", "MAX_SHIFT", "NOTE_OFF", "NOTE_ON", "NUM_EVENTS",
     "PAD_ID", "STEPS_PER_SECOND", "SUSTAIN_MODES", "SUSTAIN_OFF", "SUSTAIN_ON", "TIME_SHIFT",
     "VELOCITY", "VOCAB_SIZE", "MidiError", "MidiLike", "MidiReadError", "Performance",
     "TokenIdError", "bin_velocity", "check_ids", "check_smf", "decode", "encode", "event_family",

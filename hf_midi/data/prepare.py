@@ -1,6 +1,6 @@
 """``hf-midi prepare``: a folder of MIDI files -> a dataset folder laid out as a Hub dataset repository.
 
-The output (``OUT/``) is what ``datasets.load_dataset(OUT)`` and ``hf_midi.data.stream_blocks`` read,
+The output (``OUT/``) is what ``datasets.load_dataset(OUT)`` and ``hf_midi.data.stream.stream_blocks`` read,
 and what ``huggingface-cli upload --repo-type dataset`` can publish unchanged::
 
     OUT/README.md                                dataset card: YAML header (configs, splits, features,
@@ -36,8 +36,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .codec import SUSTAIN_MODES, VOCAB_SIZE, MidiError, MidiReadError
-from .utils import atomic_folder
+from ..remote_code.codec import SUSTAIN_MODES, VOCAB_SIZE, MidiError, MidiReadError
+from ..utils import atomic_folder
 
 MIDI_SUFFIXES = (".mid", ".midi")
 STANDARD_SPLITS = ("train", "validation", "test")
@@ -134,7 +134,7 @@ class PrepareReport:
 def _scan_one(root: str, rel: str) -> FileResult:
     import symusic
 
-    from .codec import check_smf, score_to_performance
+    from ..remote_code.codec import check_smf, score_to_performance
 
     try:
         with open(os.path.join(root, rel), "rb") as f:
@@ -316,7 +316,7 @@ def _write_shard(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .codec import encode
+    from ..remote_code.codec import encode
 
     blobs = []
     for f in files:
@@ -412,8 +412,8 @@ from datasets import load_dataset
 ds = load_dataset("path/or/repo-id", split="train", streaming=True)
 
 from hf_midi import MidiTokenizer
-from hf_midi.augmentation import AugmentConfig
-from hf_midi.data import stream_blocks
+from hf_midi.data.augmentation import AugmentConfig
+from hf_midi.data.stream import stream_blocks
 blocks = stream_blocks("path/or/repo-id", "train", MidiTokenizer(), 1024, augment=AugmentConfig())
 ```
 """

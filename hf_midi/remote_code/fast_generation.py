@@ -4,7 +4,7 @@
 criteria) and hands the loop to a callable given as ``custom_generate``; ``fast_sample`` is that
 callable::
 
-    from hf_midi.fast_generation import fast_sample
+    from hf_midi.remote_code.fast_generation import fast_sample
     out = model.generate(ids, do_sample=True, max_new_tokens=512, custom_generate=fast_sample)
 
 What it changes is only how the model's forward runs, one token a step:

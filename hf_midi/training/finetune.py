@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .codec import MidiError
+from ..remote_code.codec import MidiError
 
 
 class FinetuneError(MidiError):
@@ -41,7 +41,7 @@ def prepare_folder(src: Path, out: Path, val_fraction: float, splits: str | None
     import csv
     import tempfile
 
-    from .data_prepare import PrepareConfig, prepare_dataset
+    from ..data.prepare import PrepareConfig, prepare_dataset
 
     common = dict(license="unknown", pretokenize=True, progress=progress, num_workers=workers)
     if splits is None:
@@ -96,8 +96,8 @@ def configure_finetune(p: argparse.ArgumentParser) -> None:
 def score(model, dataset: Path, context: int, progress: bool) -> dict:
     import torch
 
-    from .evaluation import evaluate_model
-    from .packed import frame, read_prepared
+    from ..data.packed import frame, read_prepared
+    from ..evaluation import evaluate_model
 
     pieces = [(p, frame(ids).astype("int64")) for p, ids in read_prepared(dataset, "validation")]
     with torch.no_grad():
@@ -114,11 +114,11 @@ def finetune(folder, out, model="default", minutes: float = 20.0, lora: bool = F
 
     import torch
 
-    from .loading import load_model
-    from .packed import read_prepared
-    from .training import train
-    from .training_args import ConfigError, load_config
-    from .utils import atomic_folder
+    from ..data.packed import read_prepared
+    from ..loading import load_model
+    from ..utils import atomic_folder
+    from .args import ConfigError, load_config
+    from .trainer import train
 
     src, out = Path(folder), Path(out)
     if not src.is_dir():

@@ -18,7 +18,7 @@ Why xz of plain uint16: measured on 20 M GiantMIDI events (benchmarks/RESULTS.md
 coding pitches as intervals, did not help either coder. The sources are read from datasets written by
 ``hf-midi prepare --pretokenize`` (their ``input_ids`` column).
 
-    python -m hf_midi.packed OUT --train giantmidi=DATA/giantmidi:train --train pop909=DATA/pop909:train \\
+    python -m hf_midi.data.packed OUT --train giantmidi=DATA/giantmidi:train --train pop909=DATA/pop909:train \\
         --eval giantmidi_test=DATA/giantmidi:test --budget-mib 40
 """
 
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .codec import BOS_ID, EOS_ID, TIME_SHIFT, VOCAB_SIZE
-from .utils import atomic_folder
+from ..remote_code.codec import BOS_ID, EOS_ID, TIME_SHIFT, VOCAB_SIZE
+from ..utils import atomic_folder
 
-FORMAT = "hf_midi.packed/1"
+FORMAT = "hf_midi.data.packed/1"
 BYTES_PER_EVENT_XZ = 0.712  # measured (module docstring); sizes a budget before compressing
 
 
@@ -324,7 +324,8 @@ class PackedBatches:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hf_midi.packed", description="prepared datasets -> a packed corpus")
+    p = argparse.ArgumentParser(prog="python -m hf_midi.data.packed",
+                                description="prepared datasets -> a packed corpus")
     p.add_argument("out", help="folder to write")
     p.add_argument("--train", action="append", default=[], metavar="NAME=DIR:SPLIT", required=True)
     p.add_argument("--eval", action="append", default=[], metavar="NAME=DIR:SPLIT")

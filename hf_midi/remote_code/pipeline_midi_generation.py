@@ -46,6 +46,7 @@ from .generation import (
     check_draft,
     check_fast_args,
     check_generation_args,
+    check_length,
     context_length,
     cut_events,
     generate_music,
@@ -72,7 +73,7 @@ class MidiGenerationPipeline(Pipeline):
     - ``grammar`` (default True): ``PerformanceGrammarLogitsProcessor`` on;
     - ``max_note_seconds``: end any note held this long (``MaxNoteLengthLogitsProcessor``; None: off;
       default: the model's ``generation_config.max_note_seconds``, else off);
-    - ``fast`` (default True): the fast decoding loop (``hf_midi.fast_generation``); ``weights``: its
+    - ``fast`` (default True): the fast decoding loop (``hf_midi.remote_code.fast_generation``); ``weights``: its
       weight format, ``auto`` (default: float16 on a CPU with fbgemm, float32 elsewhere),
       ``float32`` (the same tokens as ``fast=False`` under one seed), ``float16`` or ``int8``;
     - ``progress(seconds_done, seconds_total)``: called as music time advances (raising aborts);
@@ -161,7 +162,7 @@ class MidiGenerationPipeline(Pipeline):
         return preprocess, forward, postprocess
 
     def stream(self, prompt=None, chunk_seconds: float = 0.5, first_chunk_seconds: float | None = None, **kwargs):
-        """Compose one piece and yield it as it is decided: ``MusicChunk``s (``hf_midi.generation``),
+        """Compose one piece and yield it as it is decided: ``MusicChunk``s (``hf_midi.remote_code.generation``),
         one every ``chunk_seconds`` of music (0: at every time shift; the first of new music after
         ``first_chunk_seconds``, default the same), the prompt's music first.
 
@@ -258,8 +259,7 @@ class MidiGenerationPipeline(Pipeline):
     def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
                  top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
                  max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None, assistant_model=None):
-        if seconds is None and max_new_tokens is None:
-            raise GenerationError("give seconds or max_new_tokens (both are None)")
+        check_length(seconds, max_new_tokens)
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
         if max_note_seconds is _DEFAULT:
             max_note_seconds = model_note_limit(self.model)

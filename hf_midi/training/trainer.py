@@ -36,9 +36,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
-from .packed import PackedError
-from .training_args import (
+from ..data.packed import PackedError
+from ..loading import ModelLoadError
+from ..remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
+from .args import (
     ConfigError,
     ModelArguments,
     RunArguments,
@@ -66,7 +67,7 @@ def model_config(m: ModelArguments):
     vocab = math.ceil(VOCAB_SIZE / m.vocab_multiple) * m.vocab_multiple
     special = {"bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID}
     if m.architecture == "musicrnn":
-        from .modeling_musicrnn import MusicRNNConfig
+        from ..remote_code.modeling_musicrnn import MusicRNNConfig
 
         return MusicRNNConfig(
             vocab_size=vocab, embedding_size=m.embedding_size or m.hidden_size, hidden_size=m.hidden_size,
@@ -94,7 +95,7 @@ def build_model(preset_or_dict: str | dict | ModelArguments = "tiny"):
         m = load_config(preset_or_dict, check_paths=False).model
     config = model_config(m)
     if m.architecture == "musicrnn":
-        from .modeling_musicrnn import MusicRNNForCausalLM
+        from ..remote_code.modeling_musicrnn import MusicRNNForCausalLM
 
         return MusicRNNForCausalLM(config)
     from transformers import GPT2LMHeadModel
@@ -216,7 +217,7 @@ def _fsync_tree(folder: Path) -> None:
 
 def start_from(args: RunArguments, accelerator):
     """``--init_from``: the trained model and its tokenizer (checked against the codec's vocabulary)."""
-    from .loading import load_model
+    from ..loading import load_model
 
     model, tokenizer = load_model(args.init_from)
     accelerator.print(f"init_from {args.init_from}: starting from its weights and tokenizer "
@@ -235,7 +236,7 @@ def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_g
     """``save_pretrained`` of model + generation config + Hub-ready tokenizer into ``out``: written in a
     hidden folder, then each file renamed in, config.json last (a folder with a config is whole). A LoRA
     run (``adapter_base`` set) writes only the adapter (``adapter_config.json`` last) and the tokenizer."""
-    from .hub import add_tokenizer_code
+    from ..hub import add_tokenizer_code
 
     if adapter_base is None:
         state_dict = accelerator.get_state_dict(model)  # gathers FSDP shards; a collective on every rank
@@ -270,11 +271,11 @@ def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_g
 # The loop's batch sources: ``next(source)`` gives a micro-batch (``input_ids``, ``attention_mask``,
 # ``labels``) on the device; ``state_dict()``/``load_state_dict()`` make a resumed run continue exactly;
 # ``epoch`` says how far it is. Two of them: ``StreamBatches`` (a ``datasets`` stream of a prepared folder
-# or Hub repo, parsed or pre-tokenised) and ``hf_midi.packed.PackedBatches`` (windows of a packed corpus
+# or Hub repo, parsed or pre-tokenised) and ``hf_midi.data.packed.PackedBatches`` (windows of a packed corpus
 # held on the device). ``--dataset`` decides which (``dataset_kind``).
 def make_stream(args: RunArguments, split: str, tokenizer, accelerator, train: bool):
-    from .augmentation import AugmentConfig
-    from .data import stream_blocks
+    from ..data.augmentation import AugmentConfig
+    from ..data.stream import stream_blocks
 
     augment = None
     if train and args.augment:
@@ -291,7 +292,7 @@ def make_stream(args: RunArguments, split: str, tokenizer, accelerator, train: b
 def make_batches(args: RunArguments, tokenizer, accelerator):
     """(training batch source, a function that reads the evaluation batches or None) for ``args.dataset``."""
     if dataset_kind(args.dataset) == "packed":
-        from .packed import PackedBatches, PackedError
+        from ..data.packed import PackedBatches, PackedError
 
         transpose = tuple(args.transpose) if args.augment else (0, 0)
         try:
@@ -399,7 +400,7 @@ def train(args: RunArguments) -> Path:
     from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
 
-    from .tokenization_midi import MidiTokenizer
+    from ..remote_code.tokenization_midi import MidiTokenizer
 
     out = Path(args.output_dir)
     resume_from = resolve_resume(args)  # config errors surface before any work
@@ -424,7 +425,7 @@ def train(args: RunArguments) -> Path:
     if args.init_from:
         model, tokenizer = start_from(args, accelerator)
         if args.lora:
-            from .loading import add_lora, base_reference
+            from ..loading import add_lora, base_reference
 
             adapter_base = base_reference(args.init_from)
             model = add_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_targets)
@@ -507,7 +508,11 @@ def train(args: RunArguments) -> Path:
     if args.tracker != "none":
         accelerator.init_trackers("hf-midi", config={k: str(v) if isinstance(v, (list, type(None))) else v
                                                     for k, v in to_flat_dict(args).items()})
-    record = open(out / LOGS / f"batches_rank{accelerator.process_index}.jsonl", "a") if args.record_batches else None
+    # HF_MIDI_RECORD_BATCHES=1: a fingerprint of every training block to OUT/logs, to check which data each
+    # process saw (the multi-process and resume tests use it); not a setting of the run.
+    record = None
+    if os.environ.get("HF_MIDI_RECORD_BATCHES"):
+        record = open(out / LOGS / f"batches_rank{accelerator.process_index}.jsonl", "a")
     bar = tqdm(total=None if args.max_minutes and args.max_steps >= 100_000 else args.max_steps, initial=step,
                desc="train", disable=not (args.progress and accelerator.is_local_main_process), dynamic_ncols=True)
     # ``minutes`` is training time (evaluation and checkpoints paused out of it), summed over resumes: the
@@ -704,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"train.py: config error: {e}", file=sys.stderr)
         return 2
-    except (TrainingError, MidiError, PackedError) as e:  # a missing split or unreadable dataset is a MidiError
+    except (TrainingError, MidiError, PackedError, ModelLoadError) as e:  # a missing split is a MidiError
         print(f"train.py: error: {e}", file=sys.stderr)
         return 1
     return 0
@@ -725,6 +730,3 @@ __all__ = [
     "train",
 ]
 
-
-if __name__ == "__main__":  # accelerate launch -m hf_midi.training ... (a wheel install has no train.py)
-    sys.exit(main())

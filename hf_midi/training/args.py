@@ -1,9 +1,10 @@
 """The arguments of a training run: two dataclasses (``RunArguments``, ``ModelArguments``), read from a
 YAML preset plus command-line overrides.
 
-Every hyperparameter is a defaulted field here with its help text in the field's metadata;
-``transformers.HfArgumentParser`` builds the command line from them (``build_parser``), and
-``hf_midi/configs/*.yaml`` sets the ones a preset changes (the ``model:`` section for the model's).
+Every hyperparameter is a typed, defaulted field here, its help text and whether it must be positive in
+the field's metadata, its allowed values in its type (``Literal[...]``); the dataclasses check
+themselves (``__post_init__``), the command line is built from the same fields (``build_parser``),
+and ``hf_midi/training/configs/*.yaml`` sets the ones a preset changes (``model:`` for the model's).
 Any field can be overridden on the command line (``--learning_rate 3e-4``, ``--model.num_layers 6``).
 Mistakes fail before any work, naming the field: an unknown field (with the nearest name), a value of
 the wrong type, a choice out of range, a dataset that is not there. (Not ``transformers``'
@@ -20,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -32,55 +33,79 @@ class ConfigError(ValueError):
     """A bad training configuration; the message names the field (and the file) at fault."""
 
 
-def _arg(default=dataclasses.MISSING, help: str = "", factory=None, **argparse_kwargs):
-    """A field with its ``--help`` text (and any extra ``add_argument`` keywords) as metadata, the way
-    ``HfArgumentParser`` reads it."""
-    metadata = {"help": help, **argparse_kwargs}
+def _arg(default=dataclasses.MISSING, help: str = "", factory=None, positive: bool = False):
+    """A field with its ``--help`` text; ``positive``: it must be > 0 (None allowed where the type is
+    optional). Every number must be >= 0 in any case."""
+    metadata = {"help": help, "positive": positive}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
-def _model_arg(default, help: str):
+def _model_arg(default, help: str, positive: bool = False):
     """A ModelArguments field; on the command line ``--model.NAME`` (or ``--NAME``)."""
-    return field(default=default, metadata={"help": help, "aliases": []})
+    return _arg(default, help, positive=positive)
+
+
+class _Checked:
+    """Dataclasses that check their fields when made: types, ``Literal`` choices, positivity."""
+
+    _prefix = ""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            if not f.init:
+                continue
+            value = _check_value(self._prefix + f.name, getattr(self, f.name), hints[f.name])
+            setattr(self, f.name, value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if f.metadata.get("positive") and value <= 0:
+                    raise ConfigError(f"{self._prefix}{f.name}: must be > 0, got {value!r}")
+                if value < 0:
+                    raise ConfigError(f"{self._prefix}{f.name}: must be >= 0, got {value!r}")
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(_Checked):
     """The model: a GPT-2 (``GPT2LMHeadModel``, plain transformers) or the LSTM baseline."""
 
-    architecture: str = _model_arg("gpt2", "\"gpt2\" or \"musicrnn\" (the LSTM, hf_midi.modeling_musicrnn)")
-    num_layers: int = _model_arg(4, "transformer blocks / stacked LSTM layers")
-    hidden_size: int = _model_arg(256, "GPT-2 n_embd; the LSTM's state width")
-    num_heads: int = _model_arg(4, "GPT-2 attention heads (hidden_size must divide by it)")
-    intermediate_size: int | None = _model_arg(None, "GPT-2 MLP width (None: 4 * hidden_size)")
-    embedding_size: int | None = _model_arg(None, "LSTM input embedding width (None: hidden_size)")
-    context_length: int = _model_arg(1024, "GPT-2 n_positions: the longest sequence it attends over")
+    _prefix = "model."
+    architecture: Literal["gpt2", "musicrnn"] = _model_arg(
+        "gpt2", "\"gpt2\" or \"musicrnn\" (the LSTM, hf_midi.remote_code.modeling_musicrnn)")
+    num_layers: int = _model_arg(4, "transformer blocks / stacked LSTM layers", positive=True)
+    hidden_size: int = _model_arg(256, "GPT-2 n_embd; the LSTM's state width", positive=True)
+    num_heads: int = _model_arg(4, "GPT-2 attention heads (hidden_size must divide by it)", positive=True)
+    intermediate_size: int | None = _model_arg(None, "GPT-2 MLP width (None: 4 * hidden_size)", positive=True)
+    embedding_size: int | None = _model_arg(None, "LSTM input embedding width (None: hidden_size)", positive=True)
+    context_length: int = _model_arg(1024, "GPT-2 n_positions: the longest sequence it attends over", positive=True)
     dropout: float = _model_arg(0.1, "GPT-2 residual/embedding/attention dropout; LSTM input/between/output dropout")
     initializer_range: float = _model_arg(0.02, "std of the normal weight init")
     vocab_multiple: int = _model_arg(64, (
         "Embedding rows are padded from 393 up to a multiple of this (GPU matmul tiles like multiples "
         "of 64). Ids >= 393 are never targets and generation_config.suppress_tokens masks them."
-    ))
-    attn_implementation: str = _model_arg("sdpa", "GPT-2 attention kernel: \"sdpa\" or \"eager\"")
+    ), positive=True)
+    attn_implementation: Literal["sdpa", "eager"] = _model_arg("sdpa", "GPT-2 attention kernel: \"sdpa\" or \"eager\"")
 
-
-# ``--model.NAME`` on the command line (as in the presets' ``model:`` section); ``--NAME`` works too.
-for _f in dataclasses.fields(ModelArguments):
-    _f.metadata = types.MappingProxyType({**_f.metadata, "aliases": [f"--model.{_f.name}"]})
+    def __post_init__(self):
+        super().__post_init__()
+        if self.architecture == "gpt2" and self.hidden_size % self.num_heads:
+            raise ConfigError(f"model.hidden_size: {self.hidden_size} is not a multiple of model.num_heads "
+                              f"{self.num_heads}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
-class RunArguments:
+class RunArguments(_Checked):
     """A training run. ``dataset`` and ``output_dir`` are required (in the file or on the command line)."""
 
     dataset: str | None = _arg(None, (
         "a folder written by `hf-midi prepare` or a Hub dataset repo id (streamed with `datasets`), or a "
-        "packed corpus (`python -m hf_midi.packed`: windows cut on the device)"
+        "packed corpus (`python -m hf_midi.data.packed`: windows cut on the device)"
     ))
     output_dir: str | None = _arg(None, "final model here; checkpoints in OUT/checkpoints, logs in OUT/logs")
-    # The model section: its own dataclass and its own --model.* arguments (init=False: HfArgumentParser
+    # The model section: its own dataclass and its own --model.* arguments (init=False: the command line
     # parses ModelArguments beside this class; load_config sets it).
     model: ModelArguments = field(default_factory=ModelArguments, init=False)
     init_from: str | None = _arg(None, (
@@ -91,8 +116,8 @@ class RunArguments:
     lora: bool = _arg(False, (
         "train LoRA adapters (peft) on init_from's matrices, not every weight; saves only the adapter"
     ))
-    lora_rank: int = _arg(16, "rank of each LoRA update")
-    lora_alpha: float = _arg(32.0, "LoRA scaling numerator (the update is scaled by alpha / rank)")
+    lora_rank: int = _arg(16, "rank of each LoRA update", positive=True)
+    lora_alpha: float = _arg(32.0, "LoRA scaling numerator (the update is scaled by alpha / rank)", positive=True)
     lora_dropout: float = _arg(0.0, "dropout on the LoRA branch's input")
     lora_targets: str = _arg("c_attn,c_proj,c_fc", (
         "comma-separated module names that get adapters (GPT-2's matrices)"
@@ -101,11 +126,12 @@ class RunArguments:
     # -- data --
     train_split: str = _arg("train", "the split to train on (a packed corpus has one training stream)")
     eval_split: str = _arg("validation", "the split evaluated during training (a packed corpus: an evaluation set)")
-    block_size: int = _arg(1024, "tokens a training example (= model.context_length for GPT-2)")
-    data_mode: str = _arg("pack", (
+    block_size: int = _arg(1024, "tokens a training example (= model.context_length for GPT-2)", positive=True)
+    data_mode: Literal["pack", "crop"] = _arg("pack", (
         "\"pack\": pieces concatenated into full blocks; \"crop\": one random window a piece"
     ))
-    sustain: str = _arg("events", "tokenizer pedal mode (saved with the tokenizer): events, extend or ignore")
+    sustain: Literal["events", "extend", "ignore"] = _arg(
+        "events", "tokenizer pedal mode (saved with the tokenizer): events, extend or ignore")
     augment: bool = _arg(True, "random transposition / time stretch of training pieces")
     transpose: list[int] = _arg(help="semitone range, inclusive", factory=lambda: [-3, 3])
     stretch: list[float] = _arg(help="tempo factor range", factory=lambda: [0.95, 1.05])
@@ -115,17 +141,17 @@ class RunArguments:
     num_workers: int = _arg(0, "DataLoader worker processes (0: in the training process)")
 
     # -- batch and optimisation --
-    per_device_batch_size: int = _arg(8, "blocks a micro-batch on each process")
-    gradient_accumulation_steps: int = _arg(1, "micro-batches an optimizer step")
-    learning_rate: float = _arg(6e-4, "peak learning rate, after warm-up")
+    per_device_batch_size: int = _arg(8, "blocks a micro-batch on each process", positive=True)
+    gradient_accumulation_steps: int = _arg(1, "micro-batches an optimizer step", positive=True)
+    learning_rate: float = _arg(6e-4, "peak learning rate, after warm-up", positive=True)
     min_lr_ratio: float = _arg(0.1, "cosine decays to learning_rate * min_lr_ratio")
     warmup_steps: int = _arg(100, "linear warm-up from 0, in optimizer steps")
-    max_steps: int = _arg(1000, "optimizer steps of the run (the cosine ends here)")
+    max_steps: int = _arg(1000, "optimizer steps of the run (the cosine ends here)", positive=True)
     max_minutes: float | None = _arg(None, (
         "Wall-clock budget in minutes (training time, summed over resumes). When set, the cosine "
         "follows whichever budget is nearer its end, so a \"1 hour\" run still decays fully; such a run "
         "is not bit-reproducible."
-    ))
+    ), positive=True)
     weight_decay: float = _arg(0.1, "AdamW decay of matrices; never biases, norms or embeddings")
     adam_beta1: float = _arg(0.9, "AdamW beta1")
     adam_beta2: float = _arg(0.95, "AdamW beta2")
@@ -133,7 +159,8 @@ class RunArguments:
     max_grad_norm: float = _arg(1.0, "gradient clipping (0: off)")
 
     # -- speed --
-    mixed_precision: str = _arg("auto", "\"auto\" (bf16 on a GPU that has it, else fp32), \"bf16\" or \"no\"")
+    mixed_precision: Literal["auto", "bf16", "no"] = _arg(
+        "auto", "\"auto\" (bf16 on a GPU that has it, else fp32), \"bf16\" or \"no\"")
     compile: bool = _arg(False, "torch.compile the model (if compiling fails, the run says so and goes on uncompiled)")
     tf32: bool = _arg(True, "on CUDA, fp32 matmuls and cuDNN on TF32 tensor cores (what bf16 autocast leaves in fp32)")
     probe_steps: int = _arg(0, (
@@ -146,37 +173,26 @@ class RunArguments:
     eval_every: int = _arg(200, "optimizer steps between evaluations (0: only at the end)")
     eval_batches: int = _arg(16, "micro-batches of eval_split a process scores each evaluation (0: no evaluation)")
     save_every: int = _arg(200, "optimizer steps between checkpoints (0: none)")
-    save_total_limit: int = _arg(2, "checkpoints kept (the oldest are deleted)")
+    save_total_limit: int = _arg(2, "checkpoints kept (the oldest are deleted)", positive=True)
     resume: str | None = _arg(None, (
         "\"latest\" (in OUT/checkpoints) or a checkpoint folder of your own run"
-    ), nargs="?", const="latest")
-    log_every: int = _arg(10, "optimizer steps between tracker/progress-bar updates")
-    tracker: str = _arg("tensorboard", (
+    ))
+    log_every: int = _arg(10, "optimizer steps between tracker/progress-bar updates", positive=True)
+    tracker: Literal["tensorboard", "trackio", "none"] = _arg("tensorboard", (
         "\"tensorboard\", \"trackio\" or \"none\" (OUT/logs/metrics.jsonl is always written)"
     ))
     peak_tflops: float | None = _arg(None, "hardware peak for MFU (None: known GPUs' dense bf16 peak, else no MFU)")
     seed: int = _arg(0, "seed of weights, data order and augmentation")
-    record_batches: bool = _arg(False, "write a fingerprint of every training block to OUT/logs (for tests)")
     progress: bool = _arg(True, "show the training progress bar")
-
-
-CHOICES = {
-    "architecture": ("gpt2", "musicrnn"),
-    "attn_implementation": ("sdpa", "eager"),
-    "data_mode": ("pack", "crop"),
-    "sustain": ("events", "extend", "ignore"),
-    "mixed_precision": ("auto", "bf16", "no"),
-    "tracker": ("tensorboard", "trackio", "none"),
-}
-POSITIVE = {"num_layers", "hidden_size", "num_heads", "context_length", "vocab_multiple", "block_size",
-            "per_device_batch_size", "gradient_accumulation_steps", "max_steps", "log_every",
-            "save_total_limit", "intermediate_size", "embedding_size", "learning_rate", "max_minutes",
-            "lora_rank", "lora_alpha"}
 
 
 def _check_value(name: str, value: Any, tp: Any) -> Any:
     """``value`` converted to the field type ``tp``, or ConfigError naming ``name``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}: must be one of {args}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -219,39 +235,18 @@ def _from_dict(cls, data: dict, where: str, prefix: str = ""):
     model = values.pop("model", None)
     obj = cls(**values)
     if model is not None:
-        obj.model = model  # RunArguments.model is init=False (HfArgumentParser parses it separately)
+        obj.model = model  # RunArguments.model is init=False (its fields are a dataclass of their own)
     return obj
-
-
-def _check_ranges(obj, prefix: str) -> None:
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if f.name in CHOICES and value not in CHOICES[f.name]:
-            raise ConfigError(f"{prefix}{f.name}: must be one of {CHOICES[f.name]}, got {value!r}")
-        if f.name in POSITIVE and value is not None and value <= 0:
-            raise ConfigError(f"{prefix}{f.name}: must be > 0, got {value!r}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{prefix}{f.name}: must be >= 0, got {value!r}")
-
-
-def validate_model(m: ModelArguments) -> ModelArguments:
-    _check_ranges(m, "model.")
-    if m.architecture == "gpt2" and m.hidden_size % m.num_heads:
-        raise ConfigError(f"model.hidden_size: {m.hidden_size} is not a multiple of model.num_heads {m.num_heads}")
-    if not 0 <= m.dropout < 1:
-        raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
-    return m
 
 
 def model_arguments(data: dict) -> ModelArguments:
     """ModelArguments from a dict of its fields (a config's ``model`` section), checked."""
-    return validate_model(_from_dict(ModelArguments, data, "model", "model."))
+    return _from_dict(ModelArguments, data, "model", "model.")
 
 
 def validate(args: RunArguments, check_paths: bool = True) -> RunArguments:
     """Range and consistency checks; ConfigError names the field."""
-    m = validate_model(args.model)
-    _check_ranges(args, "")
+    m = args.model
     if args.lora and not args.init_from:
         raise ConfigError("lora: adapters train on top of a trained model; set init_from (e.g. --init_from default)")
     if args.init_from is None and m.architecture == "gpt2" and args.block_size != m.context_length:
@@ -336,59 +331,52 @@ def _yaml_value(text: str):
         raise argparse.ArgumentTypeError(f"cannot read {text!r}") from None
 
 
-def build_parser():
-    """``HfArgumentParser`` over ``RunArguments`` and ``ModelArguments`` (help from the fields' metadata,
-    ``--model.NAME`` aliases), plus ``--config``. Every option defaults to "not given" and reads its value
-    as YAML, so that ``load_config`` layers what was given over the preset and checks it (one set of
-    error messages, naming the field, for YAML files and the command line alike)."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(
-        (RunArguments, ModelArguments), prog="train.py",
-        description="Train a GPT-2 or LSTM on a prepared MIDI dataset (run under `accelerate launch`).",
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, from the fields: ``--<field> VALUE`` for every run field, ``--model.<field>`` (or
+    ``--<field>``) for the model's, plus ``--config``. Every option defaults to "not given" and reads its
+    value as YAML, so that ``load_config`` layers what was given over the preset and checks it (one set
+    of error messages, naming the field, for YAML files and the command line alike). A flag alone
+    (``--compile``) means true; ``--resume`` alone means the latest checkpoint."""
+    parser = argparse.ArgumentParser(
+        prog="train.py", argument_default=argparse.SUPPRESS,
+        description="Train a GPT-2 or LSTM on a prepared MIDI dataset or a packed corpus (run under "
+                    "`accelerate launch`).",
+        epilog="example: accelerate launch train.py --config default --dataset data/pop909 --output_dir runs/x "
+               "--max_minutes 60",
     )
-    parser.add_argument("--config", default="tiny",
-                        help="preset name (hf_midi/configs/NAME.yaml: tiny, default, base, lstm) or a YAML file")
-    strings = {f.name for cls in (RunArguments, ModelArguments) for f in dataclasses.fields(cls)
-               if _is_str(typing.get_type_hints(cls)[f.name])}
-    for action in parser._actions:
-        if action.dest in ("help", "config") or not action.option_strings:
-            continue
-        if action.const is not False:  # the dataclass default, shown in --help (the preset's may differ)
-            default = action.default() if callable(action.default) else action.default
-            action.help = f"{action.help or ''} (default: {default!r})".replace("%", "%%").strip()
-        action.default = argparse.SUPPRESS
-        action.required = False
-        action.choices = None  # validate() names the field and the allowed values
-        if action.const is False:  # HfArgumentParser's --no_<flag>: keeps its meaning
-            continue
-        action.type = str if action.dest in strings else _yaml_value
-        if action.dest == "resume":
-            action.nargs, action.const = "?", "latest"
-        elif action.nargs == "?" and action.const is True:  # --flag alone means true
-            action.type = _yaml_value
-        else:
-            action.nargs = None
-        action.metavar = "VALUE"
+    parser.add_argument("--config", default="tiny", help=(
+        "preset name (hf_midi/training/configs/NAME.yaml: tiny, default, base, lstm, gpu-base, gpu-small, "
+        "gpu-lstm, cpu-packed) or a YAML file"))
+    for cls, prefix in ((RunArguments, ""), (ModelArguments, "model.")):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            tp = hints[f.name]
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            kwargs = {"dest": prefix + f.name, "metavar": "VALUE",
+                      "help": f"{f.metadata['help']} (default: {default!r})".replace("%", "%%"),
+                      "type": str if _is_str(tp) else _yaml_value}
+            if tp is bool:
+                kwargs.update(nargs="?", const=True)
+            elif f.name == "resume":
+                kwargs.update(nargs="?", const="latest")
+            names = [f"--{prefix}{f.name}"] + ([f"--{f.name}"] if prefix else [])
+            parser.add_argument(*names, **kwargs)
     return parser
 
 
 def _is_str(tp) -> bool:
+    if typing.get_origin(tp) is Literal:
+        return True
     return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp))
 
 
 def parse_args(argv: list[str] | None = None) -> RunArguments:
     """``--config PRESET_OR_YAML`` and ``--<field> VALUE`` for any field (``--model.<field>`` for the model's)."""
-    parser = build_parser()
-    ns = vars(parser.parse_args(argv))
+    ns = vars(build_parser().parse_args(argv))
     config = ns.pop("config")
-    model_fields = {f.name for f in dataclasses.fields(ModelArguments)}
-    overrides = {}
-    for name, value in ns.items():
-        if isinstance(value, str) and value in ("null", "None"):
-            value = None
-        overrides[f"model.{name}" if name in model_fields else name] = value
-    return load_config(config, overrides)
+    return load_config(config, {name: None if value in ("null", "None") else value for name, value in ns.items()})
 
 
 def to_flat_dict(args: RunArguments) -> dict:

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import codec
+from ..remote_code import codec
+from ..remote_code.codec import BOS_ID, EOS_ID, PAD_ID, MidiError
 from .augmentation import AugmentConfig, augment_performance, transpose_ids
-from .codec import BOS_ID, EOS_ID, PAD_ID, MidiError
 
 logger = logging.getLogger(__name__)
 MODES = ("pack", "crop")

@@ -73,11 +73,11 @@ class MidiTokenizer(PreTrainedTokenizer):
             raise ValueError(f"sustain must be one of {SUSTAIN_MODES}, got {sustain!r}")
         names = token_names()
         if vocab_file is not None:
-            # The vocabulary is fixed by SPEC.md; a saved vocab.json must agree with it.
+            # The vocabulary is fixed by the codec (docs/vocabulary.md); a saved vocab.json must agree with it.
             with open(vocab_file, encoding="utf-8") as f:
                 saved = json.load(f)
             if saved != {n: i for i, n in enumerate(names)}:
-                raise ValueError(f"{vocab_file}: vocabulary differs from the 393-token SPEC vocabulary")
+                raise ValueError(f"{vocab_file}: vocabulary differs from the codec's 393 tokens")
         self.sustain = sustain
         self._id_to_token = names
         self._token_to_id = {n: i for i, n in enumerate(names)}  # set before super().__init__

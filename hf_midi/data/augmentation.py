@@ -2,9 +2,9 @@
 jitter of a performance, and transposition computed on ids.
 
 ``AugmentConfig`` is what a training run asks for (``train.py``'s ``augment``, ``transpose``,
-``stretch``, ``velocity_jitter``); the stream (``hf_midi.data``) draws one value per piece and epoch
+``stretch``, ``velocity_jitter``); the stream (``hf_midi.data.stream``) draws one value per piece and epoch
 from ``piece_rng`` and applies ``augment_performance``. ``transpose_ids`` is the exact shortcut for
-pre-tokenised pieces (and the check of ``hf_midi.packed.transpose_windows``).
+pre-tokenised pieces (and the check of ``hf_midi.data.packed.transpose_windows``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import codec
+from ..remote_code import codec
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def transpose_ids(ids: np.ndarray, semitones: int, sustain: str = "events") -> n
 
     When no note leaves 0..127 this is a shift of the NOTE_ON/NOTE_OFF ids (the in-step order is by
     pitch, which a common shift keeps). Otherwise the ids are decoded to notes in steps, transposed and
-    re-encoded. The ids cannot tell a pedal never released (closed at the last note's end, SPEC rule
+    re-encoded. The ids cannot tell a pedal never released (closed at the last note's end, vocabulary rule
     3) from one released at exactly that step; the first, common in practice, is assumed, so the
     result differs from encoding the transposed MIDI only when the second coincides with the last
     note being dropped.
@@ -87,7 +87,7 @@ def transpose_ids(ids: np.ndarray, semitones: int, sustain: str = "events") -> n
     down = d["pedal_time"][d["pedal_value"] == 127] * step
     up = d["pedal_time"][d["pedal_value"] == 0] * step
     if len(up) and len(d["end"]) and d["pedal_time"][-1] == d["end"].max() == d["end_step"]:
-        # A release exactly at the end of the last note is read as "never released" (SPEC rule 3),
+        # A release exactly at the end of the last note is read as "never released" (vocabulary rule 3),
         # so it follows the last note that survives transposition; that is the common case.
         up[-1] = np.inf
     perf = codec.Performance(

@@ -46,6 +46,7 @@ from .codec import (
     BOS_ID,
     DEFAULT_VELOCITY,
     EOS_ID,
+    MAX_SECONDS,
     MAX_SHIFT,
     NOTE_OFF,
     NOTE_ON,
@@ -62,7 +63,6 @@ from .codec import (
 )
 from .fast_generation import WEIGHT_FORMATS, fast_sample
 
-MAX_SECONDS = 3600.0  # one hour of music: more is taken as a typo
 # A token budget when only seconds are given: the densest 10 s of ASAP/POP909 hold ~130 events a
 # second, so a model that stops advancing time cannot run forever.
 MAX_TOKENS_PER_SECOND = 200
@@ -72,7 +72,8 @@ MAX_RETURN_SEQUENCES = 64
 # benchmarks/RESULTS.md (expressive-piano model), with and without: the bundled base model sets 6.0.
 DEFAULT_MAX_NOTE_SECONDS: float | None = None
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
+# hf_midi/pretrained/default in the package (in a Hub folder this file travels alone: no such folder there)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
 NO_DEFAULT_MODEL = (
     f"no default model is installed ({DEFAULT_MODEL_DIR} has no config.json); "
     "pass a model folder or Hub repo id (model=... / --model DIR_OR_REPO_ID)"
@@ -83,6 +84,21 @@ Progress = Callable[[float, "float | None"], object]
 
 class GenerationError(MidiError):
     """Bad generation input (arguments, prompt, model folder), raised before any generation starts."""
+
+
+class ArgumentError(GenerationError):
+    """One argument out of range: ``argument`` names it, ``problem`` says what is wrong, so that a
+    front end can name it its own way (the CLI writes ``--max-new-tokens``)."""
+
+    def __init__(self, argument: str, problem: str):
+        super().__init__(f"{argument} {problem}")
+        self.argument, self.problem = argument, problem
+
+
+def check_length(seconds, max_new_tokens) -> None:
+    """A piece needs a length: seconds of music or a number of tokens (or both)."""
+    if seconds is None and max_new_tokens is None:
+        raise GenerationError("give seconds or max_new_tokens (both are None)")
 
 
 def default_model_path() -> Path | None:
@@ -126,7 +142,7 @@ def check_generation_args(
             return
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
                 or not ok(float(value)):
-            raise GenerationError(f"{name} must be {wanted}, got {value!r}")
+            raise ArgumentError(name, f"must be {wanted}, got {value!r}")
         out[name] = float(value)
 
     def integer(name, value, lo, hi):
@@ -135,14 +151,13 @@ def check_generation_args(
         whole = isinstance(value, numbers.Integral) or (
             isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
         if isinstance(value, bool) or not whole or not lo <= int(value) <= hi:
-            raise GenerationError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+            raise ArgumentError(name, f"must be an integer in {lo}..{hi}, got {value!r}")
         out[name] = int(value)
 
-    if seconds is None and max_new_tokens is None:
-        raise GenerationError("give seconds or max_new_tokens (both are None)")
+    check_length(seconds, max_new_tokens)
     number("seconds", seconds, lambda v: 0 < v <= MAX_SECONDS, f"> 0 and at most {MAX_SECONDS:g}")
     if seconds is not None and seconds_to_steps(seconds) < 1:
-        raise GenerationError(f"seconds must be at least 0.01 (one 10 ms step), got {seconds!r}")
+        raise ArgumentError("seconds", f"must be at least 0.01 (one 10 ms step), got {seconds!r}")
     integer("max_new_tokens", max_new_tokens, 1, int(MAX_SECONDS * MAX_TOKENS_PER_SECOND))
     number("temperature", temperature, lambda v: 0 < v <= 100, "> 0 (and at most 100)")
     integer("top_k", top_k, 0, VOCAB_SIZE)  # 0 turns top-k off, as in transformers
@@ -207,7 +222,7 @@ def _tables(device: torch.device) -> dict[str, torch.Tensor]:
         ids = torch.arange(VOCAB_SIZE + 1)
         is_note = ids < TIME_SHIFT
         _TABLES[device] = {k: v.to(device) for k, v in {
-            "steps": torch.where((ids >= TIME_SHIFT) & (ids < VELOCITY), ids - (TIME_SHIFT - 1), 0),
+            "steps": torch.from_numpy(shift_steps(ids.numpy())),
             "column": torch.where(is_note, ids % 128, 128),  # column 128 is a dump for other ids
             "silent": ~(ids < NOTE_OFF),  # after a NOTE_ON its pitch sounds; after a NOTE_OFF not
             "pedal": torch.where(ids == SUSTAIN_ON, 1, torch.where(ids == SUSTAIN_OFF, 0, -1)),
@@ -216,6 +231,11 @@ def _tables(device: torch.device) -> dict[str, torch.Tensor]:
             "pedal_forbid": torch.tensor([[False, True], [True, False]]),
         }.items()}
     return _TABLES[device]
+
+
+def step_counts(ids: torch.Tensor) -> torch.Tensor:
+    """The 10 ms steps each id advances the clock (the codec's ``shift_steps``, as a table gather)."""
+    return _tables(ids.device)["steps"][ids.clamp(0, VOCAB_SIZE)]
 
 
 class PerformanceState:
@@ -288,8 +308,8 @@ class PerformanceState:
         self._start, self._offset = start, length - input_ids.shape[1]
         self._table = _tables(ids.device)
         pos = torch.arange(length, device=ids.device).expand(rows, length)
-        is_shift = (ids >= TIME_SHIFT) & (ids < VELOCITY) & (pos >= start)
-        self.elapsed = torch.where(is_shift, ids - (TIME_SHIFT - 1), 0).sum(1)
+        steps = step_counts(ids)
+        self.elapsed = torch.where(pos >= start, steps, 0).sum(1)
         # Last NOTE_ON and NOTE_OFF position of each pitch; column 128 collects every other id.
         on_col = torch.where(ids < NOTE_OFF, ids - NOTE_ON, 128)
         off_col = torch.where((ids >= NOTE_OFF) & (ids < TIME_SHIFT), ids - NOTE_OFF, 128)
@@ -300,7 +320,7 @@ class PerformanceState:
         # Music time of every position over the whole sequence (history included), and of each
         # pitch's last NOTE_ON: how long a sounding note has been held (MaxNoteLengthLogitsProcessor).
         if self.track_onsets:
-            clock = torch.where((ids >= TIME_SHIFT) & (ids < VELOCITY), ids - (TIME_SHIFT - 1), 0).cumsum(1)
+            clock = steps.cumsum(1)
             self.onset = torch.zeros(rows, 129, dtype=torch.long, device=ids.device).scatter_reduce(
                 1, on_col, clock, "amax")
             self.clock = clock[:, -1].clone()
@@ -689,7 +709,7 @@ def generate_music(
     (default: the model's context), generation continues from its last ``keep`` tokens (default half
     the window): the sliding window. While everything fits, this is exactly one ``generate()`` call.
     ``max_note_seconds``: end notes held that long (``MaxNoteLengthLogitsProcessor``); None: off.
-    ``fast``: run ``generate()`` with ``custom_generate=fast_sample`` (``hf_midi.fast_generation``: the
+    ``fast``: run ``generate()`` with ``custom_generate=fast_sample`` (``hf_midi.remote_code.fast_generation``: the
     same sampling, a lean forward; models it does not cover take ``generate()``'s own loop); ``weights``:
     its weight format (``float32``: the same tokens as ``fast=False`` under one seed; ``float16`` /
     ``int8``: repacked for fbgemm's CPU kernels; ``auto``: float16 on a CPU with fbgemm, else float32).
@@ -701,8 +721,7 @@ def generate_music(
     one does not draft). Measured in benchmarks/RESULTS.md: on one CPU thread it is slower than the
     fast loop alone.
     """
-    if seconds is None and max_new_tokens is None:
-        raise GenerationError("give seconds or max_new_tokens (both are None)")
+    check_length(seconds, max_new_tokens)
     budget = max_new_tokens if max_new_tokens is not None else math.ceil(seconds * MAX_TOKENS_PER_SECOND)
     window = window if window is not None else context_length(model)
     keep = keep if keep is not None else (window // 2 if window else None)
@@ -782,7 +801,7 @@ def generate_music(
         out[i, :end] = r[:end]
     # The last report: where the slowest row stopped (rows the model ended count as done).
     new = out[:, input_ids.shape[1]:]
-    elapsed = torch.where((new >= TIME_SHIFT) & (new < VELOCITY), new - (TIME_SHIFT - 1), 0).sum(1)
+    elapsed = step_counts(new).sum(1)
     if seconds is None:
         tracker.report(int(elapsed.max()))
     else:

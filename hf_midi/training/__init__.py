@@ -1,0 +1,22 @@
+"""Where training lives: the one trainer (``trainer``: ``accelerate launch train.py``, or
+``accelerate launch -m hf_midi.training`` from an installed package), its arguments and presets
+(``args``, ``configs/*.yaml``) and ``hf-midi finetune`` (``finetune``).
+
+The names most callers want are here: ``train``, ``main``, ``build_model``, ``load_config``, ...
+"""
+
+from .args import ConfigError, ModelArguments, RunArguments, load_config, parse_args
+from .trainer import TrainingError, build_model, generation_config, main, train
+
+__all__ = [
+    "ConfigError",
+    "ModelArguments",
+    "RunArguments",
+    "TrainingError",
+    "build_model",
+    "generation_config",
+    "load_config",
+    "main",
+    "parse_args",
+    "train",
+]
