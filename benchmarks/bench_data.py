@@ -6,7 +6,7 @@
 2. On the POP909 train split, side by side in one process (one core), alternating for ``--rounds``
    rounds and keeping each one's median:
    - ``codec``: ``codec.encode(bytes)`` on the same files already in memory (+2 for ``<bos>``/``<eos>``);
-   - ``stream/*``: every token ``stream_blocks`` delivers as tensors (parquet read through
+   - ``stream/*``: every token ``MidiBlockStream`` delivers as tensors (parquet read through
      ``datasets`` streaming, parse, augment, encode, pack, shuffle), with and without augmentation,
      parsing the MIDI or reading pre-tokenised ids.
    Tokens per second per core use the process's CPU time (all its threads, so arrow's reader threads
@@ -74,7 +74,7 @@ def main() -> int:
 
     from hf_midi import MidiTokenizer
     from hf_midi.data.augmentation import AugmentConfig
-    from hf_midi.data.stream import stream_blocks
+    from hf_midi.data.stream import MidiBlockStream
     from hf_midi.remote_code import codec
 
     torch.set_num_threads(1)
@@ -110,7 +110,7 @@ def main() -> int:
         return n
 
     def stream_run(ds, **kw):
-        return lambda: sum(b["input_ids"].numel() for b in stream_blocks(str(ds), "train", tok, L, **kw))
+        return lambda: sum(b["input_ids"].numel() for b in MidiBlockStream(str(ds), "train", tok, L, **kw))
 
     runs = {
         "codec": codec_run,

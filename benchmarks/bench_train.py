@@ -8,7 +8,7 @@ loss, clipping; fused AdamW and bf16 autocast on CUDA), timed side by side in on
 
 - ``synthetic``: random token blocks already on the device (the model alone);
 - ``real``: blocks from the dataset as training reads them (``hf_midi.training.trainer.make_batches``: a prepared
-  folder through ``stream_blocks`` and the DataLoader, or windows of a packed corpus on the device;
+  folder through ``MidiBlockStream`` and the DataLoader, or windows of a packed corpus on the device;
   ``--dataset``, default: the committed POP909 fixtures, prepared into a temporary folder);
 - ``data``: the batch source alone (batches/s), to say whether it keeps up with the model.
 
@@ -167,7 +167,7 @@ def time_steps(step, batches, steps: int, warmup: int, device) -> tuple[float, f
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny", help="a preset (hf_midi/configs/NAME.yaml) or a YAML path")
+    p.add_argument("--preset", default="tiny", help="a preset (hf_midi/training/configs/NAME.yaml) or a YAML path")
     p.add_argument("--dataset", default=None, help="a prepared dataset (default: the POP909 fixtures)")
     p.add_argument("--steps", type=int, default=10, help="timed steps a variant")
     p.add_argument("--warmup", type=int, default=3)

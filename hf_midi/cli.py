@@ -15,17 +15,26 @@ import sys
 import time
 from pathlib import Path
 
-# name -> (module, one-line help). Modules are imported only when their command runs.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "tokenize": ("hf_midi.cli", "MIDI file -> event ids (or token names)"),
-    "detokenize": ("hf_midi.cli", "event ids (text) -> MIDI file"),
-    "prepare": ("hf_midi.data.prepare", "folder of MIDI -> Hub-style parquet dataset"),
-    "evaluate": ("hf_midi.evaluation", "NLL / perplexity / accuracy of a model on a dataset split"),
-    "generate": ("hf_midi.cli", "compose or continue a piece; write MIDI, WAV, PNG"),
-    "render": ("hf_midi.render", "MIDI -> WAV (SoundFont) and piano-roll PNG"),
-    "finetune": ("hf_midi.training.finetune", "fine-tune the bundled model on your own MIDI folder (fully or LoRA)"),
-    "export": ("hf_midi.hub", "assemble a Hub-ready model folder (--merge: fold a LoRA adapter in)"),
-    "push": ("hf_midi.hub", "upload a Hub-ready folder to the Hugging Face Hub"),
+# name -> (module, one-line help, an example). Modules are imported only when their command runs.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "tokenize": ("hf_midi.cli", "MIDI file -> event ids (or token names)",
+                 "hf-midi tokenize song.mid --names | head"),
+    "detokenize": ("hf_midi.cli", "event ids (text) -> MIDI file",
+                   "hf-midi tokenize song.mid > ids.txt && hf-midi detokenize ids.txt -o back.mid"),
+    "prepare": ("hf_midi.data.prepare", "folder of MIDI -> Hub-style parquet dataset",
+                "hf-midi prepare ~/midi data/mine --license mit --pretokenize"),
+    "evaluate": ("hf_midi.evaluation", "NLL / perplexity / accuracy of a model on a dataset split",
+                 "hf-midi evaluate default --dataset data/mine --split test"),
+    "generate": ("hf_midi.cli", "compose or continue a piece; write MIDI, WAV, PNG",
+                 "hf-midi generate --seconds 30 -o piece.mid --wav piece.wav"),
+    "render": ("hf_midi.render", "MIDI -> WAV (SoundFont) and piano-roll PNG",
+               "hf-midi render piece.mid --wav piece.wav --png piece.png"),
+    "finetune": ("hf_midi.training.finetune", "fine-tune the bundled model on your own MIDI folder (fully or LoRA)",
+                 "hf-midi finetune ~/midi runs/mine --minutes 20 --lora"),
+    "export": ("hf_midi.hub", "assemble a Hub-ready model folder (--merge: fold a LoRA adapter in)",
+               "hf-midi export runs/mine/model hub/mine --merge"),
+    "push": ("hf_midi.hub", "upload a Hub-ready folder to the Hugging Face Hub",
+             "hf-midi push hub/mine user/my-piano-model"),
 }
 
 
@@ -203,11 +212,13 @@ def real_time_factor(music_seconds: float, wall_seconds: float) -> str:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="hf-midi", description="Expressive piano music with Hugging Face.")
+    parser = argparse.ArgumentParser(prog="hf-midi", description="Expressive piano music with Hugging Face.",
+                                     epilog="example: hf-midi generate --seconds 30 -o piece.mid  "
+                                            "(hf-midi COMMAND --help for each command)")
     parser.add_argument("--version", action="version", version=f"hf-midi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+    for name, (module, help_, example) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_ + ".", epilog=f"example: {example}")
         if name == command:
             getattr(importlib.import_module(module), f"configure_{name}")(p)
     return parser

@@ -6,7 +6,7 @@
 #   bash recipes/gpu_recipe.sh                  # on the GPU machine, from the repository root
 #   PLAN=rehearsal TRAIN_SECONDS=6 DEADLINE=300 RESULTS=out/rehearsal bash recipes/gpu_recipe.sh   # on a CPU
 #
-# It expects beside the repository: gpu_data/ (a packed corpus: python -m hf_midi.packed) and, where
+# It expects beside the repository: gpu_data/ (a packed corpus: python -m hf_midi.data.packed) and, where
 # symusic is missing (the GPU image has torch, transformers, accelerate, numpy and pyarrow, not
 # symusic), its wheels in .whl/. It writes RESULTS/ (default: $OUT on the device tool, else out/gpu):
 # the weights in bf16 safetensors shards (<run>--model*.safetensors, at most 15 MB each) and

@@ -37,7 +37,7 @@ RESULTS_TAR = "results.tar.gz"
 @dataclass
 class Run:
     name: str
-    preset: str  # hf_midi/configs/<preset>.yaml
+    preset: str  # hf_midi/training/configs/<preset>.yaml
     share: float  # of the plan's training seconds
     overrides: dict = field(default_factory=dict)  # train.py fields
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -26,7 +28,7 @@ def model_dir(tmp_path_factory):
 
 
 def png_size(data: bytes) -> tuple[int, int]:
-    image = pytest.importorskip("PIL.Image")
+    from PIL import Image as image  # Pillow is a dependency of the package
     with image.open(io.BytesIO(data)) as im:
         return im.size
 
@@ -125,3 +127,19 @@ def test_generate_fast_and_slow_write_the_same_piece(model_dir, tmp_path):
         assert symusic.Score(tmp_path / "q.mid").end() > 0
     with pytest.raises(SystemExit):
         cli.main(["generate", "--model", model_dir, "--weights", "fp8", "-o", str(tmp_path / "x.mid")])
+
+
+def test_every_command_says_what_it_does_and_shows_an_example():
+    """`hf-midi --help` and each `hf-midi COMMAND --help`: a one-line description and a runnable example."""
+    from hf_midi.cli import COMMANDS
+
+    top = subprocess.run([sys.executable, "-m", "hf_midi.cli", "--help"], capture_output=True, text=True, timeout=60)
+    listing = " ".join(top.stdout.split())  # argparse wraps lines
+    assert top.returncode == 0 and "example: hf-midi generate" in listing
+    for name, (_, summary, example) in COMMANDS.items():
+        assert f"{name} {summary}" in listing
+        proc = subprocess.run([sys.executable, "-m", "hf_midi.cli", name, "--help"], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        text = " ".join(proc.stdout.split())  # argparse wraps lines
+        assert f"{summary}." in text and f"example: {example}" in text and f"hf-midi {name} " in example

@@ -1,4 +1,4 @@
-"""stream_blocks / iter_pieces over a dataset prepared from the committed POP909 fixtures."""
+"""MidiBlockStream / iter_pieces over a dataset prepared from the committed POP909 fixtures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import POP909_FIXTURES
 from hf_midi import MidiError, MidiTokenizer
 from hf_midi.data.augmentation import AugmentConfig, augment_performance, transpose_ids
 from hf_midi.data.prepare import PrepareConfig, prepare_dataset
-from hf_midi.data.stream import iter_pieces, piece_rng, stream_blocks
+from hf_midi.data.stream import MidiBlockStream, iter_pieces, piece_rng
 from hf_midi.remote_code import codec
 from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID
 
@@ -68,7 +68,7 @@ def _whole_pieces(blocks) -> list[tuple]:
 def test_blocks_shape_and_packing_in_stored_order(dataset, corpus, tok):
     L = 256
     for pretok in (True, False):
-        blocks = list(stream_blocks(dataset, "train", tok, L, use_pretokenized=pretok, **NO_SHUFFLE))
+        blocks = list(MidiBlockStream(dataset, "train", tok, L, use_pretokenized=pretok, **NO_SHUFFLE))
         for b in blocks:
             assert set(b) == {"input_ids", "labels", "attention_mask"}
             assert all(v.dtype == torch.long and v.shape == (L,) for v in b.values())
@@ -87,7 +87,7 @@ def test_decoded_block_notes_are_source_notes(dataset, corpus, tok):
     """Shuffled blocks: each piece segment of a block, decoded, gives notes of its source file."""
     pieces = {name: _framed(d) for name, (d, _, s) in corpus.items() if s == "train"}
     checked = 0
-    for block in _ids(stream_blocks(dataset, "train", tok, 200, shuffle_buffer=16, piece_shuffle_buffer=4)):
+    for block in _ids(MidiBlockStream(dataset, "train", tok, 200, shuffle_buffer=16, piece_shuffle_buffer=4)):
         cuts = np.flatnonzero((block == BOS_ID) | (block == EOS_ID))
         for seg in np.split(block, np.concatenate((cuts, cuts + 1))):
             if len(seg) < 20:
@@ -118,7 +118,7 @@ def _find(hay: np.ndarray, needle: np.ndarray) -> list[int]:
 
 def test_crop_mode_pads_short_pieces(dataset, corpus, tok):
     L = _longest(corpus) + 10
-    blocks = list(stream_blocks(dataset, "validation", tok, L, mode="crop", **NO_SHUFFLE))
+    blocks = list(MidiBlockStream(dataset, "validation", tok, L, mode="crop", **NO_SHUFFLE))
     assert len(blocks) == 2
     for b in blocks:
         pad = b["input_ids"] == PAD_ID
@@ -127,7 +127,7 @@ def test_crop_mode_pads_short_pieces(dataset, corpus, tok):
     expected = sorted(tuple(_framed(d).tolist()) for d, _, s in corpus.values() if s == "validation")
     assert sorted(_whole_pieces(blocks)) == expected
     # Crops of a long piece are windows of it, chosen per piece and epoch.
-    crops = _ids(stream_blocks(dataset, "train", tok, 64, mode="crop", shuffle_buffer=0))
+    crops = _ids(MidiBlockStream(dataset, "train", tok, 64, mode="crop", shuffle_buffer=0))
     pieces = [_framed(d) for d, _, s in corpus.values() if s == "train"]
     assert len(crops) == 5 and all(any(_find(p, c) for p in pieces) for c in crops)
 
@@ -142,7 +142,7 @@ def test_transposition_is_exact(dataset, corpus, tok):
             for d, _, sp in corpus.values() if sp == "train"
         )
         for pretok in (False, True):  # parse the MIDI / shift the stored ids
-            blocks = stream_blocks(dataset, "train", tok, L, mode="crop", augment=aug, use_pretokenized=pretok,
+            blocks = MidiBlockStream(dataset, "train", tok, L, mode="crop", augment=aug, use_pretokenized=pretok,
                                    **NO_SHUFFLE)
             assert blocks.use_ids is pretok
             assert sorted(_whole_pieces(blocks)) == expected, (s, pretok)
@@ -152,7 +152,7 @@ def test_transposition_is_exact(dataset, corpus, tok):
 def test_stretch_happens_before_quantisation(dataset, corpus, tok):
     L = _longest(corpus) * 2
     aug = AugmentConfig(transpose=(0, 0), stretch=(1.37, 1.37))
-    blocks = stream_blocks(dataset, "train", tok, L, mode="crop", augment=aug, **NO_SHUFFLE)
+    blocks = MidiBlockStream(dataset, "train", tok, L, mode="crop", augment=aug, **NO_SHUFFLE)
     assert blocks.use_ids is False  # stretch needs the times: the MIDI is parsed
     got = {p[1:40] for p in _whole_pieces(blocks)}
     differs = 0
@@ -173,14 +173,14 @@ def test_stretch_happens_before_quantisation(dataset, corpus, tok):
 def test_random_augmentation_per_piece_is_reproducible(dataset, corpus, tok):
     L = _longest(corpus) * 2
     aug = AugmentConfig(transpose=(-3, 3), stretch=(0.9, 1.1), velocity_jitter=5)
-    got = set(_whole_pieces(stream_blocks(dataset, "train", tok, L, mode="crop", augment=aug, seed=7, epoch=2)))
+    got = set(_whole_pieces(MidiBlockStream(dataset, "train", tok, L, mode="crop", augment=aug, seed=7, epoch=2)))
     expected = set()
     for d, sha, sp in corpus.values():
         if sp == "train":
             perf = augment_performance(codec.score_to_performance(codec.load_score(d)), aug, piece_rng(7, 2, sha))
             expected.add(tuple(np.concatenate(([BOS_ID], codec.performance_to_ids(perf), [EOS_ID])).tolist()))
     assert got == expected
-    other = set(_whole_pieces(stream_blocks(dataset, "train", tok, L, mode="crop", augment=aug, seed=7, epoch=3)))
+    other = set(_whole_pieces(MidiBlockStream(dataset, "train", tok, L, mode="crop", augment=aug, seed=7, epoch=3)))
     assert not (other & got)
 
 
@@ -194,19 +194,19 @@ def test_transpose_ids_matches_encoding(corpus):
 
 def test_deterministic_for_seed_and_epoch(dataset, tok):
     def run(**kw):
-        return np.stack(_ids(stream_blocks(dataset, "train", tok, 128, augment=AugmentConfig(), **kw)))
+        return np.stack(_ids(MidiBlockStream(dataset, "train", tok, 128, augment=AugmentConfig(), **kw)))
 
     a, b = run(seed=1, epoch=0), run(seed=1, epoch=0)
     assert np.array_equal(a, b)
     c, d = run(seed=1, epoch=1), run(seed=2, epoch=0)
     assert not np.array_equal(a[: len(c)], c[: len(a)]) and not np.array_equal(a[: len(d)], d[: len(a)])
-    s = stream_blocks(dataset, "train", tok, 128, augment=AugmentConfig(), seed=1)
+    s = MidiBlockStream(dataset, "train", tok, 128, augment=AugmentConfig(), seed=1)
     s.set_epoch(1)
     assert np.array_equal(np.stack(_ids(s)), c)
 
 
 def _loader_pieces(dataset, split, tok, L, rank, world, workers=2):
-    stream = stream_blocks(dataset, split, tok, L, mode="crop", rank=rank, world_size=world, **NO_SHUFFLE)
+    stream = MidiBlockStream(dataset, split, tok, L, mode="crop", rank=rank, world_size=world, **NO_SHUFFLE)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
     return [tuple(b["input_ids"][b["input_ids"] != PAD_ID].tolist()) for b in loader]
 
@@ -234,13 +234,13 @@ def test_iter_pieces(dataset, corpus, tok):
 
 def test_resume_in_process(dataset, tok):
     kw = dict(augment=AugmentConfig(), shuffle_buffer=8, piece_shuffle_buffer=2, seed=3, epoch=1)
-    full = _ids(stream_blocks(dataset, "train", tok, 96, **kw))
-    s = stream_blocks(dataset, "train", tok, 96, **kw)
+    full = _ids(MidiBlockStream(dataset, "train", tok, 96, **kw))
+    s = MidiBlockStream(dataset, "train", tok, 96, **kw)
     it = iter(s)
     head = [next(it)["input_ids"].numpy() for _ in range(17)]
     state = s.state_dict()
     assert state["epoch"] == 1 and state["blocks_per_worker"] == [17]
-    resumed = stream_blocks(dataset, "train", tok, 96, **kw | {"epoch": 0})
+    resumed = MidiBlockStream(dataset, "train", tok, 96, **kw | {"epoch": 0})
     resumed.load_state_dict(state)
     rest = _ids(resumed)
     assert len(head) + len(rest) == len(full)
@@ -257,16 +257,16 @@ def test_resume_with_dataloader_workers(dataset, tok, consumed):
         loader = torch.utils.data.DataLoader(stream, batch_size=4, num_workers=2)
         return [b["input_ids"] for b in loader]
 
-    stream = stream_blocks(dataset, "train", tok, 64, **kw)
+    stream = MidiBlockStream(dataset, "train", tok, 64, **kw)
     full = batches(stream)
     state = stream.dataloader_state(consumed, batch_size=4, num_workers=2)
-    resumed = stream_blocks(dataset, "train", tok, 64, **kw)
+    resumed = MidiBlockStream(dataset, "train", tok, 64, **kw)
     resumed.load_state_dict(state)
     rest = batches(resumed)
     assert len(rest) == len(full) - consumed
     assert all(torch.equal(a, b) for a, b in zip(rest, full[consumed:]))
     # Resume again, later in the same epoch: the count runs from the epoch's start.
-    again = stream_blocks(dataset, "train", tok, 64, **kw)
+    again = MidiBlockStream(dataset, "train", tok, 64, **kw)
     again.load_state_dict(resumed.dataloader_state(consumed + 5, batch_size=4, num_workers=2))
     assert all(torch.equal(a, b) for a, b in zip(batches(again), full[consumed + 5 :], strict=True))
     with pytest.raises(ValueError, match="same number"):
@@ -275,22 +275,22 @@ def test_resume_with_dataloader_workers(dataset, tok, consumed):
 
 def test_bad_arguments(dataset, tok, tmp_path):
     with pytest.raises(MidiError, match="no split 'dev'.*train"):
-        stream_blocks(dataset, "dev", tok, 64)
+        MidiBlockStream(dataset, "dev", tok, 64)
     with pytest.raises(ValueError, match="block_size"):
-        stream_blocks(dataset, "train", tok, 1)
+        MidiBlockStream(dataset, "train", tok, 1)
     with pytest.raises(ValueError, match="mode"):
-        stream_blocks(dataset, "train", tok, 64, mode="window")
+        MidiBlockStream(dataset, "train", tok, 64, mode="window")
     with pytest.raises(ValueError, match="rank"):
-        stream_blocks(dataset, "train", tok, 64, rank=2, world_size=2)
+        MidiBlockStream(dataset, "train", tok, 64, rank=2, world_size=2)
     with pytest.raises(ValueError, match="transpose"):
         AugmentConfig(transpose=(3, -3))
     with pytest.raises(MidiError, match="sustain='events'"):
-        stream_blocks(dataset, "train", MidiTokenizer(sustain="extend"), 64, use_pretokenized=True)
+        MidiBlockStream(dataset, "train", MidiTokenizer(sustain="extend"), 64, use_pretokenized=True)
     with pytest.raises(MidiError, match="cannot be opened"):
-        stream_blocks(str(tmp_path / "missing"), "train", tok, 64)
-    s = stream_blocks(dataset, "train", tok, 64)
+        MidiBlockStream(str(tmp_path / "missing"), "train", tok, 64)
+    s = MidiBlockStream(dataset, "train", tok, 64)
     with pytest.raises(ValueError, match="block_size"):
-        stream_blocks(dataset, "train", tok, 32).load_state_dict(s.state_dict())
+        MidiBlockStream(dataset, "train", tok, 32).load_state_dict(s.state_dict())
 
 
 def test_corrupt_row_is_skipped(dataset, corpus, tok, tmp_path, caplog):

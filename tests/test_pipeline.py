@@ -246,7 +246,8 @@ def test_the_bundled_model_is_the_default(monkeypatch, model_dir):
 
 # --------------------------------------------------------------------------- LSTM, Hub, import
 def test_lstm_through_the_pipeline(tmp_path):
-    modeling = pytest.importorskip("hf_midi.remote_code.modeling_musicrnn")
+    from hf_midi.remote_code import modeling_musicrnn as modeling
+
     config = modeling.MusicRNNConfig(embedding_size=32, hidden_size=48, num_layers=2)
     torch.manual_seed(0)
     model = modeling.MusicRNNForCausalLM(config).eval()
@@ -291,9 +292,8 @@ def test_import_registers_everything_plainly_and_once():
 def test_exported_folder_runs_as_hub_custom_code_without_hf_midi(pipe, model_dir, tmp_path):
     """The pipeline file and the files it imports, copied into a model folder, work where hf_midi
     cannot be imported, and give the same music for the same seed."""
-    hub = pytest.importorskip("hf_midi.hub")
-    if not hasattr(hub, "export_model_folder"):
-        pytest.skip("hf_midi.hub.export_model_folder not available")
+    from hf_midi import hub
+
     folder = hub.export_model_folder(model_dir, tmp_path / "export")
     [ref] = pipe(PROMPT, prompt_seconds=6.0, seconds=2.0, seed=5)
     code = (

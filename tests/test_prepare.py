@@ -385,3 +385,29 @@ def test_the_card_credits_the_source(tmp_path):
     prepare_dataset(src, tmp_path / "b", PrepareConfig(splits_file=str(src / "split.csv"), license="mit",
                                                        num_workers=0, progress=False))
     assert "## Source" not in (tmp_path / "b" / "README.md").read_text()
+
+
+def test_a_folder_with_nothing_to_prepare_is_an_error_at_prepare_time(tmp_path):
+    """`hf-midi prepare` on a folder without MIDI, or whose files are all unusable, names the folder and
+    writes nothing (not an empty dataset that training would trip over later)."""
+    empty = tmp_path / "notes"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no music here")
+    proc = subprocess.run([sys.executable, "-m", "hf_midi.cli", "prepare", str(empty), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"{empty}: no MIDI files (.mid, .midi)" in proc.stderr and "nothing was written" in proc.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    (broken / "b.mid").write_bytes(b"not midi at all")
+    with pytest.raises(PrepareError, match=r"none of its 2 MIDI files could be used \(a\.mid: "):
+        prepare_dataset(broken, tmp_path / "out", PrepareConfig(num_workers=0, progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "notes"]
+
+
+def test_split_ratios_say_their_format(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "hf_midi.cli", "prepare", str(tmp_path), str(tmp_path / "out"),
+                           "--split-ratios", "0.8,0.1,0.1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "three numbers separated by spaces, e.g. --split-ratios 0.8 0.1 0.1" in proc.stderr

@@ -1,6 +1,6 @@
 """``hf-midi prepare``: a folder of MIDI files -> a dataset folder laid out as a Hub dataset repository.
 
-The output (``OUT/``) is what ``datasets.load_dataset(OUT)`` and ``hf_midi.data.stream.stream_blocks`` read,
+The output (``OUT/``) is what ``datasets.load_dataset(OUT)`` and ``hf_midi.data.stream.MidiBlockStream`` read,
 and what ``huggingface-cli upload --repo-type dataset`` can publish unchanged::
 
     OUT/README.md                                dataset card: YAML header (configs, splits, features,
@@ -413,8 +413,8 @@ ds = load_dataset("path/or/repo-id", split="train", streaming=True)
 
 from hf_midi import MidiTokenizer
 from hf_midi.data.augmentation import AugmentConfig
-from hf_midi.data.stream import stream_blocks
-blocks = stream_blocks("path/or/repo-id", "train", MidiTokenizer(), 1024, augment=AugmentConfig())
+from hf_midi.data.stream import MidiBlockStream
+blocks = MidiBlockStream("path/or/repo-id", "train", MidiTokenizer(), 1024, augment=AugmentConfig())
 ```
 """
     return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + body
@@ -460,6 +460,8 @@ def prepare_dataset(
     split_of, excluded = read_splits_file(cfg.splits_file, cfg.where) if cfg.splits_file else ({}, {})
     workers = (os.cpu_count() or 1) if cfg.num_workers is None else cfg.num_workers
     rels = find_midi_files(src)
+    if not rels:
+        raise PrepareError(f"{src}: no MIDI files (.mid, .midi) in it or below it; nothing was written")
     root = str(src)
 
     report = PrepareReport(out)
@@ -472,6 +474,9 @@ def prepare_dataset(
                 report.skipped.append(FileResult(rel, reason="not in split file"))
         else:
             wanted.append(rel)
+    if not wanted:
+        raise PrepareError(f"{src}: none of its {len(rels)} MIDI files is listed in --splits {cfg.splits_file}"
+                           f"{' with --where ' + ' '.join(cfg.where) if cfg.where else ''}; nothing was written")
     present = set(rels)
     missing = [FileResult(r, reason="missing", detail="listed in the split file, not found")
                for r in split_of if r not in present]
@@ -501,6 +506,10 @@ def prepare_dataset(
     order = {s: i for i, s in enumerate(STANDARD_SPLITS)}
     report.splits = {s: kept[s] for s in sorted(kept, key=lambda s: (order.get(s, 99), s))}
     report.skipped = sorted(report.skipped + missing, key=lambda f: f.path)
+    if not report.splits:  # every file was unreadable or a duplicate: no dataset, and say why
+        why = "; ".join(f"{f.path}: {f.reason}{f' ({f.detail})' if f.detail else ''}" for f in report.skipped[:3])
+        raise PrepareError(f"{src}: none of its {len(wanted)} MIDI files could be used ({why}"
+                           f"{'; ...' if len(report.skipped) > 3 else ''}); nothing was written")
 
     jobs = []
     for split, files in report.splits.items():
@@ -553,6 +562,20 @@ def _raise(e: Exception):
 
 
 # --------------------------------------------------------------------------- CLI
+class _Ratios(argparse.Action):
+    """``--split-ratios 0.8 0.1 0.1``: three numbers; anything else is named with the expected form."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            ratios = [float(v) for v in values]
+        except ValueError:
+            ratios = []
+        if len(ratios) != 3:
+            raise argparse.ArgumentError(self, f"got {' '.join(values)!r}; it takes three numbers separated by "
+                                               "spaces, e.g. --split-ratios 0.8 0.1 0.1")
+        setattr(namespace, self.dest, ratios)
+
+
 def configure_prepare(p: argparse.ArgumentParser) -> None:
     d = PrepareConfig()
     p.add_argument("src", help="folder of .mid/.midi files (searched recursively)")
@@ -561,8 +584,10 @@ def configure_prepare(p: argparse.ArgumentParser) -> None:
                    help="CSV with columns path,split (paths relative to SRC); unlisted files are skipped")
     p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                    help="keep only split-file rows where COLUMN equals VALUE (repeatable), e.g. kind=performance")
-    p.add_argument("--split-ratios", type=float, nargs=3, default=list(d.split_ratios),
-                   metavar=("TRAIN", "VALIDATION", "TEST"), help="hash split fractions without --splits")
+    p.add_argument("--split-ratios", action=_Ratios, nargs="+", default=list(d.split_ratios),
+                   metavar="FRACTION",
+                   help="hash split fractions of train, validation and test without --splits: three numbers, "
+                        "e.g. --split-ratios 0.8 0.1 0.1")
     p.add_argument("--license", default=d.license, help="license identifier of the source, e.g. mit")
     p.add_argument("--source", default=d.source, metavar="TEXT",
                    help="where the files come from and whom to credit (authors, paper, licence): "

@@ -1,6 +1,6 @@
 """Training data: a prepared MIDI dataset (``hf-midi prepare``) streamed as fixed-length token blocks.
 
-``stream_blocks(dataset, split, tokenizer, block_size, ...)`` returns a ``MidiBlockStream``, a
+``MidiBlockStream(dataset, split, tokenizer, block_size, ...)`` is a
 ``torch.utils.data.IterableDataset`` of ``{"input_ids", "labels", "attention_mask"}`` (LongTensors of
 ``block_size``). What happens to each worker's share of the data, in order::
 
@@ -121,7 +121,35 @@ class _Reader:
 
 
 class MidiBlockStream(torch.utils.data.IterableDataset):
-    """Fixed-length training blocks from a prepared MIDI dataset; build it with ``stream_blocks``."""
+    """Fixed-length training blocks from a dataset written by ``hf-midi prepare`` (a local folder or a Hub
+    repo id), as an ``IterableDataset`` for a DataLoader.
+
+    Args:
+        dataset: the dataset folder, or a Hub dataset repo id (read with ``datasets.load_dataset(...,
+            streaming=True)``; ``load_kwargs`` such as ``revision`` or ``token`` are passed on).
+        split: ``"train"``, ``"validation"``, ...
+        tokenizer: a ``MidiTokenizer`` (its ``sustain`` mode is used), or None for the default mode.
+        block_size: tokens per block.
+        augment: random transposition / time stretch / velocity jitter per piece; None for evaluation.
+        mode: ``"pack"``: pieces framed by ``<bos>``/``<eos>`` are concatenated and cut into blocks (no
+            padding; a pass's last partial block is dropped). ``"crop"``: one block a piece, a random
+            window of it; a piece shorter than a block is padded with ``<pad>`` (labels -100,
+            attention_mask 0).
+        shuffle_buffer: blocks held to shuffle the output (0: none).
+        piece_shuffle_buffer: pieces (rows, before parsing) held to shuffle their order (0: none). With
+            both 0 the shard order is also kept, and the stream reads the split in its stored order.
+        seed, epoch: the stream is a function of both (``set_epoch`` moves to another pass).
+        rank, world_size: this process's place in a multi-process run. Each (rank, DataLoader worker)
+            reads a disjoint part (``split_dataset_by_node`` over ``world_size x num_workers`` readers,
+            whole shards when that number divides the shard count); together they read everything.
+            Do not let accelerate shard this dataset again. The stream is copied into DataLoader workers
+            when they start: call ``set_epoch`` before each epoch with ``persistent_workers=False``.
+        use_pretokenized: use the ``input_ids`` column when the dataset has one. None (default): when it
+            exists, was made with the tokenizer's sustain mode, and ``augment`` has no stretch or
+            jitter (those need the unquantised times, so the MIDI is parsed); transposition works on
+            the ids directly.
+        read_batch_rows: rows per arrow record batch read from parquet.
+    """
 
     def __init__(
         self,
@@ -358,59 +386,6 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
                 f"rank={self.rank}/{self.world_size})")
 
 
-def stream_blocks(
-    dataset: str,
-    split: str,
-    tokenizer: Any,
-    block_size: int,
-    *,
-    augment: AugmentConfig | None = None,
-    mode: str = "pack",
-    shuffle_buffer: int = 1024,
-    piece_shuffle_buffer: int = 64,
-    seed: int = 0,
-    epoch: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    use_pretokenized: bool | None = None,
-    read_batch_rows: int = 64,
-    load_kwargs: dict | None = None,
-) -> MidiBlockStream:
-    """Training blocks from a dataset written by ``hf-midi prepare`` (a local folder or a Hub repo id).
-
-    Args:
-        dataset: the dataset folder, or a Hub dataset repo id (read with ``datasets.load_dataset(...,
-            streaming=True)``; ``load_kwargs`` such as ``revision`` or ``token`` are passed on).
-        split: ``"train"``, ``"validation"``, ...
-        tokenizer: a ``MidiTokenizer`` (its ``sustain`` mode is used), or None for the default mode.
-        block_size: tokens per block.
-        augment: random transposition / time stretch / velocity jitter per piece; None for evaluation.
-        mode: ``"pack"``: pieces framed by ``<bos>``/``<eos>`` are concatenated and cut into blocks (no
-            padding; a pass's last partial block is dropped). ``"crop"``: one block a piece, a random
-            window of it; a piece shorter than a block is padded with ``<pad>`` (labels -100,
-            attention_mask 0).
-        shuffle_buffer: blocks held to shuffle the output (0: none).
-        piece_shuffle_buffer: pieces (rows, before parsing) held to shuffle their order (0: none). With
-            both 0 the shard order is also kept, and the stream reads the split in its stored order.
-        seed, epoch: the stream is a function of both (``set_epoch`` moves to another pass).
-        rank, world_size: this process's place in a multi-process run. Each (rank, DataLoader worker)
-            reads a disjoint part (``split_dataset_by_node`` over ``world_size x num_workers`` readers,
-            whole shards when that number divides the shard count); together they read everything.
-            Do not let accelerate shard this dataset again. The stream is copied into DataLoader workers
-            when they start: call ``set_epoch`` before each epoch with ``persistent_workers=False``.
-        use_pretokenized: use the ``input_ids`` column when the dataset has one. None (default): when it
-            exists, was made with the tokenizer's sustain mode, and ``augment`` has no stretch or
-            jitter (those need the unquantised times, so the MIDI is parsed); transposition works on
-            the ids directly.
-        read_batch_rows: rows per arrow record batch read from parquet.
-    """
-    return MidiBlockStream(
-        dataset, split, tokenizer, block_size, augment=augment, mode=mode, shuffle_buffer=shuffle_buffer,
-        piece_shuffle_buffer=piece_shuffle_buffer, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
-        use_pretokenized=use_pretokenized, read_batch_rows=read_batch_rows, load_kwargs=load_kwargs,
-    )
-
-
 def iter_pieces(
     dataset: str,
     split: str,
@@ -434,4 +409,4 @@ def iter_pieces(
             yield path, np.concatenate(([BOS_ID], ids, [EOS_ID])).astype(np.int64)
 
 
-__all__ = ["MidiBlockStream", "iter_pieces", "piece_rng", "stream_blocks"]
+__all__ = ["MidiBlockStream", "iter_pieces", "piece_rng"]

@@ -275,13 +275,13 @@ def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_g
 # held on the device). ``--dataset`` decides which (``dataset_kind``).
 def make_stream(args: RunArguments, split: str, tokenizer, accelerator, train: bool):
     from ..data.augmentation import AugmentConfig
-    from ..data.stream import stream_blocks
+    from ..data.stream import MidiBlockStream
 
     augment = None
     if train and args.augment:
         augment = AugmentConfig(transpose=tuple(args.transpose), stretch=tuple(args.stretch),
                                 velocity_jitter=args.velocity_jitter)
-    return stream_blocks(
+    return MidiBlockStream(
         args.dataset, split, tokenizer, args.block_size, augment=augment, mode=args.data_mode if train else "pack",
         shuffle_buffer=args.shuffle_buffer if train else 0,
         piece_shuffle_buffer=args.piece_shuffle_buffer if train else 0, seed=args.seed,
