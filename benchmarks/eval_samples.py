@@ -7,7 +7,12 @@ generation settings (seeds 0, 1, ...; one at a time, as a user would), then
   reference pieces (the GiantMIDI test split) cut into windows of the same length: the fraction of
   samples inside, per statistic and on all six at once;
 - stuck notes: the share of notes longer than 8 s across the samples and the longest note;
-- composing speed (events/s, one torch thread, this machine).
+- composing speed (events/s, one torch thread, this machine);
+- the MGEval distances (``mgeval.py``): kernel-density overlap and KL divergence of five features
+  between the samples and reference windows of the same length, and the same between a held-out fifth
+  of the reference pieces and the rest (the floor: what real music scores against real music);
+- with ``--train``: memorisation, the share of each sample's 8-note pitch n-grams found in the training
+  set, beside the same share for the reference windows (real pieces the model never saw: the floor).
 
 Usage (the reference: a folder written by ``hf-midi prepare --pretokenize``, or a packed corpus and one
 of its evaluation sets)::
@@ -27,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import mgeval
 import music_stats
 import numpy as np
 import torch
@@ -46,6 +52,25 @@ def reference_pieces(spec: str) -> list[np.ndarray]:
     return [ids for _, ids in read_prepared(folder, split)]
 
 
+def id_windows(pieces, seconds: float, min_notes: int = 10) -> list[np.ndarray]:
+    """Every piece cut into consecutive ``seconds``-long windows of its event ids (a token belongs to the
+    window of the time it happens at); windows with fewer than ``min_notes`` onsets are left out."""
+    from hf_midi.remote_code.codec import NOTE_OFF, STEPS_PER_SECOND, shift_steps
+
+    width = int(round(seconds * STEPS_PER_SECOND))
+    out = []
+    for ids in pieces:
+        ids = np.asarray(ids, dtype=np.int64)
+        ids = ids[ids < 390]  # events only
+        steps = shift_steps(ids)
+        which = (np.cumsum(steps) - steps) // width
+        for w in np.unique(which):
+            part = ids[which == w]
+            if (part < NOTE_OFF).sum() >= min_notes:
+                out.append(part)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", required=True,
@@ -57,6 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the first model's first 4 samples (MIDI, PNG) and one WAV here")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--train", action="append", default=[], metavar="DIR:SPLIT",
+                   help="a training set for the memorisation check (repeat for several)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -64,9 +91,22 @@ def main(argv=None) -> int:
     for ids in reference_pieces(args.reference):
         reference += music_stats.window_stats(np.asarray(ids), args.seconds)
     ref_notes = music_stats.long_notes(reference_pieces(args.reference))
+    ref_pieces = reference_pieces(args.reference)
+    ref_windows = id_windows(ref_pieces, args.seconds)
+    held_out = id_windows(ref_pieces[::5], args.seconds)
+    rest = id_windows([x for i, x in enumerate(ref_pieces) if i % 5], args.seconds)
+    known = None
+    if args.train:
+        t = time.perf_counter()
+        known = mgeval.training_ngrams(ids for spec in args.train for ids in reference_pieces(spec))
+        print(f"training set: {len(known):,} distinct 8-note pitch n-grams ({time.perf_counter() - t:.0f} s)",
+              file=sys.stderr)
     results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
                "reference": args.reference, "reference_windows": len(reference), "reference_long_notes": ref_notes,
-               "samples": args.samples, "seconds": args.seconds, "models": {}}
+               "samples": args.samples, "seconds": args.seconds,
+               "mgeval_floor": mgeval.compare_sets(rest, held_out),
+               "memorisation_floor": mgeval.memorisation(ref_windows, known) if known is not None else None,
+               "train": args.train, "models": {}}
     for k, model in enumerate(args.model):
         name, _, guard = model.partition("@")
         extra = {} if not guard else {"max_note_seconds": None if guard == "off" else float(guard)}
@@ -84,12 +124,21 @@ def main(argv=None) -> int:
             "band": band, "min_fraction_inside": min(b["fraction_inside"] for b in band.values()),
             "inside_all": music_stats.inside_all(stats, band),
             "long_notes": music_stats.long_notes(o["token_ids"] for o in outs),
+            "mgeval": mgeval.compare_sets(ref_windows, [np.asarray(o["token_ids"]) for o in outs]),
         }
+        if known is not None:
+            res["memorisation"] = mgeval.memorisation([np.asarray(o["token_ids"]) for o in outs], known)
         results["models"][model] = res
         print(f"{model}: {res['events_per_second']:.0f} events/s, inside all {res['inside_all']:.2f}, "
               f"min per statistic {res['min_fraction_inside']:.2f}, "
               f"notes > 8 s {res['long_notes']['share_longer']:.4%}, "
               f"longest {res['long_notes']['longest_seconds']:.1f} s", file=sys.stderr)
+        floor = results["mgeval_floor"]
+        print(f"  MGEval overlap {res['mgeval']['mean_overlap']:.3f} (floor {floor['mean_overlap']:.3f}), "
+              f"KL {res['mgeval']['mean_kl']:.3f} (floor {floor['mean_kl']:.3f})", file=sys.stderr)
+        if known is not None:
+            print(f"  copied 8-grams {res['memorisation']['mean']:.3f} "
+                  f"(floor {results['memorisation_floor']['mean']:.3f})", file=sys.stderr)
         for name, b in band.items():
             print(f"  {name:20s} band [{b['band_low']:.2f}, {b['band_high']:.2f}]  median {b['sample_median']:.2f}"
                   f"  inside {b['inside']}/{b['total']}", file=sys.stderr)

@@ -9,7 +9,9 @@ For every piece (``<bos>`` events ``<eos>``) each token after ``<bos>`` is score
 
 Reported: negative log-likelihood per token in nats, perplexity (exp of it) and next-event
 accuracy (argmax), over all tokens and per event family (note-on, note-off, time shift, velocity,
-pedal, special = ``<eos>``). Probabilities are over the 393 real ids (padding rows of a model's
+pedal, special = ``<eos>``); and the whole NLL per note (per NOTE_ON) and per second of music: per-token
+figures depend on the vocabulary (a finer time grid makes more, easier tokens), these compare across
+tokenisations and with published numbers. Probabilities are over the 393 real ids (padding rows of a model's
 embedding are left out, as ``generate()`` suppresses them). Printed as a table; ``--json`` writes
 the same numbers.
 """
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .remote_code.codec import FAMILIES, PAD_ID, VOCAB_SIZE, event_family
+from .remote_code.codec import FAMILIES, NOTE_OFF, PAD_ID, STEPS_PER_SECOND, VOCAB_SIZE, event_family, shift_steps
 
 
 @dataclass
@@ -39,10 +41,14 @@ class Scores:
     family_nll: list[float] = field(default_factory=lambda: [0.0] * len(FAMILIES))
     family_correct: list[int] = field(default_factory=lambda: [0] * len(FAMILIES))
     family_tokens: list[int] = field(default_factory=lambda: [0] * len(FAMILIES))
+    notes: int = 0  # NOTE_ONs among the targets
+    steps: int = 0  # 10 ms steps of music the targets span
 
     def add(self, targets: np.ndarray, nll: np.ndarray, correct: np.ndarray) -> None:
         fam = event_family(targets)
         k = len(FAMILIES)
+        self.notes += int((targets < NOTE_OFF).sum())
+        self.steps += int(shift_steps(targets).sum())
         self.nll += float(nll.sum())
         self.correct += int(correct.sum())
         self.tokens += len(targets)
@@ -59,7 +65,11 @@ class Scores:
             return {"tokens": n, "nll": mean, "perplexity": math.exp(mean) if n else float("nan"),
                     "accuracy": correct / n if n else float("nan")}
 
-        out = {"pieces": self.pieces, **row(self.nll, self.correct, self.tokens), "families": {}}
+        out = {"pieces": self.pieces, **row(self.nll, self.correct, self.tokens),
+               "notes": self.notes, "seconds": self.steps / STEPS_PER_SECOND,
+               "nll_per_note": self.nll / self.notes if self.notes else float("nan"),
+               "nll_per_second": self.nll / (self.steps / STEPS_PER_SECOND) if self.steps else float("nan"),
+               "families": {}}
         for i, name in enumerate(FAMILIES):
             out["families"][name] = row(self.family_nll[i], self.family_correct[i], self.family_tokens[i])
         return out
@@ -168,6 +178,8 @@ def format_table(result: dict) -> str:
     for name, r in result["families"].items():
         if r["tokens"]:
             line(name, r)
+    lines.append(f"per note: {result['nll_per_note']:.4f} nats ({result['notes']:,} notes); per second of music: "
+                 f"{result['nll_per_second']:.4f} nats ({result['seconds']:,.1f} s)")
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from conftest import POP909_FIXTURES
 from hf_midi import MidiTokenizer
 from hf_midi.cli import main as cli_main
 from hf_midi.evaluation import _recurrent_scores, _window_scores, evaluate_model
-from hf_midi.remote_code.codec import FAMILIES, VOCAB_SIZE, event_family
+from hf_midi.remote_code.codec import FAMILIES, VOCAB_SIZE, event_family, shift_steps
 from hf_midi.training import build_model
 
 GPT = dict(num_layers=2, hidden_size=32, num_heads=2, context_length=32, dropout=0.0)
@@ -94,6 +94,12 @@ def test_family_rows_add_up_to_the_total(piece):
     assert total / r["tokens"] == pytest.approx(r["nll"])
     assert r["perplexity"] == pytest.approx(math.exp(r["nll"]))
     assert 0 <= r["accuracy"] <= 1 and r["nll"] > 0
+    # the whole NLL spread over the notes and over the seconds of music the targets hold
+    targets = np.concatenate([piece[1:].numpy(), piece[1:60].numpy()])
+    notes, seconds = int((targets < 128).sum()), float(shift_steps(targets).sum()) / 100
+    assert r["notes"] == notes and r["seconds"] == pytest.approx(seconds) and notes > 0 and seconds > 0
+    assert r["nll_per_note"] == pytest.approx(r["nll"] * r["tokens"] / notes)
+    assert r["nll_per_second"] == pytest.approx(r["nll"] * r["tokens"] / seconds)
 
 
 @pytest.mark.parametrize("spec", [GPT, LSTM], ids=["gpt2", "musicrnn"])
