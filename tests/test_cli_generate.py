@@ -85,6 +85,7 @@ def test_generate_several_from_a_prompt(model_dir, tmp_path):
     (["--prompt-seconds", "3"], "--prompt-seconds needs --prompt"),
     (["--prompt", "missing.mid"], "--prompt missing.mid: no such file"),
     (["--prompt", str(POP909_FIXTURES[0]), "--prompt-seconds", "1"], "has no notes in its first 1 s"),
+    (["--threads", "0"], "--threads: expected a number of threads >= 1 or auto, got '0'"),
 ])
 def test_bad_arguments_fail_cleanly_and_write_nothing(model_dir, tmp_path, capsys, args, message):
     out = tmp_path / "out.mid"
@@ -127,6 +128,27 @@ def test_generate_fast_and_slow_write_the_same_piece(model_dir, tmp_path):
         assert symusic.Score(tmp_path / "q.mid").end() > 0
     with pytest.raises(SystemExit):
         cli.main(["generate", "--model", model_dir, "--weights", "fp8", "-o", str(tmp_path / "x.mid")])
+
+
+def test_threads_are_chosen_by_timing_the_model_unless_given(model_dir, tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["generate", "--model", model_dir, "--seconds", "1", "--seed", "1", "-o",
+                         str(tmp_path / "a.mid")]) == 0
+        line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("threads: "))
+        chosen = int(line.split()[1])
+        timed = dict(re.findall(r"(\d+): (\d+) ms", line))
+        assert "1" in timed and str(chosen) in timed and torch.get_num_threads() == chosen
+        assert int(timed[str(chosen)]) == min(int(v) for v in timed.values())
+        assert cli.main(["generate", "--model", model_dir, "--seconds", "1", "--seed", "1", "--threads", "1", "-o",
+                         str(tmp_path / "b.mid")]) == 0
+        assert "threads: " not in capsys.readouterr().err and torch.get_num_threads() == 1
+        # the timing runs are seeded; the user's piece is the piece of its own seed
+        assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_every_command_says_what_it_does_and_shows_an_example():
