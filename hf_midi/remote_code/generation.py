@@ -195,6 +195,37 @@ def check_draft(model, draft, window: int | None, rows: int = 1) -> None:
         raise GenerationError(f"a draft model drafts for one sequence; {rows} were asked for")
 
 
+def sounding_after(ids: np.ndarray) -> np.ndarray:
+    """How many notes sound after each token of one row of ids (NOTE_ON of a silent pitch opens one,
+    NOTE_OFF of a sounding pitch closes it, a re-strike changes nothing)."""
+    on = np.zeros(128, dtype=bool)
+    count, out = 0, np.empty(len(ids), dtype=np.int64)
+    for i, t in enumerate(ids.tolist()):
+        if t < NOTE_OFF:
+            count += not on[t]
+            on[t] = True
+        elif t < TIME_SHIFT:
+            count -= bool(on[t - NOTE_OFF])
+            on[t - NOTE_OFF] = False
+        out[i] = count
+    return out
+
+
+def quiet_cut(seqs: torch.Tensor, target: int, slack: int) -> int:
+    """Where a sliding window's new context should start: the position within ``target`` +- ``slack``
+    at which the fewest notes are sounding (summed over the rows; the nearest to ``target`` among
+    equals). A note sounding at the cut has its NOTE_ON in the history the model no longer sees, so
+    nothing reminds it to end the note: the cause of most notes held for half a minute."""
+    lo, hi = max(1, target - slack), min(seqs.shape[1] - 1, target + slack)
+    if hi <= lo:
+        return target
+    rows = seqs.cpu().numpy()
+    counts = sum(sounding_after(r)[lo - 1 : hi] for r in rows)  # after token p - 1 = at cut p
+    positions = np.arange(lo, hi + 1)
+    best = np.lexsort((np.abs(positions - target), counts))[0]
+    return int(positions[best])
+
+
 def cut_events(ids, seconds: float) -> np.ndarray:
     """The first ``seconds`` of event ids (no special tokens): the events before the cut, and time
     advanced exactly to the cut when the piece goes on past it. Notes sounding at the cut stay open
@@ -765,7 +796,8 @@ def generate_music(
         if window is None or seqs.shape[1] < window:
             context, history = seqs, None
         else:
-            context, history = seqs[:, -keep:], seqs[:, :-keep]
+            cut = quiet_cut(seqs, seqs.shape[1] - keep, slack=keep // 4)
+            context, history = seqs[:, cut:], seqs[:, :cut]
         n = budget - made if window is None else min(budget - made, window - context.shape[1])
         state.set_history(history)
         config.max_new_tokens = n
