@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import POP909_FIXTURES, ROOT
@@ -68,6 +69,21 @@ def test_the_dataset_decides_the_source_and_a_packed_run_exports_a_whole_model(c
     config = training.load_config("tiny", {"dataset": str(corpus), "output_dir": "x", "eval_batches": 0})
     src, _ = training.make_batches(config, tokenizer, _OneProcess())
     assert isinstance(src, PackedBatches)
+
+
+def test_windows_can_be_drawn_from_piece_starts(corpus):
+    from hf_midi.data.packed import PackedBatches
+    from hf_midi.remote_code.codec import BOS_ID
+
+    def firsts(share):
+        src = PackedBatches(corpus, 64, 32, "cpu", seed=3, piece_start_share=share)
+        return torch.cat([next(src)["input_ids"][:, 0] for _ in range(8)])
+
+    assert (firsts(1.0) == BOS_ID).all()
+    assert 0.35 < (firsts(0.5) == BOS_ID).float().mean() < 0.65
+    assert (firsts(0.0) == BOS_ID).float().mean() < 0.05  # uniform: a piece begins once in ~2,700 tokens
+    with pytest.raises(training.ConfigError, match="piece_start_share: a share"):
+        training.load_config("tiny", {"dataset": str(corpus), "output_dir": "x", "piece_start_share": 1.5})
 
 
 class _OneProcess:
@@ -239,3 +255,31 @@ def test_collect_refuses_what_would_not_come_back(corpus, tmp_path):
     with pytest.raises(ValueError, match="weight files"):
         plan.collect(out, tmp_path / "back", shard_mb=0.01)  # ~60 shards of 10 kB
     assert not (tmp_path / "back").exists()
+
+
+def test_a_corpus_too_big_for_one_call_travels_in_pieces(corpus, tmp_path):
+    """recipes/trip.sh split deals a packed corpus out to N folders (one call each); recipes/stash.sh puts
+    them back together on the machine: the stash is the corpus, checksums and all."""
+    from hf_midi.data.packed import load_eval, load_train, pack_corpus
+
+    big = tmp_path / "big"
+    src = json.loads((corpus / "manifest.json").read_text())["train"]["sources"]["pop"]
+    pack_corpus(big, {"pop": (src["dataset"], "train")}, {"giantmidi_val": (src["dataset"], "validation")},
+                parts=5, xz_preset=1, progress=False)
+    env = {**os.environ, "STASH": str(tmp_path / "stash")}
+    split = subprocess.run(["bash", str(ROOT / "recipes" / "trip.sh"), "split", str(big), "2"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert split.returncode == 0, split.stderr
+    pieces = [tmp_path / "big.0", tmp_path / "big.1"]
+    assert (pieces[0] / "manifest.json").is_file() and not (pieces[1] / "manifest.json").exists()
+    assert {len(list(p.glob("train-*"))) for p in pieces} == {2, 3}
+    for piece in reversed(pieces):  # any order
+        out = subprocess.run(["bash", str(ROOT / "recipes" / "stash.sh"), str(piece)], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    assert "5 of 6 files" not in out.stdout and "whole" in out.stdout
+    stash = tmp_path / "stash" / "big"
+    assert np.array_equal(load_train(stash), load_train(big))
+    exclude = ROOT / ".git" / "info" / "exclude"  # the pieces lie outside the repository: git is left alone
+    assert not exclude.is_file() or "/big.0/" not in exclude.read_text()
+    assert len(load_eval(stash, "giantmidi_val")) == len(load_eval(big, "giantmidi_val"))

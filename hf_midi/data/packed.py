@@ -250,7 +250,7 @@ class PackedBatches:
     """
 
     def __init__(self, folder: str | Path, block_size: int, batch_size: int, device, *, transpose=(0, 0),
-                 seed: int = 0, rank: int = 0, sustain: str | None = "events"):
+                 seed: int = 0, rank: int = 0, sustain: str | None = "events", piece_start_share: float = 0.0):
         import torch
 
         self.folder, self.block, self.batch, self.device = Path(folder), block_size, batch_size, torch.device(device)
@@ -267,6 +267,13 @@ class PackedBatches:
         self.gen.manual_seed(seed * 1_000_003 + rank)  # each rank its own windows
         self.drawn = 0  # windows drawn so far
         self.split = "train"
+        # A share of the windows begins at a piece's <bos>: a model that sees few beginnings loses track of
+        # what a piece's opening notes need (their endings) more often.
+        if not 0.0 <= piece_start_share <= 1.0:
+            raise PackedError(f"piece_start_share must be in [0, 1], got {piece_start_share}")
+        self.piece_start_share = piece_start_share
+        bos = torch.nonzero(self.data[: self.tokens - block_size + 1] == BOS_ID).flatten()
+        self.piece_starts = bos if len(bos) else None
 
     @property
     def epoch(self) -> float:
@@ -281,6 +288,10 @@ class PackedBatches:
 
         starts = torch.randint(0, self.tokens - self.block + 1, (self.batch, 1), device=self.device,
                                generator=self.gen)
+        if self.piece_start_share and self.piece_starts is not None:
+            at_start = torch.rand((self.batch, 1), device=self.device, generator=self.gen) < self.piece_start_share
+            which = torch.randint(0, len(self.piece_starts), (self.batch, 1), device=self.device, generator=self.gen)
+            starts = torch.where(at_start, self.piece_starts[which], starts)
         x = self.data[starts + self.offsets].long()  # (B, block)
         if self.hi > self.lo or self.lo != 0:
             x = transpose_windows(x, self.lo, self.hi, self.gen)

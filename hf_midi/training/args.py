@@ -136,6 +136,10 @@ class RunArguments(_Checked):
     transpose: list[int] = _arg(help="semitone range, inclusive", factory=lambda: [-3, 3])
     stretch: list[float] = _arg(help="tempo factor range", factory=lambda: [0.95, 1.05])
     velocity_jitter: int = _arg(0, "+- velocity units added to each note (0: off)")
+    piece_start_share: float = _arg(0.0, (
+        "packed corpus: the share of windows that begin at a piece's <bos> (0: uniform over the stream, where "
+        "few windows see a piece begin)"
+    ))
     shuffle_buffer: int = _arg(256, "blocks in the streaming shuffle buffer")
     piece_shuffle_buffer: int = _arg(64, "pieces (before parsing) in the streaming shuffle buffer")
     num_workers: int = _arg(0, "DataLoader worker processes (0: in the training process)")
@@ -247,6 +251,8 @@ def model_arguments(data: dict) -> ModelArguments:
 def validate(args: RunArguments, check_paths: bool = True) -> RunArguments:
     """Range and consistency checks; ConfigError names the field."""
     m = args.model
+    if args.piece_start_share > 1:
+        raise ConfigError(f"piece_start_share: a share, in [0, 1], got {args.piece_start_share}")
     if args.lora and not args.init_from:
         raise ConfigError("lora: adapters train on top of a trained model; set init_from (e.g. --init_from default)")
     if args.init_from is None and m.architecture == "gpt2" and args.block_size != m.context_length:

@@ -298,7 +298,8 @@ def make_batches(args: RunArguments, tokenizer, accelerator):
         try:
             source = PackedBatches(args.dataset, args.block_size, args.per_device_batch_size, accelerator.device,
                                    transpose=transpose, seed=args.seed, rank=accelerator.process_index,
-                                   sustain=getattr(tokenizer, "sustain", args.sustain))
+                                   sustain=getattr(tokenizer, "sustain", args.sustain),
+                                   piece_start_share=args.piece_start_share)
         except PackedError as e:
             raise ConfigError(f"dataset: {e}") from None
         if args.eval_batches and args.eval_split not in source.manifest["eval"]:
