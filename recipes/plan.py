@@ -50,6 +50,10 @@ PLANS: dict[str, list[Run]] = {
     "gpu": [Run("base", "gpu-base", 0.64), Run("small", "gpu-small", 0.18), Run("lstm", "gpu-lstm", 0.18)],
     # One model and all the time.
     "gpu-base": [Run("base", "gpu-base", 1.0)],
+    # The next lent GPU (the model-users-hear issue): base continued from the shipped weights
+    # (--init_from base=STASH/base, a short warm-up), a quarter of its windows from piece starts, on all of
+    # GiantMIDI train + POP909 train carried in pieces (recipes/README.md, "A trip in several calls").
+    "gpu-next": [Run("base", "gpu-base", 1.0, {"piece_start_share": 0.25, "warmup_steps": 100})],
     # This project's 2-core CPU, one thread.
     "cpu": [Run("cpu", "cpu-packed", 1.0)],
     # The "gpu" plan's three shapes shrunk to seconds on a CPU: the recipe's rehearsal (a test, CI).

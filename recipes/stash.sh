@@ -21,7 +21,7 @@ import hashlib, json, sys
 from pathlib import Path
 folder = Path(sys.argv[1])
 if not (folder / "manifest.json").is_file():
-    print(f"{folder}: no manifest.json yet (it travels in the first piece)"); sys.exit(0)
+    print(f"{folder}: no manifest.json (a model folder, or a corpus whose first piece is still to come)"); sys.exit(0)
 m = json.loads((folder / "manifest.json").read_text())
 files = [f["name"] for f in m["train"]["files"]] + [e["file"] for e in m["eval"].values()]
 missing = [f for f in files if not (folder / f).is_file()]
