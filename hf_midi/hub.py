@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from .remote_code.tokenization_midi import MidiTokenizer
-from .utils import atomic_folder
+from .utils import atomic_folder, is_repo_id
 
 # The files that travel as remote code (hf_midi/remote_code/: flat, sibling imports only).
 PACKAGE_DIR = Path(__file__).resolve().parent / "remote_code"
@@ -195,7 +195,7 @@ def push_folder(
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise HubError(f"{folder}: not an exported model folder (no config.json); run `hf-midi export` first")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+    if "/" not in repo_id or not is_repo_id(repo_id):
         raise HubError(f"repo id {repo_id!r} is not of the form 'user/name'")
     token = token or get_token()
     if not token:

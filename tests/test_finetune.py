@@ -192,7 +192,7 @@ def test_a_folder_without_readable_midi_is_refused_before_training(tiny_ckpt, tm
     for name in ("test-not-a-midi-file.mid", "test-empty-file.mid", "test-corrupt-file-missing-byte.mid"):
         shutil.copy(EDGE_FIXTURES / name, src / name)
     out = tmp_path / "o"
-    with pytest.raises(FinetuneError, match=r"junk: 0 readable MIDI file\(s\)"):
+    with pytest.raises(FinetuneError, match=r"junk: none of its 3 MIDI files could be used"):
         finetune(src, out, model=str(tiny_ckpt), minutes=1, progress=False, workers=0)
     _no_leftovers(tmp_path, out)
     one = tmp_path / "one"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -275,18 +274,21 @@ def validate(args: RunArguments, check_paths: bool = True) -> RunArguments:
 def dataset_kind(dataset: str) -> str:
     """"packed" (a packed corpus folder), "prepared" (a folder of parquet shards, as ``hf-midi prepare``
     writes) or "hub" (a Hub dataset repo id); ConfigError for anything else."""
+    from ..utils import locate
+
     path = Path(dataset)
-    if path.is_dir():
+    where = locate(dataset)
+    if where == "local" and path.is_dir():
         if (path / "manifest.json").is_file():
             return "packed"
         if any(path.glob("*.parquet")) or any(path.glob("data/*.parquet")) or (path / "README.md").is_file():
             return "prepared"
         raise ConfigError(f"dataset: {dataset!r} is neither a prepared dataset (hf-midi prepare: data/*.parquet), "
                           "a packed corpus (manifest.json) nor a Hub dataset repo id")
-    if path.exists():
+    if where == "local":
         raise ConfigError(f"dataset: {dataset!r} is a file; name a prepared dataset folder, a packed corpus "
                           "folder or a Hub dataset repo id")
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", dataset) and not dataset.startswith("."):
+    if where == "hub":
         return "hub"
     raise ConfigError(f"dataset: no such folder {dataset!r} (and not a Hub repo id like user/name)")
 

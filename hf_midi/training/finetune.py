@@ -41,12 +41,16 @@ def prepare_folder(src: Path, out: Path, val_fraction: float, splits: str | None
     import csv
     import tempfile
 
-    from ..data.prepare import PrepareConfig, prepare_dataset
+    from ..data.prepare import PrepareConfig, PrepareError, prepare_dataset
 
     common = dict(license="unknown", pretokenize=True, progress=progress, num_workers=workers)
     if splits is None:
         with tempfile.TemporaryDirectory(prefix=".hf-midi-scan-", dir=out.parent) as scan_dir:
-            scan = prepare_dataset(src, Path(scan_dir) / "d", PrepareConfig(split_ratios=(1.0, 0.0, 0.0), **common))
+            try:
+                scan = prepare_dataset(src, Path(scan_dir) / "d",
+                                       PrepareConfig(split_ratios=(1.0, 0.0, 0.0), **common))
+            except PrepareError as e:  # no MIDI file, or none readable: nothing to fine-tune on
+                raise FinetuneError(str(e)) from None
             readable = [f.path for f in scan.splits.get("train", [])]
             skipped = scan.skipped
             if len(readable) < 2:

@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from ..data.packed import PackedError
 from ..loading import ModelLoadError
 from ..remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
+from ..utils import fsync_files
 from .args import (
     ConfigError,
     ModelArguments,
@@ -186,7 +187,9 @@ def resolve_resume(args: RunArguments) -> Path | None:
 
 
 def save_checkpoint(accelerator, out: Path, step: int, state: dict, data_state: dict, keep: int) -> Path:
-    """``save_state`` into a hidden folder, then one rename: a crash leaves no partial ``step_*``."""
+    """``save_state`` into a hidden folder, then one rename: a crash leaves no partial ``step_*``. (The
+    policy of ``utils.atomic_folder``, written out here because every process writes into the folder, so
+    its name must be known to all of them.)"""
     root = out / CHECKPOINTS
     final, tmp = root / f"step_{step:07d}", root / f".tmp-step_{step:07d}"
     if accelerator.is_main_process:
@@ -199,20 +202,13 @@ def save_checkpoint(accelerator, out: Path, step: int, state: dict, data_state: 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-        _fsync_tree(tmp)
+        fsync_files(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in checkpoints(out)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
-
-
-def _fsync_tree(folder: Path) -> None:
-    for f in folder.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
 
 
 def start_from(args: RunArguments, accelerator):
@@ -234,7 +230,8 @@ def start_from(args: RunArguments, accelerator):
 def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_generation_config: bool = False,
            adapter_base: str | None = None) -> None:
     """``save_pretrained`` of model + generation config + Hub-ready tokenizer into ``out``: written in a
-    hidden folder, then each file renamed in, config.json last (a folder with a config is whole). A LoRA
+    hidden folder, fsynced, then each file renamed in, config.json last (a folder with a config is whole;
+    file by file, not a folder swap, because OUT also holds the run's checkpoints and logs). A LoRA
     run (``adapter_base`` set) writes only the adapter (``adapter_config.json`` last) and the tokenizer."""
     from ..hub import add_tokenizer_code
 
@@ -259,7 +256,7 @@ def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_g
         last = "config.json"
     tokenizer.save_pretrained(tmp)
     add_tokenizer_code(tmp)
-    _fsync_tree(tmp)
+    fsync_files(tmp)
     names = sorted(p.name for p in tmp.iterdir())
     for name in [n for n in names if n != last] + [last]:
         (tmp / name).chmod(0o644)  # some writers make 0600 files; a model folder is for everyone to read
