@@ -137,8 +137,10 @@ def main(argv=None) -> int:
         print(f"  MGEval overlap {res['mgeval']['mean_overlap']:.3f} (floor {floor['mean_overlap']:.3f}), "
               f"KL {res['mgeval']['mean_kl']:.3f} (floor {floor['mean_kl']:.3f})", file=sys.stderr)
         if known is not None:
-            print(f"  copied 8-grams {res['memorisation']['mean']:.3f} "
-                  f"(floor {results['memorisation_floor']['mean']:.3f})", file=sys.stderr)
+            m, f = res["memorisation"], results["memorisation_floor"]
+            print(f"  copied 8-grams {m['mean']:.3f} (floor {f['mean']:.3f}), of distinct ones "
+                  f"{m['distinct_mean']:.3f} (floor {f['distinct_mean']:.3f}), most in one piece {m['max']:.3f}",
+                  file=sys.stderr)
         for name, b in band.items():
             print(f"  {name:20s} band [{b['band_low']:.2f}, {b['band_high']:.2f}]  median {b['sample_median']:.2f}"
                   f"  inside {b['inside']}/{b['total']}", file=sys.stderr)

@@ -147,23 +147,34 @@ def training_ngrams(pieces: Iterable, n: int = NGRAM) -> np.ndarray:
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
 
-def copied_share(ids, known: np.ndarray, n: int = NGRAM) -> float | None:
-    """The share of a piece's pitch n-grams found in ``known`` (None: too few notes)."""
+def _found(h: np.ndarray, known: np.ndarray) -> np.ndarray:
+    pos = np.searchsorted(known, h)
+    return (pos < len(known)) & (known[np.minimum(pos, len(known) - 1)] == h)
+
+
+def copied_share(ids, known: np.ndarray, n: int = NGRAM, distinct: bool = False) -> float | None:
+    """The share of a piece's pitch n-grams found in ``known`` (None: too few notes). ``distinct``: of its
+    distinct n-grams, so that one common figure repeated many times counts once."""
     h = _ngram_hashes(_pitch_sequence(ids), n)
+    if distinct:
+        h = np.unique(h)
     if not len(h):
         return None
-    pos = np.searchsorted(known, h)
-    found = (pos < len(known)) & (known[np.minimum(pos, len(known) - 1)] == h)
-    return float(found.mean())
+    return float(_found(h, known).mean())
 
 
 def memorisation(pieces: Iterable, known: np.ndarray, n: int = NGRAM) -> dict:
+    """Copied shares over a set of pieces: of all their 8-grams (``mean``, ``median``, ``p90``, ``max``) and
+    of their distinct 8-grams (``distinct_mean``, ``distinct_max``)."""
+    pieces = list(pieces)
     shares = [s for s in (copied_share(ids, known, n) for ids in pieces) if s is not None]
     if not shares:
         return {"pieces": 0}
+    distinct = [s for s in (copied_share(ids, known, n, distinct=True) for ids in pieces) if s is not None]
     return {"pieces": len(shares), "mean": round(float(np.mean(shares)), 4),
             "median": round(float(np.median(shares)), 4), "max": round(float(np.max(shares)), 4),
-            "p90": round(float(np.percentile(shares, 90)), 4)}
+            "p90": round(float(np.percentile(shares, 90)), 4),
+            "distinct_mean": round(float(np.mean(distinct)), 4), "distinct_max": round(float(np.max(distinct)), 4)}
 
 
 __all__ = ["FEATURES", "compare_sets", "copied_share", "memorisation", "overlap_and_kl", "piece_features",

@@ -61,3 +61,9 @@ def test_copies_are_found_and_new_notes_are_not():
     assert mgeval.copied_share(random_notes, known) < 0.02
     report = mgeval.memorisation([pieces[0], pieces[1]], known)
     assert report["pieces"] == 2 and report["max"] == 1.0 and report["mean"] < 1.0
+    # one known figure played over and over: every 8-gram is known, but only one distinct one
+    figure = [p for p in (60, 62, 64, 65, 67, 69, 71, 72)]
+    loop = np.ravel([[p, codec.TIME_SHIFT + 9, 128 + p] for p in figure * 10 + list(rng.integers(40, 90, 30))])
+    known_loop = mgeval.training_ngrams([np.ravel([[p, codec.TIME_SHIFT + 9, 128 + p] for p in figure * 2])])
+    assert mgeval.copied_share(loop, known_loop) > 0.6
+    assert mgeval.copied_share(loop, known_loop, distinct=True) < 0.3
