@@ -113,7 +113,7 @@ def test_generate_music_fast_equals_slow_through_the_window(model):
         torch.manual_seed(7)
         seen = []
         out[fast] = generate_music(model, ids, seconds=20.0, max_new_tokens=300, generation_config=config,
-                                   window=100, keep=40, max_note_seconds=2.0, fast=fast,
+                                   window=100, keep=40, max_note_seconds=2.0, fast=fast, max_silence_seconds=None,
                                    progress=lambda done, total, seen=seen: seen.append(done))
         assert seen and seen[-1] > 0
     assert out[True].shape[1] > 100 + 1, "the window must have slid"

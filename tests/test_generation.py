@@ -393,6 +393,45 @@ def test_guard_forces_the_note_off_of_a_note_held_too_long():
     assert torch.equal(out[1], scores[1])  # nothing held 2 s: untouched
 
 
+def test_no_silence_longer_than_the_limit():
+    from hf_midi.remote_code.generation import MaxSilenceLogitsProcessor
+
+    one_second = TIME_SHIFT + 99
+
+    def guarded(ids):
+        return MaxSilenceLogitsProcessor(4.0)(torch.tensor([ids]), torch.zeros(1, 448))[0]
+
+    out = guarded([BOS_ID] + [one_second] * 4)  # 4 s and no note yet: play (or end), do not wait
+    assert not torch.isfinite(out[TIME_SHIFT:VELOCITY]).any() and torch.isfinite(out[:TIME_SHIFT]).all()
+    assert torch.isfinite(guarded([BOS_ID, 60] + [one_second] * 5)).all()  # a key down: not silence
+    assert torch.isfinite(guarded([BOS_ID, 60, 128 + 60, one_second, one_second, 62])).all()  # an onset now
+    assert not torch.isfinite(guarded([BOS_ID, 60, 128 + 60] + [one_second] * 4)[TIME_SHIFT]).any()
+
+
+def longest_silence(rows) -> float:
+    """The longest stretch, in seconds, with no key down before an onset (or the piece's end)."""
+    worst = 0.0
+    for r in rows.tolist():
+        n = ids_to_notes([t for t in r if t < VOCAB_SIZE - 3])
+        end = int(shift_steps([t for t in r if t < VOCAB_SIZE - 3]).sum())
+        order = np.argsort(n["start"])
+        covered = 0  # the latest end of the notes so far
+        for start, stop in zip(np.append(n["start"][order], end), np.append(n["end"][order], end)):
+            worst = max(worst, (int(start) - covered) / 100)
+            covered = max(covered, int(stop))
+    return worst
+
+
+def test_generation_with_the_silence_guard_keeps_playing():
+    model = tiny_model(seed=4)
+    torch.manual_seed(1)
+    free = generate_music(model, torch.full((3, 1), BOS_ID), seconds=20.0, max_silence_seconds=None)
+    torch.manual_seed(1)
+    guarded = generate_music(model, torch.full((3, 1), BOS_ID), seconds=20.0, max_silence_seconds=0.5)
+    assert longest_silence(free) > 1.6  # the control: a random model waits
+    assert longest_silence(guarded) <= 1.5  # the limit and at most one more TIME_SHIFT
+
+
 def test_guard_counts_time_across_the_sliding_window_history():
     from hf_midi.remote_code.generation import MaxNoteLengthLogitsProcessor
 

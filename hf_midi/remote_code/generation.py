@@ -71,6 +71,9 @@ MAX_RETURN_SEQUENCES = 64
 # (``max_note_seconds`` in its generation_config.json): None = off. Measured per model in
 # benchmarks/RESULTS.md (expressive-piano model), with and without: the bundled base model sets 6.0.
 DEFAULT_MAX_NOTE_SECONDS: float | None = None
+# The longest silence (no key down, no onset) generation allows; real performances rarely pause longer
+# (a fermata, between movements), and a model that falls silent for longer rarely comes back.
+DEFAULT_MAX_SILENCE_SECONDS = 4.0
 
 # hf_midi/pretrained/default in the package (in a Hub folder this file travels alone: no such folder there)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
@@ -436,6 +439,31 @@ class MaxNoteLengthLogitsProcessor(LogitsProcessor):
         return scores
 
 
+class MaxSilenceLogitsProcessor(LogitsProcessor):
+    """No silence longer than ``seconds``: once no key is down and ``seconds`` have passed since the last
+    onset (or since the piece began, if none yet), a TIME_SHIFT may not come next, so the model plays
+    (or ends the piece, where ends are allowed). Against a degenerate sample: a seed of base spent a
+    30-second piece on 30 one-second shifts and no note.
+    """
+
+    def __init__(self, seconds: float, state: PerformanceState | None = None):
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise GenerationError(f"max_silence_seconds must be > 0, got {seconds}")
+        self.limit = seconds_to_steps(seconds)
+        self.state = state if state is not None else PerformanceState()
+        if not self.state.track_onsets:
+            self.state.track_onsets = True
+            self.state.set_history(self.state.history)  # the next sync rebuilds, onsets included
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        last_onset = s.onset[:, :128].amax(1)  # 0 before any note: the piece's start
+        quiet = ~s.sounding.any(1) & (s.clock - last_onset >= self.limit)
+        if bool(quiet.any()):
+            scores[:, TIME_SHIFT:VELOCITY].masked_fill_(quiet[:, None], -math.inf)
+        return scores
+
+
 class MusicTimeLimitLogitsProcessor(LogitsProcessor):
     """Keeps every sequence within ``seconds`` of music (counted from the state's ``start``).
 
@@ -731,6 +759,7 @@ def generate_music(
     weights: str = "auto",
     streamer: BaseStreamer | None = None,
     assistant_model=None,
+    max_silence_seconds: float | None = DEFAULT_MAX_SILENCE_SECONDS,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -740,6 +769,7 @@ def generate_music(
     (default: the model's context), generation continues from its last ``keep`` tokens (default half
     the window): the sliding window. While everything fits, this is exactly one ``generate()`` call.
     ``max_note_seconds``: end notes held that long (``MaxNoteLengthLogitsProcessor``); None: off.
+    ``max_silence_seconds``: no silence longer than this (``MaxSilenceLogitsProcessor``; default 4 s); None: off.
     ``fast``: run ``generate()`` with ``custom_generate=fast_sample`` (``hf_midi.remote_code.fast_generation``: the
     same sampling, a lean forward; models it does not cover take ``generate()``'s own loop); ``weights``:
     its weight format (``float32``: the same tokens as ``fast=False`` under one seed; ``float16`` /
@@ -777,6 +807,8 @@ def generate_music(
         processors.append(PerformanceGrammarLogitsProcessor(state))
     if max_note_seconds is not None:
         processors.append(MaxNoteLengthLogitsProcessor(max_note_seconds, state))
+    if max_silence_seconds is not None:
+        processors.append(MaxSilenceLogitsProcessor(max_silence_seconds, state))
     if seconds is not None:
         processors.append(MusicTimeLimitLogitsProcessor(seconds, state))
         criteria.append(MusicTimeStoppingCriteria(seconds, state))
@@ -844,7 +876,8 @@ def generate_music(
 
 
 __all__ = [
-    "DEFAULT_MAX_NOTE_SECONDS", "GenerationError", "MAX_SECONDS", "MaxNoteLengthLogitsProcessor", "MusicChunk",
+    "DEFAULT_MAX_NOTE_SECONDS", "DEFAULT_MAX_SILENCE_SECONDS", "GenerationError", "MAX_SECONDS",
+    "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "MusicChunk",
     "MusicProgressCriteria", "MusicStreamer", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
     "PerformanceGrammarLogitsProcessor", "PerformanceState", "StreamedNote", "check_draft", "check_fast_args",
     "check_generation_args", "context_length", "cut_events", "default_model_path", "generate_music",

@@ -41,6 +41,7 @@ from .codec import (
     shift_steps,
 )
 from .generation import (
+    DEFAULT_MAX_SILENCE_SECONDS,
     GenerationError,
     MusicStreamer,
     check_draft,
@@ -71,6 +72,8 @@ class MidiGenerationPipeline(Pipeline):
     - ``seed``: seeds torch before sampling, so the tokens equal a direct ``model.generate()``;
     - ``num_return_sequences``; ``return_prompt`` (default True): the prompt stays in the output;
     - ``grammar`` (default True): ``PerformanceGrammarLogitsProcessor`` on;
+    - ``max_silence_seconds``: no silence longer than this (``MaxSilenceLogitsProcessor``; default 4 s;
+      None: off);
     - ``max_note_seconds``: end any note held this long (``MaxNoteLengthLogitsProcessor``; None: off;
       default: the model's ``generation_config.max_note_seconds``, else off);
     - ``fast`` (default True): the fast decoding loop (``hf_midi.remote_code.fast_generation``); ``weights``: its
@@ -119,7 +122,7 @@ class MidiGenerationPipeline(Pipeline):
         self, prompt_seconds=None, seconds=_DEFAULT, max_new_tokens=None, temperature=None, top_k=None,
         top_p=None, seed=None, num_return_sequences=None, return_prompt=None, grammar=None,
         progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None, streamer=None,
-        assistant_model=None,
+        assistant_model=None, max_silence_seconds=_DEFAULT,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         checked = check_generation_args(
@@ -152,12 +155,14 @@ class MidiGenerationPipeline(Pipeline):
                                           ("assistant_model", assistant_model)) if v is not None})
         if seconds is not _DEFAULT:
             forward["seconds"] = checked.get("seconds")  # None turns the time limit off
-        if max_note_seconds is not _DEFAULT:  # None turns the guard off
-            if max_note_seconds is not None and not (
-                    isinstance(max_note_seconds, (int, float)) and math.isfinite(max_note_seconds)
-                    and max_note_seconds > 0):
-                raise GenerationError(f"max_note_seconds must be a number > 0 or None, got {max_note_seconds!r}")
-            forward["max_note_seconds"] = max_note_seconds
+        for name, value in (("max_note_seconds", max_note_seconds), ("max_silence_seconds", max_silence_seconds)):
+            if value is _DEFAULT:
+                continue
+            if value is not None and not (  # None turns the guard off
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and value > 0):
+                raise GenerationError(f"{name} must be a number > 0 or None, got {value!r}")
+            forward[name] = value
         postprocess = {} if return_prompt is None else {"return_prompt": bool(return_prompt)}
         return preprocess, forward, postprocess
 
@@ -258,7 +263,8 @@ class MidiGenerationPipeline(Pipeline):
 
     def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
                  top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
-                 max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None, assistant_model=None):
+                 max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None, assistant_model=None,
+                 max_silence_seconds=DEFAULT_MAX_SILENCE_SECONDS):
         check_length(seconds, max_new_tokens)
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
         if max_note_seconds is _DEFAULT:
@@ -270,6 +276,7 @@ class MidiGenerationPipeline(Pipeline):
             self.model, input_ids, seconds=seconds, max_new_tokens=max_new_tokens, grammar=grammar,
             generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
             fast=bool(fast), weights=weights, streamer=streamer, assistant_model=assistant_model,
+            max_silence_seconds=max_silence_seconds,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}
