@@ -142,6 +142,8 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-note-seconds", type=_note_limit, default=None, metavar="S|off",
                    help="end any note held S seconds (the stuck-note guard); off: never (default: the "
                         "model's generation config, max_note_seconds; the bundled base sets 6)")
+    p.add_argument("--max-silence-seconds", type=_note_limit, default=None, metavar="S|off",
+                   help="no silence (no key down, no onset) longer than S seconds; off: allow any (default 4)")
     p.add_argument("--weights", choices=("auto", "float32", "float16", "int8"), default="auto",
                    help="weight format of the fast decoding loop (default auto: float16 on a CPU, float32 "
                         "elsewhere; float32 gives the same tokens as --slow under one seed)")
@@ -218,8 +220,9 @@ def run_generate(args: argparse.Namespace) -> int:
             top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
             return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
             fast=not args.slow, weights=args.weights,
-            **({} if args.max_note_seconds is None else
-               {"max_note_seconds": None if args.max_note_seconds == "off" else args.max_note_seconds}),
+            **{name: None if value == "off" else value
+               for name, value in (("max_note_seconds", args.max_note_seconds),
+                                   ("max_silence_seconds", args.max_silence_seconds)) if value is not None},
         )
     finally:
         bar.close()
