@@ -413,20 +413,29 @@ class PerformanceGrammarLogitsProcessor(LogitsProcessor):
         return scores
 
 
-class MaxNoteLengthLogitsProcessor(LogitsProcessor):
-    """Ends notes held too long: once a sounding note has been on for ``seconds``, the next token must
-    be a NOTE_OFF of such a note (one a step, until none is left). A guard against stuck notes, as
-    a second layer behind the model: the longest note is then under ``seconds`` + 1 s (one TIME_SHIFT).
-    """
+class _TimeGuard(LogitsProcessor):
+    """A guard that watches how long something has lasted in music time: ``seconds`` (checked, named by
+    ``argument``) and the shared state, with onset times tracked."""
+
+    argument = "seconds"
 
     def __init__(self, seconds: float, state: PerformanceState | None = None):
         if not (math.isfinite(seconds) and seconds > 0):
-            raise GenerationError(f"max_note_seconds must be > 0, got {seconds}")
+            raise GenerationError(f"{self.argument} must be > 0, got {seconds}")
         self.limit = seconds_to_steps(seconds)
         self.state = state if state is not None else PerformanceState()
         if not self.state.track_onsets:
             self.state.track_onsets = True
             self.state.set_history(self.state.history)  # the next sync rebuilds, onsets included
+
+
+class MaxNoteLengthLogitsProcessor(_TimeGuard):
+    """Ends notes held too long: once a sounding note has been on for ``seconds``, the next token must
+    be a NOTE_OFF of such a note (one a step, until none is left). A guard against stuck notes, as
+    a second layer behind the model: the longest note is then under ``seconds`` + 1 s (one TIME_SHIFT).
+    """
+
+    argument = "max_note_seconds"
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
@@ -439,21 +448,14 @@ class MaxNoteLengthLogitsProcessor(LogitsProcessor):
         return scores
 
 
-class MaxSilenceLogitsProcessor(LogitsProcessor):
+class MaxSilenceLogitsProcessor(_TimeGuard):
     """No silence longer than ``seconds``: once no key is down and ``seconds`` have passed since the last
     onset (or since the piece began, if none yet), a TIME_SHIFT may not come next, so the model plays
     (or ends the piece, where ends are allowed). Against a degenerate sample: a seed of base spent a
     30-second piece on 30 one-second shifts and no note.
     """
 
-    def __init__(self, seconds: float, state: PerformanceState | None = None):
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise GenerationError(f"max_silence_seconds must be > 0, got {seconds}")
-        self.limit = seconds_to_steps(seconds)
-        self.state = state if state is not None else PerformanceState()
-        if not self.state.track_onsets:
-            self.state.track_onsets = True
-            self.state.set_history(self.state.history)  # the next sync rebuilds, onsets included
+    argument = "max_silence_seconds"
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
