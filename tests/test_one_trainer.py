@@ -283,3 +283,20 @@ def test_a_corpus_too_big_for_one_call_travels_in_pieces(corpus, tmp_path):
     exclude = ROOT / ".git" / "info" / "exclude"  # the pieces lie outside the repository: git is left alone
     assert not exclude.is_file() or "/big.0/" not in exclude.read_text()
     assert len(load_eval(stash, "giantmidi_val")) == len(load_eval(big, "giantmidi_val"))
+
+
+def test_a_plan_run_continues_a_trained_model(corpus, tmp_path):
+    """recipes/plan.py --init_from RUN=MODEL: that run starts from the model (its shape, not the
+    preset's), through the same `accelerate launch train.py`."""
+    from transformers import AutoConfig
+
+    first = tmp_path / "first"
+    assert run(corpus, first, "--max_steps", "3", "--eval_batches", "0") == 0  # tiny: 2 x 64
+    plan = _plan_module()
+    summary = plan.train_plan("rehearsal", str(corpus), tmp_path / "plan", seconds=3, runs=["small"],
+                              init_from={"small": str(first)}, extra={"cpu_threads": 1})
+    info = summary["runs"]["small"]
+    assert "failed" not in info, info
+    assert f"--init_from {first}" in info["command"]
+    config = AutoConfig.from_pretrained(tmp_path / "plan" / "small")
+    assert (config.n_layer, config.n_embd) == (2, 64)  # the continued model's shape; the preset says 1 x 32
