@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", required=True,
                    help="a bundled model's name or a folder (repeat); NAME@S also ends notes held S seconds "
-                        "(the stuck-note guard), NAME@off turns it off")
+                        "(the stuck-note guard), NAME@off turns it off; NAME@S,t=T,p=P also sets temperature "
+                        "and top-p (e.g. default@6,t=1.1)")
     p.add_argument("--reference", required=True, help="DIR:SPLIT of a prepared dataset, or PACKED:EVAL_SET")
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--seconds", type=float, default=30.0)
@@ -108,8 +109,12 @@ def main(argv=None) -> int:
                "memorisation_floor": mgeval.memorisation(ref_windows, known) if known is not None else None,
                "train": args.train, "models": {}}
     for k, model in enumerate(args.model):
-        name, _, guard = model.partition("@")
+        name, _, spec = model.partition("@")
+        guard, *settings = spec.split(",") if spec else [""]
         extra = {} if not guard else {"max_note_seconds": None if guard == "off" else float(guard)}
+        for item in settings:  # t=T, p=P
+            key, _, value = item.partition("=")
+            extra[{"t": "temperature", "p": "top_p"}[key]] = float(value)
         pipe = load_pipeline(name)
         t0, outs = time.perf_counter(), []
         for i in range(args.samples):
