@@ -407,6 +407,11 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
         pipe = load_pipeline(model)
     stops: dict[str, threading.Event] = {}  # session -> its running request's stop flag
 
+    def model_default(name: str, fallback: float) -> float:
+        """The model's own sampling setting (its generation_config.json), where the sliders start."""
+        value = getattr(getattr(getattr(pipe, "model", None), "generation_config", None), name, None)
+        return float(value) if isinstance(value, (int, float)) and value else fallback
+
     def on_generate(source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed,
                     new_seed, variations, request: gr.Request,
                     progress=gr.Progress()):  # noqa: B008 (gradio injects the tracker here)
@@ -510,9 +515,10 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                                     label="Length of new music (seconds)", elem_id="seconds")
                 variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations", elem_id="variations")
                 with gr.Accordion("Sampling", open=False, elem_id="sampling"):
-                    temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=1.0, step=0.05,
-                                            label="Temperature (higher: bolder)")
-                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p (1: off)")
+                    temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=model_default("temperature", 1.0),
+                                            step=0.05, label="Temperature (higher: bolder)")
+                    top_p = gr.Slider(0.05, 1.0, value=model_default("top_p", 0.95), step=0.01,
+                                      label="Top-p (1: off)")
                     top_k = gr.Slider(0, MAX_TOP_K, value=0, step=1, label="Top-k (0: off)")
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",

@@ -241,6 +241,21 @@ def test_page_without_a_model_says_so(app, monkeypatch):
     assert blocks["generate"].interactive is False
 
 
+def test_the_sampling_sliders_start_at_the_models_own_settings(app, tiny_model, tmp_path):
+    """The bundled base samples with top-p 0.98 (its generation_config.json); the page must not pass
+    its own 0.95 over it."""
+    import json
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "top_p": 0.9, "temperature": 1.2}))
+    demo = app.build_demo(pipe=app.load_pipeline(str(folder)))
+    sliders = {getattr(b, "label", None): b for b in demo.blocks.values()}
+    assert sliders["Top-p (1: off)"].value == 0.9 and sliders["Temperature (higher: bolder)"].value == 1.2
+
+
 def test_main_reports_a_missing_model_in_one_line(app, tmp_path, capsys):
     assert app.main(["--model", str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err
