@@ -60,6 +60,31 @@ def dataset(tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """The same fixtures prepared with their event ids (``--pretokenize``), as packed corpora are made from."""
+    from hf_midi.data.prepare import PrepareConfig, prepare_dataset
+
+    src = POP909_FIXTURES[0].parent
+    out = tmp_path_factory.mktemp("prep") / "pop"
+    prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
+                                            progress=False, pretokenize=True))
+    return out
+
+
+@pytest.fixture(scope="session")
+def packed(prepared, tmp_path_factory) -> Path:
+    """A packed corpus of them: train as the stream; test and validation as the evaluation sets the GPU
+    recipe names (giantmidi_test, giantmidi_val)."""
+    from hf_midi.data.packed import pack_corpus
+
+    out = tmp_path_factory.mktemp("packed") / "corpus"
+    pack_corpus(out, {"pop": (str(prepared), "train")},
+                {"giantmidi_test": (str(prepared), "test"), "giantmidi_val": (str(prepared), "validation")},
+                xz_preset=1, progress=False)
+    return out
+
+
 # --------------------------------------------------------------------------- in-process training runs
 def reset_accelerate() -> None:
     """Each in-process training run builds its own Accelerator; accelerate keeps process-wide singletons."""

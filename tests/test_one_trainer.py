@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import POP909_FIXTURES, ROOT
+from conftest import ROOT
 
 from hf_midi.data.packed import pack_corpus
 from hf_midi.training import trainer as training
@@ -28,18 +28,8 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # conftest
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    from hf_midi.data.prepare import PrepareConfig, prepare_dataset
-
-    src = POP909_FIXTURES[0].parent
-    prepared = tmp_path_factory.mktemp("prep") / "pop"
-    prepare_dataset(src, prepared, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
-                                                 progress=False, pretokenize=True))
-    out = tmp_path_factory.mktemp("packed") / "corpus"
-    pack_corpus(out, {"pop": (str(prepared), "train")},
-                {"giantmidi_val": (str(prepared), "validation"), "giantmidi_test": (str(prepared), "test")},
-                xz_preset=1, progress=False)
-    return out
+def corpus(packed) -> Path:
+    return packed  # conftest: the committed POP909 fixtures, packed
 
 
 def run(corpus, out, *extra) -> int:
@@ -260,7 +250,7 @@ def test_collect_refuses_what_would_not_come_back(corpus, tmp_path):
 def test_a_corpus_too_big_for_one_call_travels_in_pieces(corpus, tmp_path):
     """recipes/trip.sh split deals a packed corpus out to N folders (one call each); recipes/stash.sh puts
     them back together on the machine: the stash is the corpus, checksums and all."""
-    from hf_midi.data.packed import load_eval, load_train, pack_corpus
+    from hf_midi.data.packed import load_eval, load_train
 
     big = tmp_path / "big"
     src = json.loads((corpus / "manifest.json").read_text())["train"]["sources"]["pop"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,26 +22,6 @@ from hf_midi.data.packed import (
 )
 from hf_midi.remote_code import codec
 from hf_midi.remote_code.codec import BOS_ID, EOS_ID
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    from hf_midi.data.prepare import PrepareConfig, prepare_dataset
-
-    src = POP909_FIXTURES[0].parent
-    out = tmp_path_factory.mktemp("prep") / "pop"
-    prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
-                                            progress=False, pretokenize=True))
-    return out
-
-
-@pytest.fixture(scope="module")
-def packed(prepared, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("packed") / "corpus"
-    pack_corpus(out, {"pop": (str(prepared), "train")},
-                {"giantmidi_test": (str(prepared), "test"), "giantmidi_val": (str(prepared), "validation")},
-                xz_preset=1, progress=False)
-    return out
 
 
 def test_the_stream_holds_every_training_piece_framed(prepared, packed):

@@ -264,7 +264,7 @@ class PackedBatches:
         self.lo, self.hi = transpose
         self.offsets = torch.arange(block_size, device=self.device)
         self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(seed * 1_000_003 + rank)  # each rank its own windows
+        self.reseed(seed, rank)
         self.drawn = 0  # windows drawn so far
         self.split = "train"
         # A share of the windows begins at a piece's <bos>: a model that sees few beginnings loses track of
@@ -274,6 +274,11 @@ class PackedBatches:
         self.piece_start_share = piece_start_share
         bos = torch.nonzero(self.data[: self.tokens - block_size + 1] == BOS_ID).flatten()
         self.piece_starts = bos if len(bos) else None
+
+    def reseed(self, seed: int, rank: int, step: int = 0) -> None:
+        """Seed the windows' generator: each rank its own draws; ``step`` > 0 for a resumed run that cannot
+        restore the saved state (another number of processes)."""
+        self.gen.manual_seed(seed * 1_000_003 + rank + 7919 * step)
 
     @property
     def epoch(self) -> float:

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
+from ..utils import locate
+
 # The presets ship inside the package (package data), so a wheel install has them too.
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -274,8 +276,6 @@ def validate(args: RunArguments, check_paths: bool = True) -> RunArguments:
 def dataset_kind(dataset: str) -> str:
     """"packed" (a packed corpus folder), "prepared" (a folder of parquet shards, as ``hf-midi prepare``
     writes) or "hub" (a Hub dataset repo id); ConfigError for anything else."""
-    from ..utils import locate
-
     path = Path(dataset)
     where = locate(dataset)
     if where == "local" and path.is_dir():

@@ -289,7 +289,7 @@ def make_stream(args: RunArguments, split: str, tokenizer, accelerator, train: b
 def make_batches(args: RunArguments, tokenizer, accelerator):
     """(training batch source, a function that reads the evaluation batches or None) for ``args.dataset``."""
     if dataset_kind(args.dataset) == "packed":
-        from ..data.packed import PackedBatches, PackedError
+        from ..data.packed import PackedBatches
 
         transpose = tuple(args.transpose) if args.augment else (0, 0)
         try:
@@ -445,10 +445,8 @@ def train(args: RunArguments) -> Path:
     forward = _Forward(model, args.compile, accelerator)
     scale = accelerator.num_processes * args.gradient_accumulation_steps  # undo DDP's and backward()'s means
 
-    def train_step(micro: list[dict], lr: float):
-        """One optimizer step over ``micro``: (summed token loss, real labelled tokens, grad norm)."""
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    def backward(micro: list[dict]):
+        """Forward and backward over a step's micro-batches: (summed token loss, real labelled tokens)."""
         # Loss = summed token losses / real labelled tokens of the whole step (all micro-batches, all ranks).
         n_tokens = accelerator.reduce(sum((b["labels"][:, 1:] != -100).sum() for b in micro), "sum")
         loss_sum = torch.zeros((), device=accelerator.device)
@@ -458,15 +456,20 @@ def train(args: RunArguments) -> Path:
                 part = token_loss_sum(logits, batch["labels"])  # (,)
                 accelerator.backward(part * scale / n_tokens.clamp(min=1))
                 loss_sum += part.detach()
-        grad_norm = None
-        if args.max_grad_norm:  # the norm before clipping
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        if not torch.isfinite(loss_sum):
-            optimizer.zero_grad(set_to_none=True)  # no update from a non-finite loss
-        else:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        return loss_sum, n_tokens, grad_norm
+        return loss_sum, n_tokens
+
+    def update(lr: float):
+        """Clip, step at ``lr``, clear the gradients; the norm before clipping (None: no clipping)."""
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm) if args.max_grad_norm else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def train_step(micro: list[dict], lr: float) -> None:  # what the probe times: a whole step
+        backward(micro)
+        update(lr)
 
     def next_step_batches() -> list[dict]:
         return [next(train_batches) for _ in range(args.gradient_accumulation_steps)]
@@ -524,7 +527,7 @@ def train(args: RunArguments) -> Path:
         if record is not None:
             for batch in micro:
                 record.write(json.dumps({"step": step, "blocks": [_fingerprint(r) for r in batch["input_ids"]]}) + "\n")
-        loss_sum, n_tokens, grad_norm = train_step(micro, lr)
+        loss_sum, n_tokens = backward(micro)
         minutes = minutes_before + (time.perf_counter() - t_start) / 60
         # One collective for the step's loss and the (mean) clock, so every rank sees the same values.
         stats = accelerator.reduce(torch.stack([loss_sum, torch.tensor(minutes, device=loss_sum.device)]), "sum")
@@ -536,6 +539,7 @@ def train(args: RunArguments) -> Path:
                 f"loss is {loss} at step {step + 1}: stopping before the update. The last good checkpoint is "
                 f"{last[-1] if last else 'none (no checkpoint was written yet)'}; resume from it with a lower "
                 "learning_rate or more warmup_steps.")
+        grad_norm = update(lr)
         step += 1
         step_tokens = sum(b["input_ids"].numel() for b in micro) * accelerator.num_processes
         tokens_seen += step_tokens
@@ -658,8 +662,8 @@ def _load_checkpoint(accelerator, path: Path, batches, args: RunArguments) -> tu
             batches.load_state_dict({"epoch": epoch, "taken": 0, "stream": None})
             accelerator.print(f"resume: {state['world_size']} -> {accelerator.num_processes} processes; "
                               f"the data restarts at epoch {epoch}")
-        else:  # packed windows: a fresh draw for each rank, seeded by the step
-            batches.gen.manual_seed(args.seed * 1_000_003 + accelerator.process_index + 7919 * state["step"])
+        else:  # packed windows: a fresh draw for each rank
+            batches.reseed(args.seed, accelerator.process_index, state["step"])
             accelerator.print(f"resume: {state['world_size']} -> {accelerator.num_processes} processes; "
                               "the packed windows are drawn afresh")
     accelerator.print(f"resumed from {path} at step {state['step']}")
