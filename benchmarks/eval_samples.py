@@ -71,6 +71,24 @@ def id_windows(pieces, seconds: float, min_notes: int = 10) -> list[np.ndarray]:
     return out
 
 
+def model_arm(spec: str) -> tuple[str, dict]:
+    """``NAME[@S|off][,t=T][,p=P]`` -> (model name, pipeline settings); ValueError naming what is wrong."""
+    name, _, rest = spec.partition("@")
+    guard, *settings = rest.split(",") if rest else [""]
+    extra = {}
+    try:
+        if guard:
+            extra["max_note_seconds"] = None if guard == "off" else float(guard)
+        for item in settings:
+            key, _, value = item.partition("=")
+            if key not in ("t", "p"):
+                raise ValueError(f"{spec!r}: unknown setting {item!r} (t=TEMPERATURE or p=TOP_P)")
+            extra["temperature" if key == "t" else "top_p"] = float(value)
+    except ValueError as e:
+        raise ValueError(str(e) if spec in str(e) else f"{spec!r}: not a number in {rest!r}") from None
+    return name, extra
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", required=True,
@@ -86,6 +104,10 @@ def main(argv=None) -> int:
     p.add_argument("--train", action="append", default=[], metavar="DIR:SPLIT",
                    help="a training set for the memorisation check (repeat for several)")
     args = p.parse_args(argv)
+    try:  # every arm read before any model runs, so a typo costs nothing
+        arms = [model_arm(m) for m in args.model]
+    except ValueError as e:
+        p.error(f"--model: {e}")
     torch.set_num_threads(1)
 
     reference = []
@@ -108,13 +130,7 @@ def main(argv=None) -> int:
                "mgeval_floor": mgeval.compare_sets(rest, held_out),
                "memorisation_floor": mgeval.memorisation(ref_windows, known) if known is not None else None,
                "train": args.train, "models": {}}
-    for k, model in enumerate(args.model):
-        name, _, spec = model.partition("@")
-        guard, *settings = spec.split(",") if spec else [""]
-        extra = {} if not guard else {"max_note_seconds": None if guard == "off" else float(guard)}
-        for item in settings:  # t=T, p=P
-            key, _, value = item.partition("=")
-            extra[{"t": "temperature", "p": "top_p"}[key]] = float(value)
+    for k, (model, (name, extra)) in enumerate(zip(args.model, arms)):
         pipe = load_pipeline(name)
         t0, outs = time.perf_counter(), []
         for i in range(args.samples):

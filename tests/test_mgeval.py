@@ -67,3 +67,17 @@ def test_copies_are_found_and_new_notes_are_not():
     known_loop = mgeval.training_ngrams([np.ravel([[p, codec.TIME_SHIFT + 9, 128 + p] for p in figure * 2])])
     assert mgeval.copied_share(loop, known_loop) > 0.6
     assert mgeval.copied_share(loop, known_loop, distinct=True) < 0.3
+
+
+def test_eval_samples_reads_each_arm_and_names_a_bad_one():
+    import pytest
+    from eval_samples import model_arm
+
+    assert model_arm("default@6,t=1.1,p=0.98") == ("default", {"max_note_seconds": 6.0, "temperature": 1.1,
+                                                               "top_p": 0.98})
+    assert model_arm("base@off") == ("base", {"max_note_seconds": None})
+    assert model_arm("runs/x") == ("runs/x", {})
+    with pytest.raises(ValueError, match="unknown setting 'k=5'"):
+        model_arm("default@6,k=5")
+    with pytest.raises(ValueError, match="not a number"):
+        model_arm("default@six")
