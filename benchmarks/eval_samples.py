@@ -37,6 +37,7 @@ import music_stats
 import numpy as np
 import torch
 
+from hf_midi.evaluation.listener import PEDAL_HELD, listen, listen_ids, listener_report, real_windows
 from hf_midi.loading import load_pipeline
 from hf_midi.utils import atomic_write_bytes
 
@@ -72,7 +73,9 @@ def id_windows(pieces, seconds: float, min_notes: int = 10) -> list[np.ndarray]:
 
 
 def model_arm(spec: str) -> tuple[str, dict]:
-    """``NAME[@S|off][,t=T][,p=P]`` -> (model name, pipeline settings); ValueError naming what is wrong."""
+    """``NAME[@S|off][,t=T][,p=P][,rules=off]`` -> (model name, pipeline settings); ValueError naming what is
+    wrong. ``rules=off`` turns off the two rules of a piece composed to a length (the first note at once, no
+    end before the asked seconds)."""
     name, _, rest = spec.partition("@")
     guard, *settings = rest.split(",") if rest else [""]
     extra = {}
@@ -81,12 +84,21 @@ def model_arm(spec: str) -> tuple[str, dict]:
             extra["max_note_seconds"] = None if guard == "off" else float(guard)
         for item in settings:
             key, _, value = item.partition("=")
+            if key == "rules" and value in ("on", "off"):
+                extra["sound_at_once"], extra["allow_early_end"] = value == "on", value == "off"
+                continue
             if key not in ("t", "p"):
-                raise ValueError(f"{spec!r}: unknown setting {item!r} (t=TEMPERATURE or p=TOP_P)")
+                raise ValueError(f"{spec!r}: unknown setting {item!r} (t=TEMPERATURE, p=TOP_P or rules=on|off)")
             extra["temperature" if key == "t" else "top_p"] = float(value)
     except ValueError as e:
         raise ValueError(str(e) if spec in str(e) else f"{spec!r}: not a number in {rest!r}") from None
     return name, extra
+
+
+def _listener_line(report: dict) -> str:
+    faults = ", ".join(f"{n} {name}" for name, n in report["faults"].items() if n)
+    return (f"{report['broken']}/{report['pieces']} broken ({faults or 'no fault'}); pedal held over 90 %: "
+            f"{report[PEDAL_HELD]}/{report['pieces']}")
 
 
 def main(argv=None) -> int:
@@ -103,6 +115,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--train", action="append", default=[], metavar="DIR:SPLIT",
                    help="a training set for the memorisation check (repeat for several)")
+    p.add_argument("--listen", action="append", default=[], metavar="DIR:SPLIT",
+                   help="real music for the listener's checks: one random window of each piece (repeat); the "
+                        "--reference set is always listened to")
     args = p.parse_args(argv)
     try:  # every arm read before any model runs, so a typo costs nothing
         arms = [model_arm(m) for m in args.model]
@@ -124,7 +139,13 @@ def main(argv=None) -> int:
         known = mgeval.training_ngrams(ids for spec in args.train for ids in reference_pieces(spec))
         print(f"training set: {len(known):,} distinct 8-note pitch n-grams ({time.perf_counter() - t:.0f} s)",
               file=sys.stderr)
+    listened = {}
+    for spec in dict.fromkeys([args.reference, *args.listen]):
+        report = listener_report([listen(w, args.seconds) for w in real_windows(reference_pieces(spec), args.seconds)])
+        listened[spec] = report
+        print(f"real windows of {spec}: {_listener_line(report)}", file=sys.stderr)
     results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+               "listener_real_windows": listened, "seed": args.seed,
                "reference": args.reference, "reference_windows": len(reference), "reference_long_notes": ref_notes,
                "samples": args.samples, "seconds": args.seconds,
                "mgeval_floor": mgeval.compare_sets(rest, held_out),
@@ -149,7 +170,10 @@ def main(argv=None) -> int:
         }
         if known is not None:
             res["memorisation"] = mgeval.memorisation([np.asarray(o["token_ids"]) for o in outs], known)
+        res["listener"] = listener_report([listen_ids(o["token_ids"], args.seconds) for o in outs])
+        res["listener"]["broken_seeds"] = {args.seed + i: f for i, f in res["listener"].pop("broken_pieces").items()}
         results["models"][model] = res
+        print(f"{model}: listener {_listener_line(res['listener'])}", file=sys.stderr)
         print(f"{model}: {res['events_per_second']:.0f} events/s, inside all {res['inside_all']:.2f}, "
               f"min per statistic {res['min_fraction_inside']:.2f}, "
               f"notes > 8 s {res['long_notes']['share_longer']:.4%}, "

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                    "hf-midi tokenize song.mid > ids.txt && hf-midi detokenize ids.txt -o back.mid"),
     "prepare": ("hf_midi.data.prepare", "folder of MIDI -> Hub-style parquet dataset",
                 "hf-midi prepare ~/midi data/mine --license mit --pretokenize"),
-    "evaluate": ("hf_midi.evaluation", "NLL / perplexity / accuracy of a model on a dataset split",
+    "evaluate": ("hf_midi.evaluation.nll", "NLL / perplexity / accuracy of a model on a dataset split",
                  "hf-midi evaluate default --dataset data/mine --split test"),
     "generate": ("hf_midi.cli", "compose or continue a piece; write MIDI, WAV, PNG",
                  "hf-midi generate --seconds 30 -o piece.mid --wav piece.wav"),
@@ -144,6 +144,12 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
                         "model's generation config, max_note_seconds; the bundled base sets 6)")
     p.add_argument("--max-silence-seconds", type=_note_limit, default=None, metavar="S|off",
                    help="no silence (no key down, no onset) longer than S seconds; off: allow any (default 4)")
+    p.add_argument("--sound-at-once", action=argparse.BooleanOptionalAction, default=None,
+                   help="the first note sounds at once, no time shift before it (default: the model's generation "
+                        "config, sound_at_once; on for the bundled models); --no-sound-at-once lets it wait")
+    p.add_argument("--allow-early-end", action=argparse.BooleanOptionalAction, default=None,
+                   help="let the model end a piece before --seconds (default: the model's generation config, "
+                        "allow_early_end; off for the bundled models, so a piece lasts as long as asked)")
     p.add_argument("--weights", choices=("auto", "float32", "float16", "int8"), default="auto",
                    help="weight format of the fast decoding loop (default auto: float16 on a CPU, float32 "
                         "elsewhere; float32 gives the same tokens as --slow under one seed)")
@@ -220,6 +226,8 @@ def run_generate(args: argparse.Namespace) -> int:
             top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
             return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
             fast=not args.slow, weights=args.weights,
+            **{name: value for name, value in (("sound_at_once", args.sound_at_once),
+                                               ("allow_early_end", args.allow_early_end)) if value is not None},
             **{name: None if value == "off" else value
                for name, value in (("max_note_seconds", args.max_note_seconds),
                                    ("max_silence_seconds", args.max_silence_seconds)) if value is not None},

@@ -165,3 +165,26 @@ def test_every_command_says_what_it_does_and_shows_an_example():
         assert proc.returncode == 0, proc.stderr
         text = " ".join(proc.stdout.split())  # argparse wraps lines
         assert f"{summary}." in text and f"example: {example}" in text and f"hf-midi {name} " in example
+
+
+def test_the_two_rules_on_the_command_line(tmp_path):
+    """A model that would rather wait or end: by default the piece opens with a note and lasts as asked;
+    --no-sound-at-once --allow-early-end hand the choice back to it."""
+    import torch
+    from test_generation import _silence_and_end_model
+
+    from hf_midi.remote_code.tokenization_midi import MidiTokenizer
+
+    folder = tmp_path / "waiting"
+    _silence_and_end_model().save_pretrained(folder)
+    MidiTokenizer().save_pretrained(folder)
+    torch.manual_seed(0)
+    assert cli.main(["generate", "--model", str(folder), "--seconds", "5", "--seed", "1", "--threads", "1",
+                     "-o", str(tmp_path / "a.mid")]) == 0
+    score = symusic.Score(str(tmp_path / "a.mid"), ttype="second")
+    notes = score.tracks[0].notes.numpy()
+    assert notes["time"].min() == 0.0 and score.end() == pytest.approx(5.0, abs=0.011)
+    assert cli.main(["generate", "--model", str(folder), "--seconds", "5", "--seed", "1", "--threads", "1",
+                     "--no-sound-at-once", "--allow-early-end", "-o", str(tmp_path / "b.mid")]) == 0
+    loose = symusic.Score(str(tmp_path / "b.mid"), ttype="second")
+    assert loose.note_num() == 0 or loose.tracks[0].notes.numpy()["time"].min() > 0

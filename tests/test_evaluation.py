@@ -13,7 +13,7 @@ from conftest import POP909_FIXTURES
 
 from hf_midi import MidiTokenizer
 from hf_midi.cli import main as cli_main
-from hf_midi.evaluation import _recurrent_scores, _window_scores, evaluate_model
+from hf_midi.evaluation.nll import _recurrent_scores, _window_scores, evaluate_model
 from hf_midi.remote_code.codec import FAMILIES, VOCAB_SIZE, event_family, shift_steps
 from hf_midi.training import build_model
 

@@ -40,6 +40,7 @@ from hf_midi.remote_code.generation import (
     MusicTimeStoppingCriteria,
     PerformanceGrammarLogitsProcessor,
     PerformanceState,
+    SoundAtOnceLogitsProcessor,
     check_generation_args,
     cut_events,
     generate_music,
@@ -127,6 +128,7 @@ def test_state_incremental_equals_rebuild_and_reference(rows, start):
             assert bool(s.pedal[b]) == w.pedal
             assert int(s.elapsed[b]) == w.elapsed
             assert int(s.last[b]) == r[-1]
+            assert bool(s.noted[b]) == any(t < 128 for t in r)
 
 
 def test_state_history_counts_like_one_sequence():
@@ -183,7 +185,8 @@ def test_time_limit_folds_long_shifts_onto_the_exact_one(left):
     state = PerformanceState(start=1).sync(ids)
     assert int(state.elapsed[0]) == limit - left
     scores = torch.randn(1, VOCAB_SIZE)
-    out = MusicTimeLimitLogitsProcessor(limit / 100, state=PerformanceState(start=1))(ids, scores.clone())
+    out = MusicTimeLimitLogitsProcessor(limit / 100, state=PerformanceState(start=1), allow_early_end=True)(
+        ids, scores.clone())
     k = np.arange(1, 101)
     before = torch.softmax(scores, -1)[0, TIME_SHIFT:VELOCITY].numpy()
     after = torch.softmax(out, -1)[0, TIME_SHIFT:VELOCITY].numpy()
@@ -203,14 +206,63 @@ def test_asking_for_seconds_never_gives_an_empty_piece():
     scores[:, EOS_ID] = 50.0
     ids = torch.tensor([[BOS_ID, 60], [BOS_ID, TIME_SHIFT + 9]])  # row 0: a note, no time yet; row 1: 100 ms
     state = PerformanceState(start=1)
-    proc = MusicTimeLimitLogitsProcessor(30.0, state=state)
+    proc = MusicTimeLimitLogitsProcessor(30.0, state=state, allow_early_end=True)
     out = proc(ids, scores.clone())
     assert out[0, EOS_ID] == -math.inf and out[1, EOS_ID] == 50.0
     assert torch.equal(out[0, :EOS_ID], scores[0, :EOS_ID])  # nothing else moves
+    strict = MusicTimeLimitLogitsProcessor(30.0, state=PerformanceState(start=1))  # the default: no early end
+    assert (strict(ids, scores.clone())[:, EOS_ID] == -math.inf).all()
     model = fixed_distribution_model(scores[0])  # <eos> first, every step, unless forbidden
     torch.manual_seed(0)
-    [piece] = generate_music(model, torch.tensor([[BOS_ID]]), seconds=1.0, max_new_tokens=400).tolist()
+    [piece] = generate_music(model, torch.tensor([[BOS_ID]]), seconds=1.0, max_new_tokens=400,
+                             allow_early_end=True).tolist()
     assert any(TIME_SHIFT <= t < VELOCITY for t in piece)  # it played for some time before it ended
+
+
+def _silence_and_end_model() -> GPT2LMHeadModel:
+    """A model that wants to wait (a 1-s TIME_SHIFT) or end (<eos>) at every step: the two habits
+    GiantMIDI's recordings teach."""
+    logits = torch.zeros(VOCAB_SIZE)
+    logits[TIME_SHIFT + 99] = 8.0
+    logits[EOS_ID] = 8.0
+    return fixed_distribution_model(logits)
+
+
+def test_sound_at_once_forbids_time_and_eos_until_the_first_note():
+    scores = torch.zeros(4, VOCAB_SIZE)
+    ids = torch.tensor([[BOS_ID, BOS_ID], [BOS_ID, VELOCITY + 3], [BOS_ID, SUSTAIN_ON], [BOS_ID, 60]])
+    out = SoundAtOnceLogitsProcessor(PerformanceState(start=1))(ids, scores.clone())
+    for row in range(3):  # no note yet: neither time nor the end may come; notes, velocity, pedal may
+        assert (out[row, TIME_SHIFT:VELOCITY] == -math.inf).all() and out[row, EOS_ID] == -math.inf
+        assert (out[row, :TIME_SHIFT] == 0).all() and (out[row, VELOCITY:EOS_ID] == 0).all()
+    assert torch.equal(out[3], scores[3])  # a note has sounded: nothing changes
+
+
+def test_the_two_rules_make_a_waiting_model_play_at_once_and_last_as_asked():
+    model = _silence_and_end_model()
+    torch.manual_seed(0)
+    [piece] = generate_music(model, torch.tensor([[BOS_ID]]), seconds=5.0).tolist()
+    first_note = next(i for i, t in enumerate(piece) if t < 128)
+    assert all(not TIME_SHIFT <= t < VELOCITY for t in piece[:first_note])  # no time before the first note
+    assert EOS_ID not in piece
+    assert int(shift_steps([t for t in piece if t < PAD_ID]).sum()) == 500  # all 5 s
+    notes = ids_to_notes(piece)
+    assert notes["start"][0] == 0
+    # Without the rules, the same model waits or ends at once: what the rules change.
+    torch.manual_seed(0)
+    [loose] = generate_music(model, torch.tensor([[BOS_ID]]), seconds=5.0, sound_at_once=False,
+                             allow_early_end=True).tolist()
+    assert TIME_SHIFT <= loose[1] < VELOCITY or loose[1] == EOS_ID
+
+
+def test_sound_at_once_leaves_a_prompt_with_notes_alone():
+    model = tiny_model(seed=2)
+    prompt = torch.tensor([[BOS_ID, VELOCITY + 20, 60, TIME_SHIFT + 49, 60 + 128]])
+    runs = []
+    for rule in (True, False):
+        torch.manual_seed(3)
+        runs.append(generate_music(model, prompt, seconds=3.0, sound_at_once=rule))
+    assert torch.equal(runs[0], runs[1])
 
 
 def test_time_limit_ends_every_row_at_exactly_the_limit_or_at_eos():
@@ -287,7 +339,8 @@ def test_sliding_window_goes_past_the_context_and_keeps_state(monkeypatch):
 
     monkeypatch.setattr(model, "generate", spy)
     torch.manual_seed(5)
-    out = generate_music(model, torch.full((2, 1), BOS_ID), seconds=None, max_new_tokens=200, weights="float32")
+    out = generate_music(model, torch.full((2, 1), BOS_ID), seconds=None, max_new_tokens=200, weights="float32",
+                         sound_at_once=False)
     assert calls[0] == (1, 63)  # fill the context, then slide by about half of it (quiet_cut: +- 8)
     assert len(calls) >= 3 and all(24 <= c <= 40 and c + n == 64 for c, n in calls[1:-1])
     assert 24 <= calls[-1][0] <= 40
@@ -425,9 +478,10 @@ def longest_silence(rows) -> float:
 def test_generation_with_the_silence_guard_keeps_playing():
     model = tiny_model(seed=4)
     torch.manual_seed(1)
-    free = generate_music(model, torch.full((3, 1), BOS_ID), seconds=20.0, max_silence_seconds=None)
+    loose = {"sound_at_once": False, "allow_early_end": True}  # the guard alone
+    free = generate_music(model, torch.full((3, 1), BOS_ID), seconds=20.0, max_silence_seconds=None, **loose)
     torch.manual_seed(1)
-    guarded = generate_music(model, torch.full((3, 1), BOS_ID), seconds=20.0, max_silence_seconds=0.5)
+    guarded = generate_music(model, torch.full((3, 1), BOS_ID), seconds=20.0, max_silence_seconds=0.5, **loose)
     assert longest_silence(free) > 1.6  # the control: a random model waits
     assert longest_silence(guarded) <= 1.5  # the limit and at most one more TIME_SHIFT
 
@@ -455,3 +509,15 @@ def test_generation_with_the_guard_has_no_long_notes():
                    (ids_to_notes([t for t in r if t < VOCAB_SIZE - 3]) for r in rows.tolist()) if len(n["end"]))
     assert longest(raw) > 4.0  # the control
     assert longest(guarded) <= 3.0
+
+
+def test_the_fast_loop_keeps_the_two_rules_token_for_token():
+    model = _silence_and_end_model()
+    runs = []
+    for fast in (True, False):
+        torch.manual_seed(4)
+        runs.append(generate_music(model, torch.full((2, 1), BOS_ID), seconds=4.0, fast=fast, weights="float32"))
+    assert torch.equal(runs[0], runs[1])
+    for row in runs[0].tolist():
+        assert EOS_ID not in row and int(shift_steps([t for t in row if t < PAD_ID]).sum()) == 400
+        assert ids_to_notes(row)["start"][0] == 0

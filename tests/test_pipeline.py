@@ -18,12 +18,13 @@ from transformers import LogitsProcessorList, StoppingCriteriaList, pipeline
 
 import hf_midi.loading as loading
 import hf_midi.remote_code.generation as generation
-from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID, decode, encode, ids_to_notes, shift_steps
+from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, decode, encode, ids_to_notes, shift_steps
 from hf_midi.remote_code.generation import (
     GenerationError,
     MusicTimeLimitLogitsProcessor,
     MusicTimeStoppingCriteria,
     PerformanceGrammarLogitsProcessor,
+    SoundAtOnceLogitsProcessor,
     cut_events,
 )
 from hf_midi.remote_code.pipeline_midi_generation import MidiGenerationPipeline
@@ -55,8 +56,9 @@ def test_registered_task_gives_our_pipeline(pipe):
 
 
 def test_plain_pipeline_equals_plain_generate(pipe):
-    """No grammar, no time limit: the pipeline is exactly one sampling generate() call."""
-    out = pipe(max_new_tokens=80, seed=123, num_return_sequences=3, grammar=False, top_k=20, temperature=0.9)
+    """No grammar, no time limit, no rule: the pipeline is exactly one sampling generate() call."""
+    out = pipe(max_new_tokens=80, seed=123, num_return_sequences=3, grammar=False, top_k=20, temperature=0.9,
+               sound_at_once=False)
     torch.manual_seed(123)
     ref = pipe.model.generate(torch.full((1, 1), BOS_ID), do_sample=True, max_new_tokens=80, top_k=20,
                               temperature=0.9, num_return_sequences=3)
@@ -68,7 +70,7 @@ def test_pipeline_with_seconds_and_grammar_equals_generate_with_our_processors(p
     torch.manual_seed(7)
     ref = pipe.model.generate(
         torch.full((2, 1), BOS_ID), do_sample=True, top_p=0.9, max_new_tokens=1200,
-        logits_processor=LogitsProcessorList([PerformanceGrammarLogitsProcessor(),
+        logits_processor=LogitsProcessorList([PerformanceGrammarLogitsProcessor(), SoundAtOnceLogitsProcessor(),
                                               MusicTimeLimitLogitsProcessor(6.0)]),
         stopping_criteria=StoppingCriteriaList([MusicTimeStoppingCriteria(6.0)]),
     )
@@ -76,7 +78,29 @@ def test_pipeline_with_seconds_and_grammar_equals_generate_with_our_processors(p
     for o in out:
         assert invalid_tokens(o["token_ids"]) == []
         assert o["seconds"] <= 6.0
-        assert int(shift_steps(o["token_ids"]).sum()) == 600 or o["token_ids"][-1] == EOS_ID
+        # the two rules: the first note before any time passes, and all 6 s (no early <eos>)
+        ids = o["token_ids"]
+        first_note = next(i for i, t in enumerate(ids) if t < 128)
+        assert int(shift_steps(ids[:first_note]).sum()) == 0
+        assert int(shift_steps(ids).sum()) == 600 and EOS_ID not in ids
+
+
+def test_the_rules_come_from_the_generation_config_and_can_be_turned_off(model_dir):
+    """A model that ends pieces early when it may: <eos> one event in eight."""
+    from test_generation import fixed_distribution_model
+
+    logits = torch.zeros(VOCAB_SIZE)
+    logits[EOS_ID] = 4.0
+    model = fixed_distribution_model(logits)
+    p = pipeline("midi-generation", model=model, tokenizer=MidiTokenizer())
+    asked = [p(seconds=8.0, seed=s)[0]["token_ids"] for s in range(4)]
+    assert all(EOS_ID not in ids and int(shift_steps(ids).sum()) == 800 for ids in asked)  # the default
+    loose = [p(seconds=8.0, seed=s, allow_early_end=True)[0]["token_ids"] for s in range(4)]
+    assert any(ids[-1] == EOS_ID for ids in loose)  # allowed, the model ends early
+    model.generation_config.allow_early_end = True  # the model's own setting
+    assert [p(seconds=8.0, seed=s)[0]["token_ids"] for s in range(4)] == loose
+    with pytest.raises(GenerationError, match="sound_at_once must be True or False"):
+        p(seconds=2.0, sound_at_once="yes")
 
 
 def test_same_seed_same_music_other_seed_other_music(pipe):

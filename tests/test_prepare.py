@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import EDGE_FIXTURES, POP909_FIXTURES, SHARED_DATA, requires_shared_data
 
+from hf_midi.data.cleaning import NO_CLEAN
 from hf_midi.data.prepare import (
     PrepareConfig,
     PrepareError,
@@ -40,6 +41,12 @@ BROKEN = {  # edge fixture -> the reason prepare must give
 }
 GOOD_EDGE = ["test-c-major-scale.mid", "test-control-40-damper.mid", "test-2-tracks-type-1.mid",
              "test-multichannel-chords-1.mid", "test-running-status-metaevent.mid"]
+
+
+def RawConfig(**kw) -> PrepareConfig:  # noqa: N802 (reads as the config it makes)
+    """The mechanics of prepare (files, shards, crashes, bytes kept as they are), cleaning off; the
+    cleaning has its own tests (test_cleaning.py)."""
+    return PrepareConfig(clean=NO_CLEAN, **kw)
 
 
 def _fixture_splits() -> dict[str, str]:
@@ -76,7 +83,7 @@ def source(tmp_path_factory) -> tuple[Path, Path]:
 def prepared(source, tmp_path_factory):
     src, csv_path = source
     out = tmp_path_factory.mktemp("out") / "ds"
-    cfg = PrepareConfig(splits_file=str(csv_path), license="mit", pretokenize=True, num_workers=2, progress=False)
+    cfg = RawConfig(splits_file=str(csv_path), license="mit", pretokenize=True, num_workers=2, progress=False)
     return out, prepare_dataset(src, out, cfg)
 
 
@@ -162,7 +169,7 @@ def test_rerun_is_byte_identical(prepared, source):
     src, csv_path = source
     before = _tree(out)
     # Another worker count and in-process: the same bytes.
-    cfg = PrepareConfig(splits_file=str(csv_path), license="mit", pretokenize=True, num_workers=0,
+    cfg = RawConfig(splits_file=str(csv_path), license="mit", pretokenize=True, num_workers=0,
                         overwrite=True, progress=False)
     prepare_dataset(src, out, cfg)
     assert _tree(out) == before
@@ -184,7 +191,7 @@ def test_interrupted_run_leaves_nothing(source, tmp_path, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(dp, "_write_shard", write_then_interrupt)
-    cfg = PrepareConfig(splits_file=str(csv_path), num_workers=0, progress=False)
+    cfg = RawConfig(splits_file=str(csv_path), num_workers=0, progress=False)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(src, out, cfg)
     assert Path(calls[0]).exists() is False  # the shards written before the interrupt are gone too
@@ -197,7 +204,7 @@ def test_interrupted_run_leaves_nothing(source, tmp_path, monkeypatch):
     calls.clear()
     monkeypatch.setattr(dp, "_write_shard", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(src, out, PrepareConfig(splits_file=str(csv_path), num_workers=0, progress=False,
+        prepare_dataset(src, out, RawConfig(splits_file=str(csv_path), num_workers=0, progress=False,
                                                 overwrite=True, pretokenize=True))
     assert _tree(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
@@ -208,11 +215,11 @@ def _segfault_on(name):
 
     real = dp._scan_one
 
-    def scan(root, rel):
+    def scan(root, rel, *clean):
         if rel.endswith(name):
             faulthandler.disable()  # pytest's traceback dump would only add noise
             os.kill(os.getpid(), signal.SIGSEGV)  # what a crashing C parser does to its process
-        return real(root, rel)
+        return real(root, rel, *clean)
 
     return scan
 
@@ -223,7 +230,7 @@ def test_worker_crash_is_reported_not_fatal(source, tmp_path, monkeypatch):
     src, csv_path = source
     monkeypatch.setattr(dp, "_scan_one", _segfault_on("test-c-major-scale.mid"))  # forked workers inherit it
     out = tmp_path / "ds"
-    report = prepare_dataset(src, out, PrepareConfig(splits_file=str(csv_path), num_workers=2, progress=False))
+    report = prepare_dataset(src, out, RawConfig(splits_file=str(csv_path), num_workers=2, progress=False))
     skipped = _skipped(out)
     assert skipped["edge/test-c-major-scale.mid"][0] == "parser crashed"
     kept = {f.path for files in report.splits.values() for f in files}
@@ -246,7 +253,7 @@ def test_robust_map_isolates_the_crashing_task():
 def test_hash_split_and_ratios(source, tmp_path):
     src, _ = source
     out = tmp_path / "ds"
-    report = prepare_dataset(src, out, PrepareConfig(split_ratios=(0.5, 0.25, 0.25), num_workers=0, progress=False))
+    report = prepare_dataset(src, out, RawConfig(split_ratios=(0.5, 0.25, 0.25), num_workers=0, progress=False))
     for split, files in report.splits.items():
         for f in files:
             assert hash_split(f.path, (0.5, 0.25, 0.25)) == split
@@ -260,7 +267,7 @@ def test_hash_split_and_ratios(source, tmp_path):
 def test_where_filter(source, tmp_path):
     src, csv_path = source
     out = tmp_path / "ds"
-    prepare_dataset(src, out, PrepareConfig(splits_file=str(csv_path), where=("kind=performance",),
+    prepare_dataset(src, out, RawConfig(splits_file=str(csv_path), where=("kind=performance",),
                                             num_workers=0, progress=False))
     assert _skipped(out)["edge/test-multichannel-chords-1.mid"] == ("excluded by --where", "kind=score")
 
@@ -294,12 +301,12 @@ def test_bad_arguments_fail_before_any_work(source, tmp_path):
     ]
     for s, o, kw, message in cases:
         with pytest.raises(PrepareError, match=message):
-            prepare_dataset(s, o, PrepareConfig(progress=False, **kw))
+            prepare_dataset(s, o, RawConfig(progress=False, **kw))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "bad_split.csv"]
     existing = tmp_path / "exists"
     existing.mkdir()
     with pytest.raises(PrepareError, match="already exists"):
-        prepare_dataset(src, existing, PrepareConfig(progress=False))
+        prepare_dataset(src, existing, RawConfig(progress=False))
 
 
 @pytest.mark.slow
@@ -308,10 +315,15 @@ def test_cli(source, tmp_path):
     out = tmp_path / "ds"
     cmd = [sys.executable, "-m", "hf_midi.cli", "prepare", str(src), str(out), "--splits", str(csv_path),
            "--license", "mit", "--quiet", "--num-workers", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd + ["--no-clean"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "train: 10 files" in done.stderr and "edge/test-empty-file.mid: unreadable" in done.stderr
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # Cleaned (the default): the short edge files are screened out, each named with its reason
+    cleaned = subprocess.run(cmd[:5] + [str(tmp_path / "clean")] + cmd[6:], capture_output=True, text=True,
+                             timeout=120)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "edge/test-c-major-scale.mid: too short (piece 0" in cleaned.stderr
+    again = subprocess.run(cmd + ["--no-clean"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
 
@@ -320,7 +332,7 @@ def test_cli(source, tmp_path):
 def test_pop909_every_file_in_its_split(tmp_path):
     root = SHARED_DATA / "pop909"
     out = tmp_path / "pop909"
-    report = prepare_dataset(root, out, PrepareConfig(splits_file=str(root / "split.csv"), license="mit",
+    report = prepare_dataset(root, out, RawConfig(splits_file=str(root / "split.csv"), license="mit",
                                                       progress=False))
     with open(root / "split.csv", newline="") as f:
         expected = {r["path"]: r["split"] for r in csv.DictReader(f)}
@@ -368,7 +380,7 @@ def test_corrupt_values_and_segfault_files_are_skipped(tmp_path):
     for name in ("ValueError_Control168.mid", "Issue104_Bizarre_Love_Triangle2.mid"):
         shutil.copy(corrupted / name, src / name)
     shutil.copy(POP909_FIXTURES[0], src / "good.mid")
-    report = prepare_dataset(src, tmp_path / "out", PrepareConfig(split_ratios=(1.0, 0.0, 0.0), num_workers=0,
+    report = prepare_dataset(src, tmp_path / "out", RawConfig(split_ratios=(1.0, 0.0, 0.0), num_workers=0,
                                                                    progress=False))
     reasons = {s.path: s.reason for s in report.skipped}
     assert reasons == {"ValueError_Control168.mid": "unreadable", "Issue104_Bizarre_Love_Triangle2.mid": "unreadable"}
@@ -378,11 +390,11 @@ def test_corrupt_values_and_segfault_files_are_skipped(tmp_path):
 def test_the_card_credits_the_source(tmp_path):
     src = POP909_FIXTURES[0].parent
     credit = "POP909 (Wang et al., ISMIR 2020), MIT licence: github.com/music-x-lab/POP909-Dataset"
-    prepare_dataset(src, tmp_path / "a", PrepareConfig(splits_file=str(src / "split.csv"), license="mit",
+    prepare_dataset(src, tmp_path / "a", RawConfig(splits_file=str(src / "split.csv"), license="mit",
                                                        source=credit, num_workers=0, progress=False))
     card = (tmp_path / "a" / "README.md").read_text()
     assert f"## Source\n\n{credit}\n\n## Columns" in card
-    prepare_dataset(src, tmp_path / "b", PrepareConfig(splits_file=str(src / "split.csv"), license="mit",
+    prepare_dataset(src, tmp_path / "b", RawConfig(splits_file=str(src / "split.csv"), license="mit",
                                                        num_workers=0, progress=False))
     assert "## Source" not in (tmp_path / "b" / "README.md").read_text()
 
@@ -402,7 +414,7 @@ def test_a_folder_with_nothing_to_prepare_is_an_error_at_prepare_time(tmp_path):
     (broken / "a.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
     (broken / "b.mid").write_bytes(b"not midi at all")
     with pytest.raises(PrepareError, match=r"none of its 2 MIDI files could be used \(a\.mid: "):
-        prepare_dataset(broken, tmp_path / "out", PrepareConfig(num_workers=0, progress=False))
+        prepare_dataset(broken, tmp_path / "out", RawConfig(num_workers=0, progress=False))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "notes"]
 
 

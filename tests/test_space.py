@@ -161,6 +161,22 @@ def test_compose_writes_midi_wav_png_of_the_asked_length(app, pipe, tmp_path):
     assert pieces[0].data != pieces[1].data  # two variations, not one twice
 
 
+def test_a_click_opens_with_a_note_and_lasts_as_asked(app, tmp_path):
+    """A model that would rather wait or end (the habits of transcribed recordings): through the Space's
+    own path, the first note sounds at once and the piece lasts the asked seconds."""
+    from test_generation import _silence_and_end_model
+
+    from hf_midi.remote_code.tokenization_midi import MidiTokenizer
+
+    folder = tmp_path / "waiting"
+    _silence_and_end_model().save_pretrained(folder)
+    MidiTokenizer().save_pretrained(folder)
+    pieces = app.make_music(app.load_pipeline(str(folder)), app.make_settings(seconds=6, seed=2), out_root=tmp_path)
+    score = symusic.Score.from_midi(pieces[0].data, ttype="second")
+    assert score.tracks[0].notes.numpy()["time"].min() == 0.0
+    assert score.end() == pytest.approx(6.0, abs=0.011)
+
+
 def test_same_seed_same_music(app, pipe, tmp_path):
     settings = app.make_settings(seconds=3, seed=11)
     a = app.make_music(pipe, settings, out_root=tmp_path / "a")[0]

@@ -139,9 +139,9 @@ def pack_corpus(out: str | Path, train: dict[str, tuple[str, str]], evals: dict[
                 keep, n = [], 0
                 for i in np.random.default_rng(seed + 1).permutation(len(got)):
                     if n + len(got[i][1]) <= cap:
-                        keep.append(got[i])
+                        keep.append(i)
                         n += len(got[i][1])
-                got = sorted(keep)
+                got = [got[i] for i in sorted(keep)]  # in the dataset's order (a file's pieces share a path)
             framed = [frame(x) for _, x in got]
             offsets = np.cumsum([0] + [len(x) for x in framed]).astype(np.int64)
             ids = np.concatenate(framed) if framed else np.zeros(0, np.uint16)

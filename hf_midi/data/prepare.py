@@ -33,16 +33,19 @@ import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..remote_code.codec import SUSTAIN_MODES, VOCAB_SIZE, MidiError, MidiReadError
 from ..utils import atomic_folder
+from .cleaning import FIGURE_COLUMNS, NO_CLEAN, CleanConfig, describe, is_no_clean
 
 MIDI_SUFFIXES = (".mid", ".midi")
 STANDARD_SPLITS = ("train", "validation", "test")
 SKIPPED_FILE = "skipped.csv"
 CHOSEN_SKIPS = ("not in split file", "excluded by --where")  # left out on purpose, not problems
+SCREENED = ("too short", "too sparse", "too dense", "few pitches", "no timing variety", "repetitive")
+_OPS = ("<=", ">=", "!=", "=", "<", ">")
 
 
 class PrepareError(MidiError):
@@ -57,8 +60,12 @@ class PrepareConfig:
     """CSV with columns ``path`` (relative to the source folder) and ``split``; files it does not list
     are skipped and reported. ``None``: split by a hash of each relative path with ``split_ratios``."""
     where: tuple[str, ...] = ()
-    """``COLUMN=VALUE`` filters on the rows of ``splits_file`` (all must hold), e.g. ``kind=performance``
-    for ASAP; a file whose row fails one is skipped and reported."""
+    """``COLUMN=VALUE`` (or ``!=``, ``<``, ``<=``, ``>``, ``>=``) filters, all of which must hold: on a
+    column of ``splits_file`` (e.g. ``kind=performance`` for ASAP) or on a piece's figures (the
+    dataset's figure columns, e.g. ``notes_per_second>=2``); what fails one is skipped and reported."""
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    """Cut recordings at long silences, start each piece at its first note, screen out spans that are
+    not piano music (``hf_midi.data.cleaning``); ``NO_CLEAN`` keeps every file as it is."""
     split_ratios: tuple[float, float, float] = (0.9, 0.05, 0.05)
     """train / validation / test fractions for the hash split (ignored with ``splits_file``)."""
     license: str = "unknown"
@@ -93,12 +100,17 @@ class FileResult:
     """What the scan learnt about one file."""
 
     path: str  # relative, '/'-separated
-    size: int = 0
+    size: int = 0  # of the file (of a piece: its share of the file, by notes)
     sha256: str = ""
     duration: float = 0.0
     num_notes: int = 0
-    reason: str = ""  # empty: usable; else "unreadable", "no notes", "parser crashed", ...
+    reason: str = ""  # empty: usable; else "unreadable", "no notes", "parser crashed", "too short", ...
     detail: str = ""
+    piece: int = 0  # which piece of the file (cleaning cuts a recording at long silences)
+    figures: tuple[float, ...] = ()  # the piece's figures, in FIGURE_COLUMNS order
+
+    def figure(self, name: str) -> float:
+        return self.figures[FIGURE_COLUMNS.index(name)]
 
 
 @dataclass
@@ -115,12 +127,14 @@ class PrepareReport:
         lines = []
         for name, files in self.splits.items():
             hours = sum(f.duration for f in files) / 3600
-            lines.append(f"  {name}: {len(files)} files, {hours:.2f} h, {self.num_shards[name]} shards")
+            sources = len({f.path for f in files})
+            what = f"{len(files)} files" if sources == len(files) else f"{len(files)} pieces from {sources} files"
+            lines.append(f"  {name}: {what}, {hours:.2f} h, {self.num_shards[name]} shards")
         reasons: dict[str, int] = {}
         for f in self.skipped:
             reasons[f.reason] = reasons.get(f.reason, 0) + 1
         counts = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
-        lines.append(f"  skipped: {len(self.skipped)} files{' (' + counts + ')' if counts else ''}, "
+        lines.append(f"  skipped: {len(self.skipped)} files or pieces{' (' + counts + ')' if counts else ''}, "
                      f"listed in {self.out / SKIPPED_FILE}")
         problems = [f for f in self.skipped if f.reason not in CHOSEN_SKIPS]
         for f in problems[:50]:
@@ -131,16 +145,18 @@ class PrepareReport:
 
 
 # --------------------------------------------------------------------------- pass 1: scan
-def _scan_one(root: str, rel: str) -> FileResult:
+def _scan_one(root: str, rel: str, clean: CleanConfig = NO_CLEAN) -> list[FileResult]:
+    """The file's pieces (one, uncleaned), or one FileResult naming why the file cannot be used."""
     import symusic
 
     from ..remote_code.codec import check_smf, score_to_performance
+    from .cleaning import clean_performance
 
     try:
         with open(os.path.join(root, rel), "rb") as f:
             data = f.read()
     except OSError as e:
-        return FileResult(rel, reason="unreadable", detail=f"cannot be read ({e.strerror or e})")
+        return [FileResult(rel, reason="unreadable", detail=f"cannot be read ({e.strerror or e})")]
     sha = hashlib.sha256(data).hexdigest()
     try:
         check_smf(data, rel)
@@ -148,16 +164,31 @@ def _scan_one(root: str, rel: str) -> FileResult:
         # also refuses corrupt values symusic stored (pitch, velocity or controller above 127)
         perf = score_to_performance(score, source=rel)
     except MidiReadError as e:
-        return FileResult(rel, len(data), sha, reason="unreadable", detail=e.problem)
+        return [FileResult(rel, len(data), sha, reason="unreadable", detail=e.problem)]
     except Exception as e:  # symusic's own errors
-        return FileResult(rel, len(data), sha, reason="unreadable", detail=f"symusic could not parse it: {e}")
+        return [FileResult(rel, len(data), sha, reason="unreadable", detail=f"symusic could not parse it: {e}")]
     if perf.num_notes == 0:
-        return FileResult(rel, len(data), sha, reason="no notes", detail="no notes outside drum tracks")
-    return FileResult(rel, len(data), sha, round(perf.duration, 6), perf.num_notes)
+        return [FileResult(rel, len(data), sha, reason="no notes", detail="no notes outside drum tracks")]
+    if is_no_clean(clean):
+        from .cleaning import figures
+
+        fig = figures(perf, start=0.0, lead_silence=float(perf.onset.min()))
+        return [FileResult(rel, len(data), sha, round(perf.duration, 6), perf.num_notes,
+                           figures=tuple(fig.as_dict().values()))]
+    out = []
+    for k, piece in enumerate(clean_performance(perf, clean)):
+        fig = piece.figures
+        span = f"piece {k} ({fig.start:.1f}-{fig.start + fig.seconds:.1f} s)"
+        out.append(FileResult(
+            rel, max(1, len(data) * piece.performance.num_notes // perf.num_notes), sha,
+            round(piece.performance.duration, 6), piece.performance.num_notes, piece.reason,
+            f"{span}: {piece.detail}" if piece.reason else "", k, tuple(fig.as_dict().values()),
+        ))
+    return out
 
 
-def _scan_batch(root: str, rels: list[str]) -> list[FileResult]:
-    return [_scan_one(root, rel) for rel in rels]
+def _scan_batch(root: str, rels: list[str], clean: CleanConfig = NO_CLEAN) -> list[FileResult]:
+    return [r for rel in rels for r in _scan_one(root, rel, clean)]
 
 
 # --------------------------------------------------------------------------- a pool that survives crashes
@@ -234,14 +265,50 @@ def find_midi_files(src: Path) -> list[str]:
     return sorted(found)
 
 
-def read_splits_file(path: str | os.PathLike, where: Iterable[str] = ()) -> tuple[dict[str, str], dict[str, str]]:
-    """``(split by relative path, reason by relative path for rows a --where filter excludes)``."""
+def parse_where(where: Iterable[str]) -> list[tuple[str, str, str]]:
+    """``["notes_per_second>=2", "kind=performance"]`` -> ``[(column, operator, value), ...]``."""
     conds = []
     for w in where:
-        if "=" not in w:
-            raise PrepareError(f"--where {w!r}: expected COLUMN=VALUE")
-        col, val = w.split("=", 1)
-        conds.append((col.strip(), val.strip()))
+        at = min(((w.find(op), op) for op in _OPS if op in w), default=None, key=lambda x: (x[0], -len(x[1])))
+        if at is None or not w[: at[0]].strip():
+            raise PrepareError(f"--where {w!r}: expected COLUMN=VALUE (or !=, <, <=, >, >=), e.g. kind=performance "
+                               "or notes_per_second>=2")
+        col, op, val = w[: at[0]].strip(), at[1], w[at[0] + len(at[1]) :].strip()
+        if col in FIGURE_COLUMNS:
+            try:
+                float(val)
+            except ValueError:
+                raise PrepareError(f"--where {w!r}: {col} is a number; {val!r} is not") from None
+        conds.append((col, op, val))
+    return conds
+
+
+def _holds(value, op: str, target: str) -> bool:
+    if isinstance(value, str) and op in ("=", "!="):  # a split-file cell: compared as written
+        return (value == target) == (op == "=")
+    try:
+        a, b = float(value), float(target)
+    except (TypeError, ValueError):
+        a, b = str(value), target
+        if op not in ("=", "!="):
+            return False
+    return {"=": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+
+def figure_filter(where: Iterable[str]) -> Callable[[FileResult], str]:
+    """A check of the ``--where`` conditions on figure columns: the failed ones, or "" when all hold."""
+    conds = [c for c in parse_where(where) if c[0] in FIGURE_COLUMNS]
+
+    def failed(r: FileResult) -> str:
+        return ", ".join(f"{c} {r.figure(c):g} (wanted {c}{op}{v})" for c, op, v in conds
+                         if not _holds(r.figure(c), op, v))
+    return failed
+
+
+def read_splits_file(path: str | os.PathLike, where: Iterable[str] = ()) -> tuple[dict[str, str], dict[str, str]]:
+    """``(split by relative path, reason by relative path for rows a --where filter excludes)``; conditions
+    on figure columns are left to ``figure_filter``."""
+    conds = [c for c in parse_where(where) if c[0] not in FIGURE_COLUMNS]
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -249,9 +316,13 @@ def read_splits_file(path: str | os.PathLike, where: Iterable[str] = ()) -> tupl
             rows = list(reader)
     except OSError as e:
         raise PrepareError(f"--splits {path}: cannot be read ({e.strerror or e})") from None
-    for col in ["path", "split"] + [c for c, _ in conds]:
+    for col in ["path", "split"]:
         if col not in columns:
             raise PrepareError(f"--splits {path}: no column {col!r} (columns: {', '.join(columns)})")
+    for col, _, _ in conds:
+        if col not in columns:
+            raise PrepareError(f"--where: no column {col!r}; the columns are {', '.join(columns)} (in {path}) "
+                               f"and the figures {', '.join(FIGURE_COLUMNS)}")
     splits, excluded = {}, {}
     for n, row in enumerate(rows, start=2):
         rel, split = Path(row["path"].strip()).as_posix(), row["split"].strip()
@@ -259,7 +330,7 @@ def read_splits_file(path: str | os.PathLike, where: Iterable[str] = ()) -> tupl
             raise PrepareError(f"--splits {path}, line {n}: split {split!r} is not a valid split name")
         if rel in splits or rel in excluded:
             raise PrepareError(f"--splits {path}, line {n}: {rel} is listed twice")
-        failed = [f"{c}={row[c]}" for c, v in conds if row[c] != v]
+        failed = [f"{c}={row[c]}" for c, op, v in conds if not _holds(row[c], op, v)]
         if failed:
             excluded[rel] = ", ".join(failed)
         else:
@@ -300,41 +371,67 @@ def _features(pretokenize: bool):
         "duration": Value("float64"),
         "num_notes": Value("int32"),
         "license": Value("string"),
+        "source_sha256": Value("string"),
+        "piece": Value("int32"),
     }
+    cols.update({name: Value("float64") for name in FIGURE_COLUMNS})
     if pretokenize:
         cols["input_ids"] = List(Value("int16"))
         cols["sustain"] = Value("string")
     return Features(cols)
 
 
+def _piece_bytes(data: bytes, f: FileResult, clean: CleanConfig, sustain: str, pieces_of: dict, ids: bool = True):
+    """(MIDI bytes, event ids) of one row: the file itself uncleaned, else its piece written on the 10 ms
+    grid (the ids decode to those bytes and the bytes encode to those ids)."""
+    from ..remote_code.codec import decode, encode, performance_to_ids, score_to_performance
+    from .cleaning import clean_performance
+
+    if is_no_clean(clean):
+        return data, encode(data, sustain=sustain, source=f.path) if ids else None
+    if f.path not in pieces_of:
+        import symusic
+
+        pieces_of.clear()  # a file's pieces are consecutive rows: keep only the current file's
+        perf = score_to_performance(symusic.Score.from_midi(data, ttype="second"), source=f.path)
+        pieces_of[f.path] = clean_performance(perf, clean)
+    perf = pieces_of[f.path][f.piece].performance
+    midi = decode(performance_to_ids(perf, "events")).dumps_midi()
+    return midi, performance_to_ids(perf, sustain)
+
+
 def _write_shard(
     root: str, files: list[FileResult], dest: str, schema, license: str, pretokenize: bool, sustain: str,
-    row_group_size: int,
+    row_group_size: int, clean: CleanConfig = NO_CLEAN,
 ) -> tuple[int, int]:
     """Write one parquet shard; returns (rows, in-memory arrow bytes)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..remote_code.codec import encode
-
-    blobs = []
+    blobs, ids, pieces_of = [], [], {}
     for f in files:
         with open(os.path.join(root, f.path), "rb") as fh:
             data = fh.read()
         if hashlib.sha256(data).hexdigest() != f.sha256:
             raise PrepareError(f"{f.path}: the file changed while prepare was running")
-        blobs.append(data)
+        midi, piece_ids = _piece_bytes(data, f, clean, sustain, pieces_of, pretokenize)
+        blobs.append(midi)
+        if pretokenize:
+            ids.append(piece_ids.astype(np.int16))
     cols = {
         "midi": pa.array(blobs, pa.binary()),
         "path": pa.array([f.path for f in files], pa.string()),
-        "sha256": pa.array([f.sha256 for f in files], pa.string()),
+        "sha256": pa.array([hashlib.sha256(b).hexdigest() for b in blobs], pa.string()),
         "duration": pa.array([f.duration for f in files], pa.float64()),
         "num_notes": pa.array([f.num_notes for f in files], pa.int32()),
         "license": pa.array([license] * len(files), pa.string()),
+        "source_sha256": pa.array([f.sha256 for f in files], pa.string()),
+        "piece": pa.array([f.piece for f in files], pa.int32()),
     }
+    for k, name in enumerate(FIGURE_COLUMNS):
+        cols[name] = pa.array([f.figures[k] for f in files], pa.float64())
     if pretokenize:
-        ids = [encode(b, sustain=sustain, source=f.path).astype(np.int16) for b, f in zip(blobs, files)]
         offsets = np.concatenate(([0], np.cumsum([len(i) for i in ids]))).astype(np.int32)
         flat = np.concatenate(ids) if ids else np.empty(0, np.int16)
         cols["input_ids"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int16()))
@@ -380,6 +477,7 @@ def _card(name: str, cfg: PrepareConfig, report: PrepareReport, sizes: dict[str,
     for f in report.skipped:
         reasons[f.reason] = reasons.get(f.reason, 0) + 1
     skipped = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none"
+    cleaning = _cleaning_section(cfg, report)
     ids = (
         f"- `input_ids` (list of int16): event ids made with `sustain={cfg.sustain!r}`, without "
         "`<bos>`/`<eos>`\n- `sustain` (string): the sustain mode of `input_ids`\n"
@@ -394,17 +492,25 @@ Piano MIDI files packed by `hf-midi prepare` for the hf-midi performance-event t
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
-Skipped: {len(report.skipped)} files ({skipped}); `skipped.csv` lists each with the reason.
+Skipped: {len(report.skipped)} files or pieces ({skipped}); `skipped.csv` lists each with the reason.
+
+{cleaning}
 Splits: {"from `" + Path(cfg.splits_file).name + "`" if cfg.splits_file else
          "by a hash of the relative path, ratios " + "/".join(map(str, cfg.split_ratios))}.
 
 {("## Source" + chr(10) + chr(10) + cfg.source.strip() + chr(10) + chr(10)) if cfg.source.strip() else ""}## Columns
-- `midi` (binary): the MIDI file, byte for byte
-- `path` (string): its path relative to the source folder
-- `sha256` (string): SHA-256 of the bytes (no two rows share one)
+- `midi` (binary): the piece as MIDI: the file byte for byte without cleaning; with it, the piece
+  written on the codec's 10 ms grid, its first note at 0 s
+- `path` (string): the source file's path relative to the source folder
+- `sha256` (string): SHA-256 of `midi` (no two rows share one)
 - `duration` (float64): seconds until the last note ends
 - `num_notes` (int32): notes in non-drum tracks
 - `license` (string): `{cfg.license}`
+- `source_sha256` (string): SHA-256 of the source file; `piece` (int32): which piece of it (0, 1, ...)
+- figures (float64), each selectable with `hf-midi prepare --where` (e.g. `--where "notes_per_second>=2"`):
+  `start` (seconds into the source file), `lead_silence` (seconds trimmed before the first note),
+  `seconds`, `notes_per_second`, `max_silence` (longest silence inside), `pitch_entropy` and
+  `onset_entropy` (bits), `repetition` (share of 8-note pitch n-grams that repeat), `pedal_share`
 {ids}
 ## Use
 ```python
@@ -420,6 +526,31 @@ blocks = MidiBlockStream("path/or/repo-id", "train", MidiTokenizer(), 1024, augm
     return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + body
 
 
+def _cleaning_section(cfg: PrepareConfig, report: PrepareReport) -> str:
+    if is_no_clean(cfg.clean):
+        return "Cleaning: none (`--no-clean`): every file is stored as it is.\n"
+    kept = [f for files in report.splits.values() for f in files]
+    lead = sum(f.figure("lead_silence") for f in kept if f.piece == 0) / 3600
+    cut = sum(f.figure("lead_silence") for f in kept if f.piece > 0) / 3600
+    files = len({f.path for f in kept})
+    rows = []
+    for reason in SCREENED:
+        gone = [f for f in report.skipped if f.reason == reason]
+        if gone:
+            rows.append(f"| {reason} | {len(gone)} | {sum(f.duration for f in gone) / 3600:.2f} |")
+    table = "No piece was screened out."
+    if rows:
+        table = "| screened out | pieces | hours |\n|---|---|---|\n" + "\n".join(rows)
+    return f"""## Cleaning
+
+`hf-midi prepare` cleaned the files ({describe(cfg.clean)}): {len(kept)} pieces from {files} files;
+{lead:.2f} h of leading silence trimmed, {cut:.2f} h of silence removed at the cuts. Every piece begins
+with its first note (its ids never begin with a time shift).
+
+{table}
+"""
+
+
 # --------------------------------------------------------------------------- the whole job
 def _check_config(src: Path, out: Path, cfg: PrepareConfig) -> None:
     if not src.is_dir():
@@ -432,8 +563,14 @@ def _check_config(src: Path, out: Path, cfg: PrepareConfig) -> None:
         r = cfg.split_ratios
         if len(r) != 3 or any(x < 0 for x in r) or abs(sum(r) - 1) > 1e-6:
             raise PrepareError(f"--split-ratios {r}: need three fractions >= 0 that sum to 1")
-    if cfg.where and not cfg.splits_file:
-        raise PrepareError("--where filters the rows of --splits: give a splits file")
+    conds = parse_where(cfg.where)
+    if not cfg.splits_file:
+        for col, _, _ in conds:
+            if col not in FIGURE_COLUMNS:
+                raise PrepareError(f"--where: no column {col!r}; without --splits the columns are the figures "
+                                   f"{', '.join(FIGURE_COLUMNS)}")
+    if cfg.clean.split_silence is not None and not cfg.clean.split_silence > 0:
+        raise PrepareError(f"--split-silence {cfg.clean.split_silence}: must be > 0 seconds")
     if cfg.sustain not in SUSTAIN_MODES:
         raise PrepareError(f"--sustain {cfg.sustain!r}: must be one of {SUSTAIN_MODES}")
     if not re.fullmatch(r"[\w.+-]+", cfg.license):
@@ -485,24 +622,37 @@ def prepare_dataset(
     batches = [wanted[i : i + 8] for i in range(0, len(wanted), 8)]
     with tqdm(total=len(batches), desc="scan", unit="batch", disable=not cfg.progress) as bar:
         scanned = _robust_map(
-            _scan_batch, [(root, b) for b in batches], min(workers, len(batches)) if batches else 0,
-            on_crash=lambda t: _isolate_crash(t[0], t[1]), progress=bar.update,
+            _scan_batch, [(root, b, cfg.clean) for b in batches], min(workers, len(batches)) if batches else 0,
+            on_crash=lambda t: _isolate_crash(t[0], t[1], t[2]), progress=bar.update,
         )
     results = [r for batch in scanned for r in batch]
 
-    # Pass 2: duplicates (first path in sorted order wins), splits, shards.
+    # Pass 2: duplicates (first path in sorted order wins), screens, --where on figures, splits, shards.
     first_of: dict[str, str] = {}
     kept: dict[str, list[FileResult]] = {}
-    for r in results:  # sorted by path
+    screened: dict[str, dict[str, int]] = {}  # split -> reason -> pieces screened out
+    fails = figure_filter(cfg.where)
+    for r in results:  # sorted by path, then piece
+        split = split_of.get(r.path) if cfg.splits_file else hash_split(r.path, cfg.split_ratios)
         if r.reason:
             report.skipped.append(r)
-        elif r.sha256 in first_of:
-            report.skipped.append(FileResult(r.path, r.size, r.sha256, reason="duplicate",
-                                             detail=f"same bytes as {first_of[r.sha256]}"))
+            if r.reason in SCREENED:
+                screened.setdefault(split, {}).setdefault(r.reason, 0)
+                screened[split][r.reason] += 1
+        elif first_of.get(r.sha256, r.path) != r.path:
+            report.skipped.append(replace(r, reason="duplicate", detail=f"same bytes as {first_of[r.sha256]}"))
+        elif failed := fails(r):
+            first_of[r.sha256] = r.path
+            report.skipped.append(replace(r, reason="excluded by --where", detail=f"piece {r.piece}: {failed}"))
         else:
             first_of[r.sha256] = r.path
-            split = split_of[r.path] if cfg.splits_file else hash_split(r.path, cfg.split_ratios)
             kept.setdefault(split, []).append(r)
+    for split, reasons in screened.items():  # a screen must not empty a split
+        if split not in kept:
+            counts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+            raise PrepareError(f"the screens would leave split {split!r} empty: all its pieces were screened "
+                               f"out ({counts}; {describe(cfg.clean)}); nothing was written. Loosen the "
+                               "screen or pass --no-clean")
     order = {s: i for i, s in enumerate(STANDARD_SPLITS)}
     report.splits = {s: kept[s] for s in sorted(kept, key=lambda s: (order.get(s, 99), s))}
     report.skipped = sorted(report.skipped + missing, key=lambda f: f.path)
@@ -513,10 +663,14 @@ def prepare_dataset(
 
     jobs = []
     for split, files in report.splits.items():
-        n = num_shards_for(len(files), sum(f.size for f in files), cfg.max_shard_bytes, cfg.shard_multiple)
+        # Round-robin by file: every shard is a cross-section of the (sorted) corpus, and a file's
+        # pieces stay together in one shard (it is parsed once).
+        paths = sorted({f.path for f in files})
+        n = num_shards_for(len(paths), sum(f.size for f in files), cfg.max_shard_bytes, cfg.shard_multiple)
         report.num_shards[split] = n
-        for i in range(n):  # round-robin: every shard is a cross-section of the (sorted) corpus
-            jobs.append((split, i, n, files[i::n]))
+        shard_of = {p: i % n for i, p in enumerate(paths)}
+        for i in range(n):
+            jobs.append((split, i, n, [f for f in files if shard_of[f.path] == i]))
 
     # Pass 3: write into a hidden folder beside `out`, then swap it into place (utils.atomic_folder).
     schema = _features(cfg.pretokenize).arrow_schema
@@ -527,7 +681,7 @@ def prepare_dataset(
             written = _robust_map(
                 _write_shard,
                 [(root, files, str(tmp / shard_name(s, i, n)), schema, cfg.license, cfg.pretokenize,
-                  cfg.sustain, cfg.row_group_size) for s, i, n, files in jobs],
+                  cfg.sustain, cfg.row_group_size, cfg.clean) for s, i, n, files in jobs],
                 min(workers, len(jobs)) if jobs else 0,
                 on_crash=lambda t: _raise(PrepareError(f"a worker crashed writing {Path(t[2]).name}")),
                 progress=bar.update,
@@ -545,13 +699,13 @@ def prepare_dataset(
     return report
 
 
-def _isolate_crash(root: str, rels: list[str]) -> list[FileResult]:
+def _isolate_crash(root: str, rels: list[str], clean: CleanConfig = NO_CLEAN) -> list[FileResult]:
     """A batch that killed its worker: rescan its files one process each to name the culprit."""
     out = []
     for rel in rels:
         try:
             with ProcessPoolExecutor(1) as ex:
-                out.extend(ex.submit(_scan_batch, root, [rel]).result())
+                out.extend(ex.submit(_scan_batch, root, [rel], clean).result())
         except BrokenProcessPool:
             out.append(FileResult(rel, reason="parser crashed", detail="reading it killed the worker process"))
     return out
@@ -599,6 +753,10 @@ def configure_prepare(p: argparse.ArgumentParser) -> None:
                    help="shard counts are multiples of this (ranks x DataLoader workers that read whole shards)")
     p.add_argument("--max-shard-mb", type=float, default=d.max_shard_bytes / 2**20,
                    help="more shards when a split's MIDI exceeds shard-multiple x this")
+    p.add_argument("--no-clean", action="store_true",
+                   help="keep every file as it is: no cut at long silences, no trimmed start, no screens")
+    p.add_argument("--split-silence", type=float, default=d.clean.split_silence, metavar="SECONDS",
+                   help="cut recordings into separate pieces at silences longer than this")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -627,6 +785,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, shard_multiple=args.shard_multiple,
         max_shard_bytes=int(args.max_shard_mb * 2**20),
         overwrite=args.overwrite, progress=not args.quiet,
+        clean=NO_CLEAN if args.no_clean else CleanConfig(split_silence=args.split_silence),
     )
     # SIGTERM (a killed job) cleans up like Ctrl-C: the temporary folder is removed.
     signal.signal(signal.SIGTERM, _on_signal)

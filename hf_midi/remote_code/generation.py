@@ -74,6 +74,14 @@ DEFAULT_MAX_NOTE_SECONDS: float | None = None
 # The longest silence (no key down, no onset) generation allows; real performances rarely pause longer
 # (a fermata, between movements), and a model that falls silent for longer rarely comes back.
 DEFAULT_MAX_SILENCE_SECONDS = 4.0
+# The two rules of a piece composed to a length, defaults for a model whose generation_config.json does
+# not set them (``sound_at_once``, ``allow_early_end``): the first note sounds at once (no TIME_SHIFT
+# before the first NOTE_ON of a piece composed from scratch), and <eos> is not sampled before the asked
+# seconds. Two thirds of GiantMIDI's recordings begin with silence and many end early: a model trained
+# on them learns both (benchmarks/RESULTS.md, "A click gives music").
+DEFAULT_SOUND_AT_ONCE = True
+DEFAULT_ALLOW_EARLY_END = False
+MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end")  # ours, not generate()'s
 
 # hf_midi/pretrained/default in the package (in a Hub folder this file travels alone: no such folder there)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
@@ -114,6 +122,11 @@ def model_note_limit(model) -> float | None:
     ``DEFAULT_MAX_NOTE_SECONDS``."""
     value = getattr(getattr(model, "generation_config", None), "max_note_seconds", DEFAULT_MAX_NOTE_SECONDS)
     return None if value is None else float(value)
+
+
+def model_setting(model, name: str, default):
+    """One of the music settings (``MUSIC_SETTINGS``) from the model's generation config, else ``default``."""
+    return getattr(getattr(model, "generation_config", None), name, default)
 
 
 def seconds_to_steps(seconds: float) -> int:
@@ -288,7 +301,8 @@ class PerformanceState:
 
     Attributes (tensors on the ids' device): ``elapsed`` (B,) steps since ``start``; ``sounding``
     (B, 128) pitches on (``silent`` is its negation); ``pedal`` (B,) 1 while the sustain is down;
-    ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``; with
+    ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``; ``noted`` (B,) a
+    NOTE_ON has come (history included); with
     ``track_onsets`` (set by ``MaxNoteLengthLogitsProcessor``) also ``clock`` (B,) steps since the
     first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON.
     """
@@ -361,6 +375,7 @@ class PerformanceState:
         pedal_on = torch.where(ids == SUSTAIN_ON, pos, -1).amax(1)
         pedal_off = torch.where(ids == SUSTAIN_OFF, pos, -1).amax(1)
         self.pedal = (pedal_on > pedal_off).long()
+        self.noted = (ids < NOTE_OFF).any(1)
         self.last = ids[:, -1].clone()
         self._row_index = torch.arange(rows, device=ids.device)
         self._rows, self._length, self._seen = rows, input_ids.shape[1], input_ids
@@ -379,6 +394,7 @@ class PerformanceState:
         self._silent[self._row_index, col] = t["silent"][i]
         pedal = t["pedal"][i]
         self.pedal = torch.where(pedal < 0, self.pedal, pedal)
+        self.noted |= token < NOTE_OFF
         self.last = token
 
 
@@ -466,6 +482,25 @@ class MaxSilenceLogitsProcessor(_TimeGuard):
         return scores
 
 
+class SoundAtOnceLogitsProcessor(LogitsProcessor):
+    """The first note sounds at once: until a NOTE_ON has come (a prompt's count), neither a TIME_SHIFT
+    nor ``<eos>`` may come next, so a piece composed from scratch opens with its first note (a VELOCITY
+    or pedal event may come before it, in the same instant). Two thirds of GiantMIDI's recordings
+    begin with more than a second of silence: without this rule a model trained on them often does too.
+    """
+
+    def __init__(self, state: PerformanceState | None = None):
+        self.state = state if state is not None else PerformanceState()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        waiting = ~s.noted
+        if bool(waiting.any()):
+            scores[:, TIME_SHIFT:VELOCITY].masked_fill_(waiting[:, None], -math.inf)
+            scores[:, EOS_ID].masked_fill_(waiting, -math.inf)
+        return scores
+
+
 class MusicTimeLimitLogitsProcessor(LogitsProcessor):
     """Keeps every sequence within ``seconds`` of music (counted from the state's ``start``).
 
@@ -473,18 +508,24 @@ class MusicTimeLimitLogitsProcessor(LogitsProcessor):
     the shift that lands exactly on the limit, as if the piece were cut there. (Forbidding long shifts
     would instead push the model to cram events into its last second.) ``MusicTimeStoppingCriteria``
     then ends the sequence. Until some sequence is within one second of its limit, only one thing
-    changes: ``<eos>`` is forbidden while no music time has passed, so that asking for seconds never
-    returns an empty piece (a model's first event can be ``<eos>``; once was in 20 seeds of base).
+    changes: ``<eos>`` is forbidden, so that a piece lasts as long as asked (``allow_early_end=False``,
+    the default); with ``allow_early_end=True`` only while no music time has passed, so that asking for
+    seconds never returns an empty piece (a model's first event can be ``<eos>``; once was in 20 seeds
+    of base).
     """
 
-    def __init__(self, seconds: float, state: PerformanceState | None = None):
+    def __init__(self, seconds: float, state: PerformanceState | None = None, allow_early_end: bool = False):
         self.limit = seconds_to_steps(seconds)
         self.state = state if state is not None else PerformanceState()
+        self.allow_early_end = bool(allow_early_end)
         self._k: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
-        scores[:, EOS_ID].masked_fill_(s.elapsed == 0, -math.inf)
+        if self.allow_early_end:
+            scores[:, EOS_ID].masked_fill_(s.elapsed == 0, -math.inf)
+        else:
+            scores[:, EOS_ID] = -math.inf
         if self.limit - int(s.elapsed.max()) > MAX_SHIFT:  # the common case: no shift can reach it
             return scores
         if self._k is None or self._k.device != scores.device:
@@ -737,8 +778,9 @@ def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> 
         if getattr(config, name, None) is None:
             setattr(config, name, value)
     config.num_return_sequences = 1  # rows are expanded by the caller
-    if hasattr(config, "max_note_seconds"):  # ours (model_note_limit), not generate()'s
-        del config.max_note_seconds
+    for name in MUSIC_SETTINGS:  # ours (model_setting), not generate()'s
+        if hasattr(config, name):
+            delattr(config, name)
     vocab = getattr(model.config, "vocab_size", VOCAB_SIZE)
     if vocab > VOCAB_SIZE:  # rows that pad the embedding are no token: decoding would reject them
         config.suppress_tokens = sorted(set(config.suppress_tokens or ()) | set(range(VOCAB_SIZE, vocab)))
@@ -762,6 +804,8 @@ def generate_music(
     streamer: BaseStreamer | None = None,
     assistant_model=None,
     max_silence_seconds: float | None = DEFAULT_MAX_SILENCE_SECONDS,
+    sound_at_once: bool = DEFAULT_SOUND_AT_ONCE,
+    allow_early_end: bool = DEFAULT_ALLOW_EARLY_END,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -772,6 +816,9 @@ def generate_music(
     the window): the sliding window. While everything fits, this is exactly one ``generate()`` call.
     ``max_note_seconds``: end notes held that long (``MaxNoteLengthLogitsProcessor``); None: off.
     ``max_silence_seconds``: no silence longer than this (``MaxSilenceLogitsProcessor``; default 4 s); None: off.
+    ``sound_at_once``: no TIME_SHIFT or ``<eos>`` before the first NOTE_ON (``SoundAtOnceLogitsProcessor``;
+    a prompt with notes has had its first). ``allow_early_end``: let the model end a piece (``<eos>``)
+    before ``seconds``; False: each row lasts ``seconds`` (the token budget aside).
     ``fast``: run ``generate()`` with ``custom_generate=fast_sample`` (``hf_midi.remote_code.fast_generation``: the
     same sampling, a lean forward; models it does not cover take ``generate()``'s own loop); ``weights``:
     its weight format (``float32``: the same tokens as ``fast=False`` under one seed; ``float16`` /
@@ -811,8 +858,10 @@ def generate_music(
         processors.append(MaxNoteLengthLogitsProcessor(max_note_seconds, state))
     if max_silence_seconds is not None:
         processors.append(MaxSilenceLogitsProcessor(max_silence_seconds, state))
+    if sound_at_once:
+        processors.append(SoundAtOnceLogitsProcessor(state))
     if seconds is not None:
-        processors.append(MusicTimeLimitLogitsProcessor(seconds, state))
+        processors.append(MusicTimeLimitLogitsProcessor(seconds, state, allow_early_end))
         criteria.append(MusicTimeStoppingCriteria(seconds, state))
     tracker = MusicProgressCriteria(seconds, progress, stop_event, state)
     if progress is not None or stop_event is not None:
@@ -878,7 +927,8 @@ def generate_music(
 
 
 __all__ = [
-    "DEFAULT_MAX_NOTE_SECONDS", "DEFAULT_MAX_SILENCE_SECONDS", "GenerationError", "MAX_SECONDS",
+    "DEFAULT_ALLOW_EARLY_END", "DEFAULT_MAX_NOTE_SECONDS", "DEFAULT_MAX_SILENCE_SECONDS", "DEFAULT_SOUND_AT_ONCE",
+    "GenerationError", "MAX_SECONDS", "MUSIC_SETTINGS", "SoundAtOnceLogitsProcessor", "model_setting",
     "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "MusicChunk",
     "MusicProgressCriteria", "MusicStreamer", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
     "PerformanceGrammarLogitsProcessor", "PerformanceState", "StreamedNote", "check_draft", "check_fast_args",

@@ -41,7 +41,9 @@ from .codec import (
     shift_steps,
 )
 from .generation import (
+    DEFAULT_ALLOW_EARLY_END,
     DEFAULT_MAX_SILENCE_SECONDS,
+    DEFAULT_SOUND_AT_ONCE,
     GenerationError,
     MusicStreamer,
     check_draft,
@@ -52,6 +54,7 @@ from .generation import (
     cut_events,
     generate_music,
     model_note_limit,
+    model_setting,
     music_generation_config,
 )
 
@@ -76,6 +79,9 @@ class MidiGenerationPipeline(Pipeline):
       None: off);
     - ``max_note_seconds``: end any note held this long (``MaxNoteLengthLogitsProcessor``; None: off;
       default: the model's ``generation_config.max_note_seconds``, else off);
+    - ``sound_at_once``: the first note sounds at once, no silence before it (``SoundAtOnceLogitsProcessor``);
+      ``allow_early_end``: the model may end a piece before ``seconds``; defaults: the model's generation
+      config (``sound_at_once``, ``allow_early_end``), else on and off;
     - ``fast`` (default True): the fast decoding loop (``hf_midi.remote_code.fast_generation``); ``weights``: its
       weight format, ``auto`` (default: float16 on a CPU with fbgemm, float32 elsewhere),
       ``float32`` (the same tokens as ``fast=False`` under one seed), ``float16`` or ``int8``;
@@ -122,7 +128,7 @@ class MidiGenerationPipeline(Pipeline):
         self, prompt_seconds=None, seconds=_DEFAULT, max_new_tokens=None, temperature=None, top_k=None,
         top_p=None, seed=None, num_return_sequences=None, return_prompt=None, grammar=None,
         progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None, streamer=None,
-        assistant_model=None, max_silence_seconds=_DEFAULT,
+        assistant_model=None, max_silence_seconds=_DEFAULT, sound_at_once=None, allow_early_end=None,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         checked = check_generation_args(
@@ -155,6 +161,11 @@ class MidiGenerationPipeline(Pipeline):
                                           ("assistant_model", assistant_model)) if v is not None})
         if seconds is not _DEFAULT:
             forward["seconds"] = checked.get("seconds")  # None turns the time limit off
+        for name, value in (("sound_at_once", sound_at_once), ("allow_early_end", allow_early_end)):
+            if value is not None:
+                if not isinstance(value, bool):
+                    raise GenerationError(f"{name} must be True or False, got {value!r}")
+                forward[name] = value
         for name, value in (("max_note_seconds", max_note_seconds), ("max_silence_seconds", max_silence_seconds)):
             if value is _DEFAULT:
                 continue
@@ -264,11 +275,15 @@ class MidiGenerationPipeline(Pipeline):
     def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
                  top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
                  max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None, assistant_model=None,
-                 max_silence_seconds=DEFAULT_MAX_SILENCE_SECONDS):
+                 max_silence_seconds=DEFAULT_MAX_SILENCE_SECONDS, sound_at_once=None, allow_early_end=None):
         check_length(seconds, max_new_tokens)
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
         if max_note_seconds is _DEFAULT:
             max_note_seconds = model_note_limit(self.model)
+        if sound_at_once is None:
+            sound_at_once = bool(model_setting(self.model, "sound_at_once", DEFAULT_SOUND_AT_ONCE))
+        if allow_early_end is None:
+            allow_early_end = bool(model_setting(self.model, "allow_early_end", DEFAULT_ALLOW_EARLY_END))
         config = music_generation_config(self.model, temperature=temperature, top_k=top_k, top_p=top_p)
         if seed is not None:
             torch.manual_seed(seed)
@@ -276,7 +291,7 @@ class MidiGenerationPipeline(Pipeline):
             self.model, input_ids, seconds=seconds, max_new_tokens=max_new_tokens, grammar=grammar,
             generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
             fast=bool(fast), weights=weights, streamer=streamer, assistant_model=assistant_model,
-            max_silence_seconds=max_silence_seconds,
+            max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once, allow_early_end=allow_early_end,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}

@@ -107,15 +107,20 @@ def build_model(preset_or_dict: str | dict | ModelArguments = "tiny"):
 
 def generation_config(model_config, max_new_tokens: int = 1024):
     """Sampling defaults shipped in generation_config.json: ids the model must never emit (padding
-    rows of the embedding, <pad>, <bos>) are suppressed."""
+    rows of the embedding, <pad>, <bos>) are suppressed; the two rules of a piece composed to a length
+    (the first note at once, no end before the asked seconds) are on."""
     from transformers import GenerationConfig
 
+    from ..remote_code.generation import DEFAULT_ALLOW_EARLY_END, DEFAULT_SOUND_AT_ONCE
+
     never = [PAD_ID, BOS_ID, *range(VOCAB_SIZE, model_config.vocab_size)]
-    return GenerationConfig(
+    config = GenerationConfig(
         bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, decoder_start_token_id=BOS_ID,
         do_sample=True, temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=max_new_tokens,
         suppress_tokens=never,
     )
+    config.sound_at_once, config.allow_early_end = DEFAULT_SOUND_AT_ONCE, DEFAULT_ALLOW_EARLY_END
+    return config
 
 
 def flops_per_token(model, seq_len: int) -> float:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .remote_code.codec import FAMILIES, NOTE_OFF, PAD_ID, STEPS_PER_SECOND, VOCAB_SIZE, event_family, shift_steps
+from ..remote_code.codec import FAMILIES, NOTE_OFF, PAD_ID, STEPS_PER_SECOND, VOCAB_SIZE, event_family, shift_steps
 
 
 @dataclass
@@ -204,10 +204,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data.stream import iter_pieces
-    from .loading import bundled_models, is_adapter, load_model
-    from .remote_code.tokenization_midi import MidiTokenizer
-    from .utils import atomic_write_bytes
+    from ..data.stream import iter_pieces
+    from ..loading import bundled_models, is_adapter, load_model
+    from ..remote_code.tokenization_midi import MidiTokenizer
+    from ..utils import atomic_write_bytes
 
     if is_adapter(args.model) or args.model in bundled_models():
         model, tokenizer = load_model(args.model)  # a LoRA adapter on its base; a bundled model by name
