@@ -53,14 +53,14 @@ def arm_config(arm: str, data: str, out: str, minutes: float, block: int, batch:
               "tracker": "none", "log_every": 10, "shuffle_buffer": 64, "seed": seed, "transpose": [-3, 3],
               "warmup_steps": 10, "progress": False}
     if arm == "scratch":  # the bundled default's shape, trained on the blocks the others see
-        c = AutoConfig.from_pretrained(resolve_model("default"))
+        c = AutoConfig.from_pretrained(resolve_model("small"))
         return {**common, "learning_rate": lr["scratch"], "warmup_steps": 50,
                 "model": {"num_layers": c.n_layer, "hidden_size": c.n_embd, "num_heads": c.n_head,
                           "context_length": block, "dropout": 0.0}}
     if arm == "full":
-        return {**common, "init_from": "default", "learning_rate": lr["full"]}
+        return {**common, "init_from": "small", "learning_rate": lr["full"]}
     if arm == "lora":
-        return {**common, "init_from": "default", "lora": True, "learning_rate": lr["lora"], "weight_decay": 0.0}
+        return {**common, "init_from": "small", "lora": True, "learning_rate": lr["lora"], "weight_decay": 0.0}
     raise ValueError(arm)
 
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for arm in args.arms.split(","):
         t = time.perf_counter()
         if arm == "default":
-            model, _ = load_model("default")
+            model, _ = load_model("small")
             info = {"train_s": 0.0, "steps": 0}
         else:
             out = root / arm

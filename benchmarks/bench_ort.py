@@ -1,7 +1,7 @@
 """The fast loop's footing: ONNX Runtime against hf_midi's own GPT-2 step, one CPU thread, side by side.
 
     pip install onnxruntime onnx onnxscript        # in an environment with torch and transformers 5.x
-    python benchmarks/bench_ort.py hf_midi/pretrained/default [--tokens 256]
+    python benchmarks/bench_ort.py hf_midi/pretrained/small [--tokens 256]
 
 optimum's exporter (optimum-onnx 0.1.0) cannot be installed beside transformers 5.24 (pip: resolution
 impossible), so the model's one-token step with an explicit key/value cache is exported here with

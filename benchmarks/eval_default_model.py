@@ -9,7 +9,7 @@
 
 Usage (datasets written by ``hf-midi prepare``)::
 
-    python benchmarks/eval_default_model.py --model hf_midi/pretrained/default --lstm runs/lstm \\
+    python benchmarks/eval_default_model.py --model hf_midi/pretrained/small --lstm runs/lstm \\
         --pop909 DATA/pop909 --asap DATA/asap --out docs/samples --json benchmarks/results/default_model.json
 
 The last line printed is one JSON object with every figure.

@@ -11,6 +11,10 @@ generation settings (seeds 0, 1, ...; one at a time, as a user would), then
 - the MGEval distances (``mgeval.py``): kernel-density overlap and KL divergence of five features
   between the samples and reference windows of the same length, and the same between a held-out fifth
   of the reference pieces and the rest (the floor: what real music scores against real music);
+- the listener's checks (``hf_midi.evaluation.listener``): each sample's faults (late start, long
+  silence, sparse, early end, stuck note; the pedal held over 90 % apart), beside the same counts for
+  one random window of each piece of the reference and of each ``--listen`` set;
+- composing speed: events/s and the slowest piece's real-time factor (music seconds per wall second);
 - with ``--train``: memorisation, the share of each sample's 8-note pitch n-grams found in the training
   set, beside the same share for the reference windows (real pieces the model never saw: the floor).
 
@@ -153,15 +157,20 @@ def main(argv=None) -> int:
                "train": args.train, "models": {}}
     for k, (model, (name, extra)) in enumerate(zip(args.model, arms)):
         pipe = load_pipeline(name)
-        t0, outs = time.perf_counter(), []
+        t0, outs, walls = time.perf_counter(), [], []
         for i in range(args.samples):
+            t = time.perf_counter()
             outs += pipe(seconds=args.seconds, seed=args.seed + i, **extra)
+            walls.append(time.perf_counter() - t)
         wall = time.perf_counter() - t0
         events = sum(len(o["token_ids"]) for o in outs)
         stats = [music_stats.ids_stats(o["token_ids"]) for o in outs]
         band = music_stats.band_report(stats, reference)
         res = {
             "events_per_second": events / wall, "wall_s": round(wall, 1), "events": events,
+            # seconds of music per second of composing, for the slowest piece (> 1: faster than it plays)
+            "slowest_piece_real_time": round(min(o["seconds"] / w for o, w in zip(outs, walls)), 2),
+            "slowest_piece_wall_s": round(max(walls), 2),
             "sample_seconds": [round(o["seconds"], 2) for o in outs],
             "band": band, "min_fraction_inside": min(b["fraction_inside"] for b in band.values()),
             "inside_all": music_stats.inside_all(stats, band),
@@ -174,7 +183,8 @@ def main(argv=None) -> int:
         res["listener"]["broken_seeds"] = {args.seed + i: f for i, f in res["listener"].pop("broken_pieces").items()}
         results["models"][model] = res
         print(f"{model}: listener {_listener_line(res['listener'])}", file=sys.stderr)
-        print(f"{model}: {res['events_per_second']:.0f} events/s, inside all {res['inside_all']:.2f}, "
+        print(f"{model}: {res['events_per_second']:.0f} events/s, slowest piece {res['slowest_piece_real_time']:.1f}x "
+              f"real time, inside all {res['inside_all']:.2f}, "
               f"min per statistic {res['min_fraction_inside']:.2f}, "
               f"notes > 8 s {res['long_notes']['share_longer']:.4%}, "
               f"longest {res['long_notes']['longest_seconds']:.1f} s", file=sys.stderr)

@@ -19,6 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
+from .remote_code import generation
 from .remote_code.tokenization_midi import MidiTokenizer
 from .utils import atomic_folder, is_repo_id
 
@@ -213,7 +214,8 @@ def bundle_model(
     model_dir: str | os.PathLike, out: str | os.PathLike | None = None, context: int | None = None,
     dtype: str = "float32",
 ) -> Path:
-    """Copy a trained GPT-2 folder into the package (``hf_midi/pretrained/default``), atomically.
+    """Copy a trained GPT-2 folder into the package, atomically: into ``out``, by default the default
+    bundled model's folder (``hf_midi/pretrained/base``, ``generation.DEFAULT_MODEL_DIR``).
 
     ``context`` cuts the position table to the first ``context`` rows (and ``n_positions`` with
     it): a model trained on shorter blocks than its table never learned the later rows, so
@@ -226,7 +228,7 @@ def bundle_model(
 
     if dtype not in ("float32", "bfloat16"):
         raise HubError(f"dtype {dtype!r}: float32 or bfloat16")
-    out = Path(out) if out is not None else PACKAGE_DIR / "pretrained" / "default"
+    out = Path(out) if out is not None else generation.DEFAULT_MODEL_DIR
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if context is not None:

@@ -1,7 +1,8 @@
 """Models by reference: the bundled ones by name, folders, Hub repo ids and LoRA adapters.
 
-- ``bundled_models`` / ``resolve_model``: ``default`` and ``base`` ship in the package
-  (``hf_midi/pretrained/``); any other reference is a folder or a Hub id.
+- ``bundled_models`` / ``resolve_model``: ``base`` and ``small`` ship in the package
+  (``hf_midi/pretrained/``), ``default`` names the one that plays when none is named (``base``); any
+  other reference is a folder or a Hub id.
 - ``load_model(ref)``: the model and tokenizer behind a reference; an adapter folder
   (``adapter_config.json``) is loaded on top of its base model with peft (merged by default, so
   generation costs what the base costs). The vocabulary is checked against the codec first.
@@ -38,12 +39,15 @@ class ModelLoadError(ValueError):
 
 
 def bundled_models() -> dict[str, Path]:
-    """Models shipped in the package, by the name ``--model`` and ``load_pipeline`` accept:
-    ``default`` (fast, the default) and ``base`` (larger and better, slower on a CPU)."""
+    """Models shipped in the package, by the name ``--model`` and ``load_pipeline`` accept: ``base`` (the
+    default, GPT-2 8 x 512), ``small`` (4 x 256, several times faster on a CPU) and ``default`` (the
+    default's other name)."""
     root = generation.DEFAULT_MODEL_DIR.parent
     if not root.is_dir():
         return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
+    found = {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
+    default = generation.default_model_path()
+    return found | ({"default": default} if default is not None and "default" not in found else {})
 
 
 def resolve_model(model: str | Path | None) -> str | Path:

@@ -73,7 +73,7 @@ EXAMPLES = [
     ("Continue POP909 #860, bolder", [UPLOAD, str(EXAMPLES_DIR / "pop909-860.mid"), 6, 15, 1.1, 1.0, 40, 3, False, 2]),
 ]
 NO_MODEL = (
-    "**No model is available.** This copy has no bundled model (`hf_midi/pretrained/default`). "
+    "**No model is available.** This copy has no bundled model (`hf_midi/pretrained/base`). "
     "Start the app with `python app.py --model DIR_OR_REPO_ID`, or set `HF_MIDI_MODEL`."
 )
 

@@ -19,7 +19,7 @@ SPACE_FILES = ("app.py", "requirements.txt", "packages.txt", "README.md")
 SPACE_DIRS = ("examples",)
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 # What the Space does not run stays behind: training, data preparation, evaluation, the CLI, Hub export.
-NOT_IN_THE_SPACE = {"training", "data", "evaluation.py", "cli.py", "hub.py"}
+NOT_IN_THE_SPACE = {"training", "data", "evaluation", "cli.py", "hub.py"}
 
 
 def _package_ignore(folder, names):
@@ -45,6 +45,7 @@ def build_space(out: str | os.PathLike, model: str | os.PathLike | None = None, 
         raise FileExistsError(f"{out} exists and is not empty (pass force=True / --force to replace it)")
     if model is not None and not (Path(model) / "config.json").is_file():
         raise FileNotFoundError(f"{model}: not a model folder (no config.json)")
+    from hf_midi.remote_code.generation import DEFAULT_MODEL
     from hf_midi.utils import atomic_folder
 
     with atomic_folder(out) as tmp:
@@ -55,7 +56,7 @@ def build_space(out: str | os.PathLike, model: str | os.PathLike | None = None, 
         package = tmp / "hf_midi"
         shutil.copytree(_package_dir(), package, ignore=_package_ignore)
         if model is not None:
-            bundled = package / "pretrained" / "default"
+            bundled = package / "pretrained" / DEFAULT_MODEL
             shutil.rmtree(bundled, ignore_errors=True)
             shutil.copytree(model, bundled, ignore=IGNORE)
     return out
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, FileNotFoundError) as e:
         print(f"build.py: error: {e}", file=sys.stderr)
         return 1
-    has_model = (out / "hf_midi" / "pretrained" / "default" / "config.json").is_file()
+    from hf_midi.remote_code.generation import DEFAULT_MODEL
+
+    has_model = (out / "hf_midi" / "pretrained" / DEFAULT_MODEL / "config.json").is_file()
     print(f"wrote {out}" + ("" if has_model else " (no bundled model: the Space needs HF_MIDI_MODEL)"))
     return 0
 

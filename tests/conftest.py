@@ -50,25 +50,28 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> str:
-    """The 9 committed POP909 fixtures prepared once (5 train, 2 validation, 2 test), for model tests."""
+    """The 9 committed POP909 fixtures prepared once (5 train, 2 validation, 2 test), for model tests; the
+    files as they are (``NO_CLEAN``), so that tests can compare with the files' own encodings."""
+    from hf_midi.data.cleaning import NO_CLEAN
     from hf_midi.data.prepare import PrepareConfig, prepare_dataset
 
     src = POP909_FIXTURES[0].parent
     out = tmp_path_factory.mktemp("data") / "pop"
     prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
-                                            progress=False))
+                                            progress=False, clean=NO_CLEAN))
     return str(out)
 
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> Path:
     """The same fixtures prepared with their event ids (``--pretokenize``), as packed corpora are made from."""
+    from hf_midi.data.cleaning import NO_CLEAN
     from hf_midi.data.prepare import PrepareConfig, prepare_dataset
 
     src = POP909_FIXTURES[0].parent
     out = tmp_path_factory.mktemp("prep") / "pop"
     prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", num_workers=0,
-                                            progress=False, pretokenize=True))
+                                            progress=False, pretokenize=True, clean=NO_CLEAN))
     return out
 
 

@@ -12,6 +12,7 @@ from conftest import POP909_FIXTURES
 
 from hf_midi import MidiError, MidiTokenizer
 from hf_midi.data.augmentation import AugmentConfig, augment_performance, transpose_ids
+from hf_midi.data.cleaning import NO_CLEAN
 from hf_midi.data.prepare import PrepareConfig, prepare_dataset
 from hf_midi.data.stream import MidiBlockStream, iter_pieces, piece_rng
 from hf_midi.remote_code import codec
@@ -38,8 +39,9 @@ def dataset(tmp_path_factory):
     """Pre-tokenised (so it has both `midi` and `input_ids`): train 5 files in 4 shards, validation 2 in 2."""
     src = POP909_FIXTURES[0].parent
     out = tmp_path_factory.mktemp("data") / "pop"
+    # The files as they are (no cleaning): these tests compare what streams with the files' own encodings.
     prepare_dataset(src, out, PrepareConfig(splits_file=str(src / "split.csv"), license="mit", pretokenize=True,
-                                            num_workers=0, progress=False))
+                                            num_workers=0, progress=False, clean=NO_CLEAN))
     return str(out)
 
 

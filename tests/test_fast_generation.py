@@ -8,6 +8,7 @@ import torch
 from conftest import tiny_model
 from transformers import AutoModelForCausalLM, pipeline
 
+from hf_midi.loading import resolve_model
 from hf_midi.remote_code.codec import BOS_ID, EOS_ID, NOTE_OFF, PAD_ID, TIME_SHIFT, VOCAB_SIZE
 from hf_midi.remote_code.fast_generation import (
     FastGPT2,
@@ -17,7 +18,7 @@ from hf_midi.remote_code.fast_generation import (
     resolve_weights,
     unsupported_reason,
 )
-from hf_midi.remote_code.generation import GenerationError, default_model_path, generate_music, music_generation_config
+from hf_midi.remote_code.generation import GenerationError, generate_music, music_generation_config
 
 needs_fbgemm = pytest.mark.skipif(not packed_formats_available(), reason="float16/int8 need fbgemm (x86 torch)")
 
@@ -37,8 +38,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def default_model():
-    path = default_model_path()
-    assert path is not None, "the bundled default model is missing: a defect of this copy, not a reason to skip"
+    """The bundled ``small`` model (4 x 256): a real trained GPT-2, fast enough for many calls."""
+    path = resolve_model("small")
+    assert path != "small", "the bundled small model is missing: a defect of this copy, not a reason to skip"
     return AutoModelForCausalLM.from_pretrained(path).float().eval()
 
 
@@ -122,7 +124,7 @@ def test_generate_music_fast_equals_slow_through_the_window(model):
 
 def test_bundled_default_pipeline_same_piece_fast_and_slow(default_model):
     """float32 weights give generate()'s tokens, one piece or a batch."""
-    pipe = pipeline("midi-generation", model=default_model_path())
+    pipe = pipeline("midi-generation", model=resolve_model("small"))
     fast, slow = pipe(seconds=4, seed=3, weights="float32"), pipe(seconds=4, seed=3, fast=False)
     assert fast[0]["token_ids"] == slow[0]["token_ids"] and len(fast[0]["token_ids"]) > 50
     fast = pipe(seconds=4, seed=5, num_return_sequences=2, weights="float32")

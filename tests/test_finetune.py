@@ -146,10 +146,10 @@ def test_an_adapter_made_elsewhere_finds_the_bundled_base(tmp_path):
     install path) the loader maps it back to the bundled model of this install."""
     from hf_midi.loading import adapter_base, bundled_models
 
-    assert "default" in bundled_models(), "the bundled default model is missing from this copy"
+    assert "small" in bundled_models(), "the bundled small model is missing from this copy"
     (tmp_path / "adapter_config.json").write_text(json.dumps(
-        {"base_model_name_or_path": "/elsewhere/site-packages/hf_midi/pretrained/default"}))
-    assert adapter_base(tmp_path) == bundled_models()["default"]
+        {"base_model_name_or_path": "/elsewhere/site-packages/hf_midi/pretrained/small"}))
+    assert adapter_base(tmp_path) == bundled_models()["small"]
 
 
 def test_the_one_command_on_a_small_folder(tiny_ckpt, tmp_path):

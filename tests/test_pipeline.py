@@ -254,10 +254,10 @@ def test_no_default_model_is_a_clear_error(monkeypatch, tmp_path):
     registry = PipelineRegistry(supported_tasks={}, task_aliases={})
     register_pipeline_task(registry)
     assert "default" not in registry.supported_tasks["midi-generation"]
-    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", Path(__file__).parents[1] / "hf_midi/pretrained/default")
+    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", Path(__file__).parents[1] / "hf_midi/pretrained/base")
     registry = PipelineRegistry(supported_tasks={}, task_aliases={})
     register_pipeline_task(registry)
-    assert registry.supported_tasks["midi-generation"]["default"]["model"][0].endswith("pretrained/default")
+    assert registry.supported_tasks["midi-generation"]["default"]["model"][0].endswith("pretrained/base")
 
 
 def test_the_bundled_model_is_the_default(monkeypatch, model_dir):
@@ -361,12 +361,14 @@ def test_bundled_models_by_name_compute_in_float32(monkeypatch, model_dir, tmp_p
     from hf_midi.hub import bundle_model
 
     root = tmp_path / "pretrained"
-    bundle_model(model_dir, root / "default")
-    bundle_model(model_dir, root / "base", dtype="bfloat16")
-    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", root / "default")
-    assert set(loading.bundled_models()) == {"base", "default"}
-    assert loading.resolve_model("base") == root / "base"
-    assert loading.resolve_model(None) == root / "default"
+    bundle_model(model_dir, root / "small")
+    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", root / "base")
+    bundle_model(model_dir, dtype="bfloat16")  # no out: the default model's folder
+    assert (root / "base" / "model.safetensors").is_file()
+    assert set(loading.bundled_models()) == {"base", "default", "small"}
+    assert loading.resolve_model("base") == root / "base" == loading.resolve_model("default")
+    assert loading.resolve_model("small") == root / "small"
+    assert loading.resolve_model(None) == root / "base"
     assert loading.resolve_model("user/repo") == "user/repo"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "base").mkdir()

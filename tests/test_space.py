@@ -316,10 +316,10 @@ def test_build_assembles_a_space_that_runs_from_its_own_copy(tiny_model, tmp_pat
     build = [sys.executable, str(SPACE_DIR / "build.py"), str(out), "--model", str(tiny_model)]
     subprocess.run(build, check=True, capture_output=True)
     for name in ("app.py", "requirements.txt", "packages.txt", "README.md", "examples/pop909-720.mid",
-                 "hf_midi/__init__.py", "hf_midi/remote_code/codec.py", "hf_midi/pretrained/default/config.json"):
+                 "hf_midi/__init__.py", "hf_midi/remote_code/codec.py", "hf_midi/pretrained/base/config.json"):
         assert (out / name).is_file(), name
     assert not list(out.rglob("__pycache__"))
-    for name in ("training", "data", "evaluation.py", "cli.py", "hub.py"):  # only what the Space runs
+    for name in ("training", "data", "evaluation", "cli.py", "hub.py"):  # only what the Space runs
         assert not (out / "hf_midi" / name).exists(), name
     # `python app.py` in the copy, as a Space runs it: it must use the copied package and model.
     port = free_port()
@@ -337,7 +337,7 @@ def test_build_assembles_a_space_that_runs_from_its_own_copy(tiny_model, tmp_pat
         used = re.search(r"hf_midi \S+ from (\S+); model: (\S+)", log)
         assert used, log
         assert Path(used[1]).resolve() == (out / "hf_midi").resolve()
-        assert Path(used[2]).resolve() == (out / "hf_midi" / "pretrained" / "default").resolve()
+        assert Path(used[2]).resolve() == (out / "hf_midi" / "pretrained" / "base").resolve()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
             assert page.status == 200 and b"hf-midi piano" in page.read()
     finally:

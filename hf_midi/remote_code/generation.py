@@ -83,8 +83,11 @@ DEFAULT_SOUND_AT_ONCE = True
 DEFAULT_ALLOW_EARLY_END = False
 MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end")  # ours, not generate()'s
 
-# hf_midi/pretrained/default in the package (in a Hub folder this file travels alone: no such folder there)
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
+# The bundled model that plays when none is named: ``base`` (GPT-2 8 x 512), the one listeners prefer
+# and fast enough to play while it composes on one CPU thread (benchmarks/RESULTS.md, "A click gives
+# music"); ``small`` (4 x 256) is the fast one. In a Hub folder this file travels alone: no such folder there.
+DEFAULT_MODEL = "base"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / DEFAULT_MODEL
 NO_DEFAULT_MODEL = (
     f"no default model is installed ({DEFAULT_MODEL_DIR} has no config.json); "
     "pass a model folder or Hub repo id (model=... / --model DIR_OR_REPO_ID)"
@@ -113,7 +116,7 @@ def check_length(seconds, max_new_tokens) -> None:
 
 
 def default_model_path() -> Path | None:
-    """The model bundled in the package (``hf_midi/pretrained/default``), or None when not installed."""
+    """The default bundled model (``hf_midi/pretrained/base``), or None when not installed."""
     return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
 
 
@@ -507,7 +510,8 @@ class MusicTimeLimitLogitsProcessor(LogitsProcessor):
     A TIME_SHIFT that would pass the limit is not forbidden but *clipped*: its probability goes to
     the shift that lands exactly on the limit, as if the piece were cut there. (Forbidding long shifts
     would instead push the model to cram events into its last second.) ``MusicTimeStoppingCriteria``
-    then ends the sequence. Until some sequence is within one second of its limit, only one thing
+    then ends the sequence (in a run a draft model proposed, where tokens are accepted several at a time,
+    a row past its limit may only end: ``<eos>``). Until some sequence is within one second of its limit, only one thing
     changes: ``<eos>`` is forbidden, so that a piece lasts as long as asked (``allow_early_end=False``,
     the default); with ``allow_early_end=True`` only while no music time has passed, so that asking for
     seconds never returns an empty piece (a model's first event can be ``<eos>``; once was in 20 seeds
@@ -538,6 +542,10 @@ class MusicTimeLimitLogitsProcessor(LogitsProcessor):
         exact = (left >= 1) & (left <= MAX_SHIFT)
         col = (left - 1).clamp(0, MAX_SHIFT - 1)[:, None]
         shifts.scatter_(1, col, torch.where(exact[:, None], folded[:, None], shifts.gather(1, col)))
+        done = left <= 0  # only inside a drafted run (assisted generation): the piece is over, end it here
+        if bool(done.any()):
+            scores.masked_fill_(done[:, None], -math.inf)
+            scores[:, EOS_ID].masked_fill_(done, 0.0)
         return scores
 
 
@@ -932,6 +940,6 @@ __all__ = [
     "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "MusicChunk",
     "MusicProgressCriteria", "MusicStreamer", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
     "PerformanceGrammarLogitsProcessor", "PerformanceState", "StreamedNote", "check_draft", "check_fast_args",
-    "check_generation_args", "context_length", "cut_events", "default_model_path", "generate_music",
+    "DEFAULT_MODEL", "check_generation_args", "context_length", "cut_events", "default_model_path", "generate_music",
     "model_note_limit", "music_generation_config", "seconds_to_steps",
 ]

@@ -35,15 +35,17 @@ def validation_files(paths: list[str], fraction: float) -> set[str]:
 
 
 def prepare_folder(src: Path, out: Path, val_fraction: float, splits: str | None, progress: bool,
-                   workers: int | None = None) -> dict:
+                   workers: int | None = None, clean: bool = True) -> dict:
     """``src`` -> a prepared, pre-tokenised dataset at ``out`` with train and validation splits. The
     validation files are chosen among the readable ones (a first scan), so none is lost to a bad file."""
     import csv
     import tempfile
 
+    from ..data.cleaning import NO_CLEAN, CleanConfig
     from ..data.prepare import PrepareConfig, PrepareError, prepare_dataset
 
-    common = dict(license="unknown", pretokenize=True, progress=progress, num_workers=workers)
+    common = dict(license="unknown", pretokenize=True, progress=progress, num_workers=workers,
+                  clean=CleanConfig() if clean else NO_CLEAN)
     if splits is None:
         with tempfile.TemporaryDirectory(prefix=".hf-midi-scan-", dir=out.parent) as scan_dir:
             try:
@@ -51,7 +53,7 @@ def prepare_folder(src: Path, out: Path, val_fraction: float, splits: str | None
                                        PrepareConfig(split_ratios=(1.0, 0.0, 0.0), **common))
             except PrepareError as e:  # no MIDI file, or none readable: nothing to fine-tune on
                 raise FinetuneError(str(e)) from None
-            readable = [f.path for f in scan.splits.get("train", [])]
+            readable = list(dict.fromkeys(f.path for f in scan.splits.get("train", [])))  # a file's pieces: once
             skipped = scan.skipped
             if len(readable) < 2:
                 raise FinetuneError(
@@ -77,8 +79,11 @@ def prepare_folder(src: Path, out: Path, val_fraction: float, splits: str | None
 def configure_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="a folder of your MIDI files (searched recursively)")
     p.add_argument("out", help="output folder: model/ (or the LoRA adapter), data/, finetune.json")
-    p.add_argument("--model", default="default",
-                   help="the model to start from: a bundled name (default, base), a folder or a Hub id")
+    p.add_argument("--model", default="small",
+                   help="the model to start from: a bundled name (small, the default; base, larger and about six "
+                        "times slower to train on a CPU), a folder or a Hub id")
+    p.add_argument("--no-clean", action="store_true",
+                   help="train on the files as they are: no cut at long silences, no trimmed start, no screens")
     p.add_argument("--minutes", type=float, default=20.0, help="training time (default 20)")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of every weight")
     p.add_argument("--lora-rank", type=int, default=16)
@@ -108,11 +113,11 @@ def score(model, dataset: Path, context: int, progress: bool) -> dict:
         return evaluate_model(model, pieces, context=context, batch_size=8, progress=progress)
 
 
-def finetune(folder, out, model="default", minutes: float = 20.0, lora: bool = False, lora_rank: int = 16,
+def finetune(folder, out, model="small", minutes: float = 20.0, lora: bool = False, lora_rank: int = 16,
              lora_alpha: float = 32.0, learning_rate: float | None = None, block_size: int | None = None,
              batch_size: int = 8, val_fraction: float = 0.1, splits: str | None = None,
              max_steps: int | None = None, threads: int = 0, seed: int = 0, overwrite: bool = False,
-             progress: bool = True, workers: int | None = None, log=print) -> dict:
+             progress: bool = True, workers: int | None = None, log=print, clean: bool = True) -> dict:
     """The ``hf-midi finetune`` job; returns (and writes to ``OUT/finetune.json``) the figures."""
     import shutil
 
@@ -147,7 +152,7 @@ def finetune(folder, out, model="default", minutes: float = 20.0, lora: bool = F
 
     with atomic_folder(out) as work:  # nothing of a failed or interrupted job is left beside OUT
         t0 = time.perf_counter()
-        info = prepare_folder(src, work / "data", val_fraction, splits, progress, workers)
+        info = prepare_folder(src, work / "data", val_fraction, splits, progress, workers, clean)
         train_tokens = sum(len(ids) + 2 for _, ids in read_prepared(work / "data", "train"))
         log(f"finetune: {info['files'].get('train', 0)} training and {info['files']['validation']} validation "
             f"files, {train_tokens:,} training tokens; {len(info['skipped'])} skipped "
@@ -196,7 +201,7 @@ def run_finetune(args: argparse.Namespace) -> int:
                       lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, learning_rate=args.learning_rate,
                       block_size=args.block_size, batch_size=args.batch_size, val_fraction=args.val_fraction,
                       splits=args.splits, max_steps=args.max_steps, threads=args.threads, seed=args.seed,
-                      overwrite=args.overwrite, progress=not args.quiet,
+                      overwrite=args.overwrite, progress=not args.quiet, clean=not args.no_clean,
                       log=lambda m: print(m, file=sys.stderr))
     kind = "LoRA adapter" if args.lora else "model"
     print(f"wrote {args.out}/model ({kind}): held-out NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f} "
