@@ -72,7 +72,7 @@ def test_presets_and_bundled_models_come_with_the_wheel(installed):
             "m = build_model('default'); print(m.config.n_layer, load_config('tiny', check_paths=False).block_size);"
             "from hf_midi.loading import bundled_models; print(sorted(bundled_models()))")
     out = run([installed["py"], "-c", code], installed["cwd"], installed["env"]).stdout.split("\n")
-    assert out[0] == "4 128" and out[1] == "['base', 'default']"
+    assert out[0] == "4 128" and out[1] == "['base', 'default', 'small']"
 
 
 def test_the_readme_commands_work_from_another_folder(installed):
