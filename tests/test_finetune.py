@@ -245,3 +245,20 @@ def test_lora_without_a_model_to_start_from_is_a_config_error(dataset, tmp_path,
     assert main(run_args(dataset, tmp_path / "r", lora="true")) == 2
     assert "set init_from" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_your_folder_is_cleaned_unless_asked_not_to(tmp_path):
+    """hf-midi finetune prepares your files the way prepare does: each piece from its first note, a
+    fragment too short to learn from named and left out; --no-clean keeps every file as it is."""
+    from hf_midi.training.finetune import prepare_folder
+
+    src = tmp_path / "mine"
+    src.mkdir()
+    for f in POP909_FIXTURES[:4]:
+        shutil.copy(f, src / f.name)
+    shutil.copy(EDGE_FIXTURES / "test-c-major-scale.mid", src / "scale.mid")  # a few seconds of scale
+    cleaned = prepare_folder(src, tmp_path / "clean", 0.25, None, progress=False, workers=0)
+    assert ("scale.mid", "too short") in cleaned["skipped"]
+    assert sum(cleaned["files"].values()) == 4
+    raw = prepare_folder(src, tmp_path / "raw", 0.25, None, progress=False, workers=0, clean=False)
+    assert raw["skipped"] == [] and sum(raw["files"].values()) == 5

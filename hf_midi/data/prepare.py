@@ -737,7 +737,9 @@ def configure_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", dest="splits_file", metavar="CSV", default=None,
                    help="CSV with columns path,split (paths relative to SRC); unlisted files are skipped")
     p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
-                   help="keep only split-file rows where COLUMN equals VALUE (repeatable), e.g. kind=performance")
+                   help="keep only what meets COLUMN=VALUE (or !=, <, <=, >, >=; repeatable): a column of the split "
+                        "file (e.g. kind=performance) or a piece's figure (e.g. \"notes_per_second>=2\"; the figures: "
+                        + ", ".join(FIGURE_COLUMNS) + ")")
     p.add_argument("--split-ratios", action=_Ratios, nargs="+", default=list(d.split_ratios),
                    metavar="FRACTION",
                    help="hash split fractions of train, validation and test without --splits: three numbers, "
