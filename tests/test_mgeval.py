@@ -77,6 +77,10 @@ def test_eval_samples_reads_each_arm_and_names_a_bad_one():
                                                                "top_p": 0.98})
     assert model_arm("base@off") == ("base", {"max_note_seconds": None})
     assert model_arm("runs/x") == ("runs/x", {})
+    assert model_arm("base@6,rules=off") == ("base", {"max_note_seconds": 6.0, "sound_at_once": False,
+                                                     "allow_early_end": True})
+    with pytest.raises(ValueError, match="unknown setting 'rules=maybe'"):
+        model_arm("base@6,rules=maybe")
     with pytest.raises(ValueError, match="unknown setting 'k=5'"):
         model_arm("default@6,k=5")
     with pytest.raises(ValueError, match="not a number"):
