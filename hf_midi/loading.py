@@ -28,7 +28,10 @@ from .remote_code.generation import NO_DEFAULT_MODEL
 from .utils import locate
 
 ADAPTER_CONFIG = "adapter_config.json"
-# GPT-2's matrices: fused q/k/v, attention output and MLP output (both "c_proj"), MLP input.
+# LoRA's defaults, their one home (training's fields and hf-midi finetune read them from here). The targets
+# are GPT-2's matrices: fused q/k/v, attention output and MLP output (both "c_proj"), MLP input.
+DEFAULT_LORA_RANK = 16
+DEFAULT_LORA_ALPHA = 32.0
 DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
 
 
@@ -191,7 +194,8 @@ def load_model(ref=None, merge: bool = True, dtype=None):
 
 
 # --------------------------------------------------------------------------- LoRA
-def add_lora(model, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets=DEFAULT_LORA_TARGETS):
+def add_lora(model, rank: int = DEFAULT_LORA_RANK, alpha: float = DEFAULT_LORA_ALPHA, dropout: float = 0.0,
+             targets=DEFAULT_LORA_TARGETS):
     """``model`` wrapped by peft: LoRA adapters of rank ``rank`` on the ``targets`` modules, everything
     else frozen. GPT-2 only (its Conv1D matrices store weights as fan-in x fan-out)."""
     try:
@@ -255,7 +259,8 @@ def merge_adapter(adapter: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 __all__ = [
-    "ADAPTER_CONFIG", "DEFAULT_LORA_TARGETS", "ModelLoadError", "adapter_base", "add_lora", "base_reference",
+    "ADAPTER_CONFIG", "DEFAULT_LORA_ALPHA", "DEFAULT_LORA_RANK",
+    "DEFAULT_LORA_TARGETS", "ModelLoadError", "adapter_base", "add_lora", "base_reference",
     "bundled_models", "check_model_folder", "check_vocabulary", "is_adapter", "load_model", "load_pipeline",
     "merge_adapter", "resolve_model", "save_adapter",
 ]

@@ -557,3 +557,16 @@ def test_encode_decode_is_idempotent_after_one_pass(ids):
     # Any ids -> decode -> encode gives encode-produced ids, which then round-trip exactly.
     canonical = codec.encode(codec.decode(ids))
     assert codec.encode(codec.decode(canonical)).tolist() == canonical.tolist()
+
+
+def test_seconds_to_steps_rounds_as_times_do():
+    """One rounding of seconds to steps: generation's limits and the listener's checks use the codec's rule 2."""
+    from hf_midi.remote_code import generation
+    from hf_midi.remote_code.codec import seconds_to_steps
+
+    assert [seconds_to_steps(s) for s in (0.125, 0.135, 30.0, 0.004, 0.005)] == [13, 14, 3000, 0, 1]
+    assert generation.seconds_to_steps is seconds_to_steps
+    perf = codec.Performance(np.array([0.125]), np.array([0.3]), np.array([60]), np.array([80]),
+                             np.empty(0), np.empty(0))
+    assert codec.shift_steps(codec.performance_to_ids(perf)).sum() == seconds_to_steps(0.3)
+    assert codec.ids_to_notes(codec.performance_to_ids(perf))["start"][0] == seconds_to_steps(0.125)

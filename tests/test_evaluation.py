@@ -121,3 +121,21 @@ def test_cli_prints_a_table_and_writes_json(tmp_path, dataset, capsys, spec):
     # An untrained model is close to uniform over the 393 real ids.
     assert abs(r["nll"] - math.log(VOCAB_SIZE)) < 0.2
     assert set(r["families"]) == set(FAMILIES)
+
+
+def test_evaluate_refuses_a_model_of_another_vocabulary(tmp_path, dataset, capsys):
+    """`hf-midi evaluate` loads through the one loader: a GPT-2 of another vocabulary, or a model without its
+    MIDI tokenizer, is named and refused, not scored with a stand-in tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    foreign = tmp_path / "foreign"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64)).save_pretrained(foreign)
+    MidiTokenizer().save_pretrained(foreign)
+    assert cli_main(["evaluate", str(foreign), "--dataset", dataset, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"model {foreign}" in err and "bos_token_id 50256" in err
+    bare = tmp_path / "bare"
+    build_model(GPT).save_pretrained(bare)  # ours, but its tokenizer left behind
+    assert cli_main(["evaluate", str(bare), "--dataset", dataset, "--quiet"]) == 1
+    assert "bare: no tokenizer (tokenizer_config.json)" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

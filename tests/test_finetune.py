@@ -262,3 +262,24 @@ def test_your_folder_is_cleaned_unless_asked_not_to(tmp_path):
     assert sum(cleaned["files"].values()) == 4
     raw = prepare_folder(src, tmp_path / "raw", 0.25, None, progress=False, workers=0, clean=False)
     assert raw["skipped"] == [] and sum(raw["files"].values()) == 5
+
+
+def test_lora_defaults_have_one_home():
+    """add_lora, train.py's fields and hf-midi finetune agree: rank 16, alpha 32, GPT-2's three matrices."""
+    import argparse
+    import inspect
+
+    from hf_midi.loading import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, add_lora
+    from hf_midi.training.args import RunArguments
+    from hf_midi.training.finetune import configure_finetune, finetune
+
+    p = argparse.ArgumentParser()
+    configure_finetune(p)
+    cli = p.parse_args(["in", "out"])
+    args = RunArguments()
+    lora = inspect.signature(add_lora).parameters
+    tune = inspect.signature(finetune).parameters
+    for rank, alpha in ((lora["rank"].default, lora["alpha"].default), (args.lora_rank, args.lora_alpha),
+                        (cli.lora_rank, cli.lora_alpha), (tune["lora_rank"].default, tune["lora_alpha"].default)):
+        assert (rank, alpha) == (DEFAULT_LORA_RANK, DEFAULT_LORA_ALPHA) == (16, 32.0)
+    assert args.lora_targets.split(",") == list(DEFAULT_LORA_TARGETS) == list(lora["targets"].default)

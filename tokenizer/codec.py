@@ -439,6 +439,12 @@ def jitter_velocity(perf: Performance, rng: np.random.Generator, amount: int) ->
 
 
 # --------------------------------------------------------------------------- performance -> ids
+def seconds_to_steps(seconds: float) -> int:
+    """A length in seconds as 10 ms steps, by rule 2's rounding (``floor(s * 100 + 0.5)``: 0.125 s is 13
+    steps), the one rounding of seconds to steps everywhere (generation's limits, the listener's checks)."""
+    return int(_quantise(np.float64(seconds)))
+
+
 def _quantise(t: np.ndarray) -> np.ndarray:
     """Rule 2: floor(t * 100 + 0.5) on absolute float64 times.
 
@@ -685,5 +691,5 @@ __all__ = [
     "VELOCITY", "VOCAB_SIZE", "MidiError", "MidiLike", "MidiReadError", "Performance",
     "TokenIdError", "bin_velocity", "check_ids", "check_smf", "decode", "encode", "event_family",
     "ids_to_notes", "jitter_velocity", "load_score", "performance_to_ids", "score_to_performance",
-    "shift_steps", "stretch", "token_names", "transpose", "velocity_bin",
+    "seconds_to_steps", "shift_steps", "stretch", "token_names", "transpose", "velocity_bin",
 ]

@@ -158,11 +158,6 @@ def pack_corpus(out: str | Path, train: dict[str, tuple[str, str]], evals: dict[
     return manifest
 
 
-def is_packed(folder: str | Path) -> bool:
-    """Whether ``folder`` is a packed corpus (it has this format's manifest.json)."""
-    return Path(folder, "manifest.json").is_file()
-
-
 def read_manifest(folder: str | Path, sustain: str | None = None) -> dict:
     """The corpus's manifest, checked: this format, this vocabulary, and (given) this sustain mode."""
     path = Path(folder, "manifest.json")

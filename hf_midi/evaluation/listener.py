@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..remote_code.codec import STEPS_PER_SECOND, ids_to_notes
+from ..remote_code.codec import STEPS_PER_SECOND, ids_to_notes, seconds_to_steps
 
 FAULTS = ("late start", "long silence", "sparse", "early end", "stuck note")
 PEDAL_HELD = "pedal held"
@@ -45,7 +45,7 @@ def listen(notes: dict, seconds: float, limits: ListenerLimits = ListenerLimits(
     Returns ``faults`` (the names of ``FAULTS`` it has, in that order), ``broken``, ``pedal_held`` and the
     figures behind them: ``first_note``, ``longest_silence``, ``notes_per_second``, ``length``,
     ``longest_note``, ``pedal_share`` (seconds or shares)."""
-    asked = int(round(seconds * STEPS_PER_SECOND))
+    asked = seconds_to_steps(seconds)
     start = np.asarray(notes["start"], np.int64)
     end = np.asarray(notes["end"], np.int64)
     length = max(int(notes.get("end_step", 0)), int(end.max()) if len(end) else 0)
@@ -105,7 +105,7 @@ def real_windows(pieces, seconds: float, seed: int = 0) -> list[dict]:
     that begin inside, cut at the window's end, and the pedal in force. Pieces shorter than
     ``seconds`` are left out."""
     rng = np.random.default_rng(seed)
-    width = int(round(seconds * STEPS_PER_SECOND))
+    width = seconds_to_steps(seconds)
     out = []
     for ids in pieces:
         d = ids_to_notes(np.asarray(ids))

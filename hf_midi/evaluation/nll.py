@@ -202,22 +202,14 @@ def configure_evaluate(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     import itertools
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from ..data.stream import iter_pieces
-    from ..loading import bundled_models, is_adapter, load_model
-    from ..remote_code.tokenization_midi import MidiTokenizer
+    from ..loading import load_model
     from ..utils import atomic_write_bytes
 
-    if is_adapter(args.model) or args.model in bundled_models():
-        model, tokenizer = load_model(args.model)  # a LoRA adapter on its base; a bundled model by name
-        model = model.to(args.device)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(args.model)
-        except (OSError, ValueError):  # a folder without its tokenizer: the default one
-            tokenizer = MidiTokenizer()
+    # The one loader: a bundled name, a folder, a Hub id or a LoRA adapter, its vocabulary checked (a
+    # model of another vocabulary, or one without its MIDI tokenizer, is refused, not scored).
+    model, tokenizer = load_model(args.model)
+    model = model.to(args.device)
     pieces = iter_pieces(args.dataset, args.split, tokenizer)
     if args.max_pieces:
         pieces = itertools.islice(pieces, args.max_pieces)

@@ -59,6 +59,7 @@ from .codec import (
     VOCAB_SIZE,
     MidiError,
     bin_velocity,
+    seconds_to_steps,
     shift_steps,
 )
 from .fast_generation import WEIGHT_FORMATS, fast_sample
@@ -130,10 +131,6 @@ def model_note_limit(model) -> float | None:
 def model_setting(model, name: str, default):
     """One of the music settings (``MUSIC_SETTINGS``) from the model's generation config, else ``default``."""
     return getattr(getattr(model, "generation_config", None), name, default)
-
-
-def seconds_to_steps(seconds: float) -> int:
-    return int(round(float(seconds) * STEPS_PER_SECOND))
 
 
 def context_length(model) -> int | None:

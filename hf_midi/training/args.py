@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ..loading import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS
 from ..utils import locate
 
 # The presets ship inside the package (package data), so a wheel install has them too.
@@ -41,11 +42,6 @@ def _arg(default=dataclasses.MISSING, help: str = "", factory=None, positive: bo
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
-
-
-def _model_arg(default, help: str, positive: bool = False):
-    """A ModelArguments field; on the command line ``--model.NAME`` (or ``--NAME``)."""
-    return _arg(default, help, positive=positive)
 
 
 class _Checked:
@@ -72,21 +68,21 @@ class ModelArguments(_Checked):
     """The model: a GPT-2 (``GPT2LMHeadModel``, plain transformers) or the LSTM baseline."""
 
     _prefix = "model."
-    architecture: Literal["gpt2", "musicrnn"] = _model_arg(
+    architecture: Literal["gpt2", "musicrnn"] = _arg(
         "gpt2", "\"gpt2\" or \"musicrnn\" (the LSTM, hf_midi.remote_code.modeling_musicrnn)")
-    num_layers: int = _model_arg(4, "transformer blocks / stacked LSTM layers", positive=True)
-    hidden_size: int = _model_arg(256, "GPT-2 n_embd; the LSTM's state width", positive=True)
-    num_heads: int = _model_arg(4, "GPT-2 attention heads (hidden_size must divide by it)", positive=True)
-    intermediate_size: int | None = _model_arg(None, "GPT-2 MLP width (None: 4 * hidden_size)", positive=True)
-    embedding_size: int | None = _model_arg(None, "LSTM input embedding width (None: hidden_size)", positive=True)
-    context_length: int = _model_arg(1024, "GPT-2 n_positions: the longest sequence it attends over", positive=True)
-    dropout: float = _model_arg(0.1, "GPT-2 residual/embedding/attention dropout; LSTM input/between/output dropout")
-    initializer_range: float = _model_arg(0.02, "std of the normal weight init")
-    vocab_multiple: int = _model_arg(64, (
+    num_layers: int = _arg(4, "transformer blocks / stacked LSTM layers", positive=True)
+    hidden_size: int = _arg(256, "GPT-2 n_embd; the LSTM's state width", positive=True)
+    num_heads: int = _arg(4, "GPT-2 attention heads (hidden_size must divide by it)", positive=True)
+    intermediate_size: int | None = _arg(None, "GPT-2 MLP width (None: 4 * hidden_size)", positive=True)
+    embedding_size: int | None = _arg(None, "LSTM input embedding width (None: hidden_size)", positive=True)
+    context_length: int = _arg(1024, "GPT-2 n_positions: the longest sequence it attends over", positive=True)
+    dropout: float = _arg(0.1, "GPT-2 residual/embedding/attention dropout; LSTM input/between/output dropout")
+    initializer_range: float = _arg(0.02, "std of the normal weight init")
+    vocab_multiple: int = _arg(64, (
         "Embedding rows are padded from 393 up to a multiple of this (GPU matmul tiles like multiples "
         "of 64). Ids >= 393 are never targets and generation_config.suppress_tokens masks them."
     ), positive=True)
-    attn_implementation: Literal["sdpa", "eager"] = _model_arg("sdpa", "GPT-2 attention kernel: \"sdpa\" or \"eager\"")
+    attn_implementation: Literal["sdpa", "eager"] = _arg("sdpa", "GPT-2 attention kernel: \"sdpa\" or \"eager\"")
 
     def __post_init__(self):
         super().__post_init__()
@@ -117,10 +113,11 @@ class RunArguments(_Checked):
     lora: bool = _arg(False, (
         "train LoRA adapters (peft) on init_from's matrices, not every weight; saves only the adapter"
     ))
-    lora_rank: int = _arg(16, "rank of each LoRA update", positive=True)
-    lora_alpha: float = _arg(32.0, "LoRA scaling numerator (the update is scaled by alpha / rank)", positive=True)
+    lora_rank: int = _arg(DEFAULT_LORA_RANK, "rank of each LoRA update", positive=True)
+    lora_alpha: float = _arg(DEFAULT_LORA_ALPHA, "LoRA scaling numerator (the update is scaled by alpha / rank)",
+                             positive=True)
     lora_dropout: float = _arg(0.0, "dropout on the LoRA branch's input")
-    lora_targets: str = _arg("c_attn,c_proj,c_fc", (
+    lora_targets: str = _arg(",".join(DEFAULT_LORA_TARGETS), (
         "comma-separated module names that get adapters (GPT-2's matrices)"
     ))
 
@@ -325,12 +322,6 @@ def load_config(config: str | Path | dict | None, overrides: dict | None = None,
     return validate(_from_dict(RunArguments, data, where), check_paths=check_paths)
 
 
-def field_names() -> list[str]:
-    """Every overridable field, the model's as ``model.<name>``."""
-    top = [f.name for f in dataclasses.fields(RunArguments) if f.init]
-    return top + [f"model.{f.name}" for f in dataclasses.fields(ModelArguments)]
-
-
 def _yaml_value(text: str):
     """A command-line value read as YAML (3e-4, true, [-2, 2], null); a plain word stays a string."""
     try:
@@ -400,7 +391,6 @@ __all__ = [
     "ModelArguments",
     "RunArguments",
     "dataset_kind",
-    "field_names",
     "load_config",
     "model_arguments",
     "parse_args",

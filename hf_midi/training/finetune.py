@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..loading import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
 from ..remote_code.codec import MidiError
 
 
@@ -86,8 +87,8 @@ def configure_finetune(p: argparse.ArgumentParser) -> None:
                    help="train on the files as they are: no cut at long silences, no trimmed start, no screens")
     p.add_argument("--minutes", type=float, default=20.0, help="training time (default 20)")
     p.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of every weight")
-    p.add_argument("--lora-rank", type=int, default=16)
-    p.add_argument("--lora-alpha", type=float, default=32.0)
+    p.add_argument("--lora-rank", type=int, default=DEFAULT_LORA_RANK)
+    p.add_argument("--lora-alpha", type=float, default=DEFAULT_LORA_ALPHA)
     p.add_argument("--learning-rate", type=float, default=None,
                    help="peak learning rate (default: 3e-4 full, 2e-3 LoRA)")
     p.add_argument("--block-size", type=int, default=None,
@@ -113,8 +114,9 @@ def score(model, dataset: Path, context: int, progress: bool) -> dict:
         return evaluate_model(model, pieces, context=context, batch_size=8, progress=progress)
 
 
-def finetune(folder, out, model="small", minutes: float = 20.0, lora: bool = False, lora_rank: int = 16,
-             lora_alpha: float = 32.0, learning_rate: float | None = None, block_size: int | None = None,
+def finetune(folder, out, model="small", minutes: float = 20.0, lora: bool = False,
+             lora_rank: int = DEFAULT_LORA_RANK, lora_alpha: float = DEFAULT_LORA_ALPHA,
+             learning_rate: float | None = None, block_size: int | None = None,
              batch_size: int = 8, val_fraction: float = 0.1, splits: str | None = None,
              max_steps: int | None = None, threads: int = 0, seed: int = 0, overwrite: bool = False,
              progress: bool = True, workers: int | None = None, log=print, clean: bool = True) -> dict:
