@@ -272,7 +272,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .remote_code.codec import MidiError  # a ValueError; named for the reader
+    from .remote_code.codec import MidiError  # the root of the package's own errors
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -284,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     run = getattr(importlib.import_module(COMMANDS[args.command][0]), f"run_{args.command}")
     try:
         return int(run(args) or 0)
-    except (MidiError, ValueError, FileNotFoundError) as e:  # bad input: one clear line
+    # Bad input, named by the package (MidiError, the one root) or a file the user named that is not
+    # there: one clear line. Anything else is a defect: its traceback is kept.
+    except (MidiError, FileNotFoundError) as e:
         if os.environ.get("HF_MIDI_DEBUG"):
             raise
         print(f"hf-midi {args.command}: error: {e}", file=sys.stderr)

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from .remote_code import generation
+from .remote_code.codec import MidiError
 from .remote_code.tokenization_midi import MidiTokenizer
 from .utils import atomic_folder, is_repo_id
 
@@ -90,7 +91,7 @@ def write_tokenizer_folder(
 
 
 
-class HubError(ValueError):
+class HubError(MidiError):
     """A folder that cannot be exported or pushed: the message names the file or the problem."""
 
 

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 from .remote_code import generation
-from .remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from .remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
 from .remote_code.generation import NO_DEFAULT_MODEL
 from .utils import locate
 
@@ -35,7 +35,7 @@ DEFAULT_LORA_ALPHA = 32.0
 DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(MidiError):
     """A model reference that cannot be used (missing, not a model folder, no tokenizer, foreign vocabulary,
     an adapter without its base); the message names the reference. Not a ``GenerationError``: nothing was
     generated, the model could not be had."""

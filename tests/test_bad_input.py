@@ -265,3 +265,35 @@ def test_every_pop909_and_asap_file_passes_check_smf(shared_data):
     assert len(files) == 909 + 1302
     for path in files:
         codec.check_smf(path.read_bytes(), str(path))
+
+
+def test_one_error_root_and_the_cli_keeps_a_defects_traceback(monkeypatch, capsys, tmp_path):
+    """Every error the package raises on purpose derives from MidiError; the CLI prints those as one line,
+    and lets any other exception (a defect, say a numpy ValueError) keep its traceback."""
+    import hf_midi.cli as cli
+    from hf_midi.data.packed import PackedError
+    from hf_midi.data.prepare import PrepareError
+    from hf_midi.hub import HubError
+    from hf_midi.loading import ModelLoadError
+    from hf_midi.remote_code.codec import MidiError
+    from hf_midi.remote_code.fast_generation import FastPathError
+    from hf_midi.remote_code.generation import GenerationError
+    from hf_midi.render import RenderError
+    from hf_midi.training.args import ConfigError
+    from hf_midi.training.finetune import FinetuneError
+    from hf_midi.training.trainer import TrainingError
+
+    for error in (PackedError, PrepareError, HubError, ModelLoadError, FastPathError, GenerationError, RenderError,
+                  ConfigError, FinetuneError, TrainingError):
+        assert issubclass(error, MidiError), error
+    assert cli.main(["tokenize", str(tmp_path / "missing.mid")]) == 1  # a named problem: one line
+    assert "missing.mid" in capsys.readouterr().err
+
+    def defect(args):
+        import numpy as np
+
+        return np.zeros(2).reshape(3)  # ValueError: a bug, not bad input
+
+    monkeypatch.setattr(cli, "run_tokenize", defect)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        cli.main(["tokenize", str(tmp_path / "missing.mid")])

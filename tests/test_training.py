@@ -341,3 +341,41 @@ def test_half_written_checkpoints_are_never_resumed_from(tmp_path):
         if complete:
             (root / name / "trainer_state.json").write_text("{}")
     assert [c.name for c in checkpoints(tmp_path)] == ["step_0000010"]
+
+
+def test_a_compile_failure_is_caught_on_the_first_call_only(monkeypatch):
+    """torch.compile fails at its first call (no compiler): training goes on uncompiled, and says so. An
+    error in a later call (out of memory mid-run) is raised, not taken for a compile failure."""
+    from hf_midi.training import trainer
+
+    said = []
+
+    class Printer:
+        def print(self, text):
+            said.append(text)
+
+    def model(**batch):
+        return "eager"
+
+    calls = []
+
+    def compiled_that_fails_later(**batch):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("CPU out of memory")
+        return "compiled"
+
+    monkeypatch.setattr(trainer.torch, "compile", lambda m: compiled_that_fails_later)
+    forward = trainer._Forward(model, True, Printer())
+    assert forward(x=1) == "compiled"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        forward(x=1)
+    assert said == [] and forward.compiled is not None
+
+    def never_compiles(**batch):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(trainer.torch, "compile", lambda m: never_compiles)
+    forward = trainer._Forward(model, True, Printer())
+    assert forward(x=1) == "eager" and forward(x=2) == "eager"
+    assert len(said) == 1 and "no C compiler" in said[0] and "training uncompiled" in said[0]

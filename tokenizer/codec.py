@@ -92,7 +92,9 @@ def bin_velocity(b) -> np.ndarray:
 
 # --------------------------------------------------------------------------- errors
 class MidiError(ValueError):
-    """Base class of every error hf_midi raises about MIDI input or token ids."""
+    """The root of every error hf_midi raises on purpose: bad MIDI or token ids, bad arguments, a model,
+    folder or corpus that cannot be used, a training setup that cannot run. ``hf-midi`` prints these as
+    one line; anything else is a defect and keeps its traceback. A ``ValueError``."""
 
 
 class MidiReadError(MidiError):
@@ -425,7 +427,7 @@ def stretch(perf: Performance, factor: float) -> Performance:
     """Scale every time by ``factor`` (before quantisation, so nothing drifts)."""
     f = float(factor)
     if not f > 0:
-        raise ValueError(f"stretch factor must be > 0, got {factor}")
+        raise MidiError(f"stretch factor must be > 0, got {factor}")
     return replace(
         perf, onset=perf.onset * f, offset=perf.offset * f, pedal_down=perf.pedal_down * f,
         pedal_up=perf.pedal_up * f,
@@ -489,7 +491,7 @@ _EVENT_ID = np.concatenate((
 def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray:
     """Rules 2-8: quantise, apply the pedal mode and same-pitch rules, emit event ids."""
     if sustain not in SUSTAIN_MODES:
-        raise ValueError(f"sustain must be one of {SUSTAIN_MODES}, got {sustain!r}")
+        raise MidiError(f"sustain must be one of {SUSTAIN_MODES}, got {sustain!r}")
     if perf.num_notes == 0:
         return np.empty(0, dtype=np.int64)
     n = perf.num_notes
@@ -497,7 +499,7 @@ def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray
     end = np.maximum(end, start + 1)
     last = int(end.max())
     if start.min() < 0 or last >= _MAX_STEP:
-        raise ValueError(f"note times must lie in 0..{_MAX_STEP // 100} s, got {start.min() / 100} s "
+        raise MidiError(f"note times must lie in 0..{_MAX_STEP // 100} s, got {start.min() / 100} s "
                          f"to {last / 100} s")
 
     # Rule 3: pedal intervals in steps; one still down closes at the last note's end step.

@@ -34,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..remote_code.codec import BOS_ID, EOS_ID, TIME_SHIFT, VOCAB_SIZE
+from ..remote_code.codec import BOS_ID, EOS_ID, TIME_SHIFT, VOCAB_SIZE, MidiError
 from ..utils import atomic_folder
 
 FORMAT = "hf_midi.packed/1"  # the format's name, kept from before the module moved into hf_midi/data/
 BYTES_PER_EVENT_XZ = 0.712  # measured (module docstring); sizes a budget before compressing
 
 
-class PackedError(ValueError):
+class PackedError(MidiError):
     """A packed corpus that is missing, damaged or of another format; the message names the file."""
 
 

@@ -172,13 +172,13 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
     ):
         super().__init__()
         if not isinstance(block_size, int) or block_size < 2:
-            raise ValueError(f"block_size {block_size!r}: must be an int >= 2")
+            raise MidiError(f"block_size {block_size!r}: must be an int >= 2")
         if mode not in MODES:
-            raise ValueError(f"mode {mode!r}: must be one of {MODES}")
+            raise MidiError(f"mode {mode!r}: must be one of {MODES}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} / world_size {world_size}: need 0 <= rank < world_size")
+            raise MidiError(f"rank {rank} / world_size {world_size}: need 0 <= rank < world_size")
         if shuffle_buffer < 0 or piece_shuffle_buffer < 0:
-            raise ValueError("shuffle_buffer and piece_shuffle_buffer must be >= 0")
+            raise MidiError("shuffle_buffer and piece_shuffle_buffer must be >= 0")
         if augment is not None and not isinstance(augment, AugmentConfig):
             raise TypeError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
         self.dataset, self.split, self.block_size = str(dataset), split, block_size
@@ -281,7 +281,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         mine, theirs = self._identity(), {k: state.get(k) for k in self._identity()}
         if theirs != mine:
             diff = {k: (theirs[k], mine[k]) for k in mine if theirs[k] != mine[k]}
-            raise ValueError(f"state does not belong to this stream: (saved, now) differ in {diff}")
+            raise MidiError(f"state does not belong to this stream: (saved, now) differ in {diff}")
         self.epoch = int(state["epoch"])
         self._rotation = int(state.get("rotation", 0))
         self._resume = {"epoch": self.epoch, "num_workers": int(state["num_workers"]),
@@ -293,7 +293,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         if r is None or r["epoch"] != self.epoch:
             return 0
         if r["num_workers"] != num_workers:
-            raise ValueError(
+            raise MidiError(
                 f"state saved with {r['num_workers']} DataLoader worker(s); resume with the same number "
                 f"(now {num_workers}): the workers' shares of the data depend on it"
             )

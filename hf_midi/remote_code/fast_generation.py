@@ -39,6 +39,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from .codec import MidiError
+
 logger = logging.getLogger(__name__)
 
 WEIGHT_FORMATS = ("float32", "float16", "int8")
@@ -54,7 +56,7 @@ _ACTIVATIONS = {
 }
 
 
-class FastPathError(ValueError):
+class FastPathError(MidiError):
     """A weight format or model the fast path cannot run (raised before any token is made)."""
 
 

@@ -25,13 +25,14 @@ from typing import Any, Literal
 import yaml
 
 from ..loading import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS
+from ..remote_code.codec import MidiError
 from ..utils import locate
 
 # The presets ship inside the package (package data), so a wheel install has them too.
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(MidiError):
     """A bad training configuration; the message names the field (and the file) at fault."""
 
 

@@ -58,7 +58,7 @@ TRAINER_STATE = "trainer_state.json"
 KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10G": 125.0}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(MidiError):
     """The run cannot go on (a non-finite loss, a checkpoint that does not fit); the message says why."""
 
 
@@ -379,21 +379,31 @@ class StreamBatches:
 
 class _Forward:
     """The model's forward, through ``torch.compile`` when asked; if compiling fails (no C compiler, an
-    unsupported op), says so once and goes on with the model itself."""
+    unsupported op), says so once and goes on with the model itself.
+
+    Compiling happens at the first call, so only the first call's failure is taken as the compiler's:
+    an error in any later call (out of memory mid-run, a bad batch) is raised as it is, never hidden by
+    quietly turning compilation off."""
 
     def __init__(self, model, compile: bool, accelerator):
         self.model, self.accelerator = model, accelerator
         self.compiled = torch.compile(model) if compile else None
+        self._first = self.compiled is not None
 
     def __call__(self, **batch):
-        if self.compiled is not None:
-            try:
-                return self.compiled(**batch)
-            except Exception as e:  # compile errors surface at the first call, as many kinds of exception
-                self.accelerator.print(f"compile: torch.compile failed ({type(e).__name__}: "
-                                       f"{str(e).splitlines()[0][:300] if str(e) else ''}); training uncompiled")
-                self.compiled = None
-        return self.model(**batch)
+        if self.compiled is None:
+            return self.model(**batch)
+        if not self._first:
+            return self.compiled(**batch)
+        try:
+            out = self.compiled(**batch)
+        except Exception as e:  # compile errors surface at the first call, as many kinds of exception
+            self.accelerator.print(f"compile: torch.compile failed ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0][:300] if str(e) else ''}); training uncompiled")
+            self.compiled = None
+            return self.model(**batch)
+        self._first = False
+        return out
 
 
 # --------------------------------------------------------------------------- the run
