@@ -1,11 +1,26 @@
 """hf-midi: expressive piano music generation, the Hugging Face way.
 
-``import hf_midi`` registers the tokenizer with ``AutoTokenizer``, the LSTM with ``AutoConfig`` and
-``AutoModelForCausalLM``, and the ``"midi-generation"`` pipeline task (``_register``). Heavy optional
-dependencies (accelerate, datasets, peft, gradio) are imported only where used.
+The public names are here: ``from hf_midi import load_pipeline, load_model, generate_music, fast_sample,
+MusicStreamer, SoundAtOnceLogitsProcessor, ...``. ``import hf_midi`` also registers the tokenizer with
+``AutoTokenizer``, the LSTM with ``AutoConfig`` and ``AutoModelForCausalLM``, and the
+``"midi-generation"`` pipeline task (``_register``). Heavy optional dependencies (accelerate, datasets,
+peft, gradio) are imported only where used.
 """
 
+from .loading import load_model, load_pipeline
 from .remote_code.codec import MidiError, MidiReadError, TokenIdError
+from .remote_code.fast_generation import fast_sample
+from .remote_code.generation import (
+    MaxNoteLengthLogitsProcessor,
+    MaxSilenceLogitsProcessor,
+    MusicChunk,
+    MusicStreamer,
+    MusicTimeLimitLogitsProcessor,
+    MusicTimeStoppingCriteria,
+    PerformanceGrammarLogitsProcessor,
+    SoundAtOnceLogitsProcessor,
+    generate_music,
+)
 from .remote_code.tokenization_midi import MidiTokenizer
 
 __version__ = "0.1.0"
@@ -37,4 +52,9 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["MidiError", "MidiReadError", "MidiTokenizer", "TokenIdError", "__version__"]
+__all__ = [
+    "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "MidiError", "MidiReadError", "MidiTokenizer",
+    "MusicChunk", "MusicStreamer", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
+    "PerformanceGrammarLogitsProcessor", "SoundAtOnceLogitsProcessor", "TokenIdError", "__version__", "fast_sample",
+    "generate_music", "load_model", "load_pipeline",
+]

@@ -405,3 +405,17 @@ def test_the_stuck_note_guard_defaults_to_the_models_generation_config(tmp_path)
     assert longest(max_note_seconds=None) > 4.0  # the control: this random model holds notes long
     with pytest.raises(GenerationError, match="max_note_seconds must be"):
         pipe(seconds=2.0, max_note_seconds=-1)
+
+
+def test_the_public_names_are_at_the_top():
+    """`from hf_midi import ...`: the loaders, the generation loop, the fast loop, the streamer and every
+    processor, the same objects as in their rooms."""
+    import hf_midi
+    from hf_midi.remote_code import fast_generation
+
+    for name in ("load_model", "load_pipeline", "generate_music", "fast_sample", "MusicStreamer",
+                 "SoundAtOnceLogitsProcessor", "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor",
+                 "PerformanceGrammarLogitsProcessor", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria"):
+        assert name in hf_midi.__all__
+        room = fast_generation if name == "fast_sample" else (loading if name.startswith("load") else generation)
+        assert getattr(hf_midi, name) is getattr(room, name)
