@@ -219,7 +219,7 @@ def quality(model, n: int, seconds: float, batch: int = 4, draft=None) -> dict:
     For each statistic: each arm's mean, and its difference from the slow arm in units of the
     standard error of a difference of two means; ``same_tokens``: arms whose pieces equal the slow
     arm's token for token."""
-    from music_stats import STATS, ids_stats
+    from hf_midi.evaluation.music_stats import STATS, ids_stats
 
     arms = {"slow": dict(fast=False), **{f"fast/{f}": dict(weights=f) for f in FORMATS},
             "slow/other_seeds": dict(fast=False)}
@@ -292,9 +292,9 @@ def invalid_counts(ids) -> dict[str, int]:
 def sample_stats(model_dir: str, n: int, seconds: float, seed: int) -> dict:
     """Samples with and without the grammar processor: invalid tokens, speed, note statistics, and
     how many samples fall inside the 5-95 % band of real music (POP909 fixtures, same-length windows)."""
-    from music_stats import band_report, ids_stats, window_stats
     from transformers import AutoModelForCausalLM
 
+    from hf_midi.evaluation.music_stats import band_report, ids_stats, window_stats
     from hf_midi.remote_code.codec import encode
 
     reference = [w for f in sorted((ROOT / "tests" / "fixtures" / "pop909").glob("*.mid"))

@@ -4,7 +4,7 @@
    of the transformer and the LSTM on the POP909 and ASAP test splits;
 2. ``--samples`` pieces of ``--seconds`` sampled from scratch with the model's default generation
    settings, and five statistics of each compared with the 5th-95th percentile band of the POP909
-   test pieces cut into windows of the same length (``benchmarks/music_stats.py``);
+   test pieces cut into windows of the same length (``hf_midi.evaluation.music_stats``);
 3. a few piano rolls (PNG), MIDI files and one rendered WAV of the samples in ``--out``.
 
 Usage (datasets written by ``hf-midi prepare``)::
@@ -24,14 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-import music_stats
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_midi
 from hf_midi.data.stream import iter_pieces
-from hf_midi.evaluation import evaluate_model, format_table
+from hf_midi.evaluation import evaluate_model, format_table, music_stats
 from hf_midi.loading import load_pipeline
 from hf_midi.utils import atomic_write_bytes
 

@@ -3,12 +3,12 @@
 For each model: ``--samples`` pieces of ``--seconds`` sampled from ``<bos>`` with the model's default
 generation settings (seeds 0, 1, ...; one at a time, as a user would), then
 
-- the six statistics of ``music_stats`` (this folder) of each sample against the 5-95 % band of the
+- the six statistics of ``hf_midi.evaluation.music_stats`` of each sample against the 5-95 % band of the
   reference pieces (the GiantMIDI test split) cut into windows of the same length: the fraction of
   samples inside, per statistic and on all six at once;
 - stuck notes: the share of notes longer than 8 s across the samples and the longest note;
 - composing speed (events/s, one torch thread, this machine);
-- the MGEval distances (``mgeval.py``): kernel-density overlap and KL divergence of five features
+- the MGEval distances (``hf_midi.evaluation.mgeval``): kernel-density overlap and KL divergence of five features
   between the samples and reference windows of the same length, and the same between a held-out fifth
   of the reference pieces and the rest (the floor: what real music scores against real music);
 - the listener's checks (``hf_midi.evaluation.listener``): each sample's faults (late start, long
@@ -36,11 +36,10 @@ import sys
 import time
 from pathlib import Path
 
-import mgeval
-import music_stats
 import numpy as np
 import torch
 
+from hf_midi.evaluation import mgeval, music_stats
 from hf_midi.evaluation.listener import PEDAL_HELD, listen, listen_ids, listener_report, real_windows
 from hf_midi.loading import load_pipeline
 from hf_midi.utils import atomic_write_bytes

@@ -1,5 +1,5 @@
-"""The MGEval distances and the memorisation check of the sample benchmarks (benchmarks/mgeval.py), on
-windows of the committed POP909 fixtures and on sets made to differ from them."""
+"""The MGEval distances and the memorisation check (hf_midi.evaluation.mgeval), on windows of the committed
+POP909 fixtures and on sets made to differ from them."""
 
 import sys
 
@@ -7,10 +7,8 @@ import numpy as np
 from conftest import POP909_FIXTURES, ROOT
 
 from hf_midi.data.augmentation import transpose_ids
+from hf_midi.evaluation import mgeval
 from hf_midi.remote_code import codec
-
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the measures live with the benchmarks that use them
-import mgeval  # noqa: E402
 
 
 def windows(ids: np.ndarray, size: int = 400) -> list[np.ndarray]:
@@ -71,6 +69,8 @@ def test_copies_are_found_and_new_notes_are_not():
 
 def test_eval_samples_reads_each_arm_and_names_a_bad_one():
     import pytest
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmark script itself, read as its users run it
     from eval_samples import model_arm
 
     assert model_arm("default@6,t=1.1,p=0.98") == ("default", {"max_note_seconds": 6.0, "temperature": 1.1,

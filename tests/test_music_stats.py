@@ -1,15 +1,12 @@
 """Sample statistics used to compare generated music with the test set (issue 6)."""
 
 import math
-import sys
 
 import numpy as np
-from conftest import POP909_FIXTURES, ROOT
+from conftest import POP909_FIXTURES
 
+from hf_midi.evaluation import music_stats
 from hf_midi.remote_code import codec
-
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the statistics live with the benchmarks that use them
-import music_stats  # noqa: E402
 
 
 def test_hand_built_notes():

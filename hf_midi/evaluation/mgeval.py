@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from hf_midi.remote_code.codec import ids_to_notes
+from ..remote_code.codec import ids_to_notes
 
 FEATURES = ("pitch_class_histogram", "pitch_class_transitions", "inter_onset_intervals", "note_lengths",
             "velocities")

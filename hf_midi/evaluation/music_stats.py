@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from hf_midi.remote_code.codec import STEPS_PER_SECOND, ids_to_notes
+from ..remote_code.codec import STEPS_PER_SECOND, ids_to_notes
 
 STATS = ("notes_per_second", "mean_polyphony", "pitch_range", "pitch_class_entropy", "velocity_std",
          "duration_p95")
