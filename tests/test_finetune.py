@@ -283,3 +283,14 @@ def test_lora_defaults_have_one_home():
                         (cli.lora_rank, cli.lora_alpha), (tune["lora_rank"].default, tune["lora_alpha"].default)):
         assert (rank, alpha) == (DEFAULT_LORA_RANK, DEFAULT_LORA_ALPHA) == (16, 32.0)
     assert args.lora_targets.split(",") == list(DEFAULT_LORA_TARGETS) == list(lora["targets"].default)
+
+
+def test_finetune_hyperparameters_live_in_presets():
+    """hf-midi finetune reads its hyperparameters from the finetune / finetune-lora presets, not from code."""
+    from hf_midi.training.args import load_config
+
+    full = load_config("finetune", check_paths=False)
+    lora = load_config("finetune-lora", {"init_from": "small"}, check_paths=False)  # adapters need a model
+    assert (full.learning_rate, full.weight_decay, full.lora) == (3e-4, 0.1, False)
+    assert (lora.learning_rate, lora.weight_decay, lora.lora) == (2e-3, 0.0, True)
+    assert full.transpose == lora.transpose == [-3, 3] and full.model.dropout == 0.0

@@ -253,7 +253,7 @@ def validate(args: RunArguments, check_paths: bool = True) -> RunArguments:
     if args.piece_start_share > 1:
         raise ConfigError(f"piece_start_share: a share, in [0, 1], got {args.piece_start_share}")
     if args.lora and not args.init_from:
-        raise ConfigError("lora: adapters train on top of a trained model; set init_from (e.g. --init_from default)")
+        raise ConfigError("lora: adapters train on top of a trained model; set init_from (e.g. --init_from small)")
     if args.init_from is None and m.architecture == "gpt2" and args.block_size != m.context_length:
         # GPT-2 learns a position's embedding only from blocks that reach it: a longer context would
         # ship untrained positions that generation and evaluation then use.

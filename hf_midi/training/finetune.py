@@ -90,7 +90,7 @@ def configure_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-rank", type=int, default=DEFAULT_LORA_RANK)
     p.add_argument("--lora-alpha", type=float, default=DEFAULT_LORA_ALPHA)
     p.add_argument("--learning-rate", type=float, default=None,
-                   help="peak learning rate (default: 3e-4 full, 2e-3 LoRA)")
+                   help="peak learning rate (default: the preset's, finetune.yaml 3e-4 or finetune-lora.yaml 2e-3)")
     p.add_argument("--block-size", type=int, default=None,
                    help="tokens a training example (default: 512, or the model's context if shorter)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -166,19 +166,17 @@ def finetune(folder, out, model="small", minutes: float = 20.0, lora: bool = Fal
         before = score(start_model, work / "data", context, progress)
         log(f"finetune: NLL on the held-out files before: {before['nll']:.4f} nats/event")
         del start_model
-        lr = learning_rate or (2e-3 if lora else 3e-4)
-        try:
-            args = load_config({
+        try:  # the presets finetune.yaml / finetune-lora.yaml hold the hyperparameters; these fit your data
+            args = load_config("finetune-lora" if lora else "finetune", {
                 "dataset": str(work / "data"), "output_dir": str(work / "model"), "init_from": str(model),
-                "lora": lora, "lora_rank": lora_rank, "lora_alpha": lora_alpha, "block_size": block,
-                "per_device_batch_size": batch, "learning_rate": lr, "warmup_steps": 10,
-                "max_steps": max_steps or 1_000_000, "max_minutes": minutes, "eval_every": 0, "eval_batches": 0,
-                "save_every": 0, "tracker": "none", "log_every": 5, "shuffle_buffer": 64, "seed": seed,
-                "transpose": [-3, 3], "weight_decay": 0.0 if lora else 0.1, "model": {"dropout": 0.0},
-                "progress": progress,
+                "lora_rank": lora_rank, "lora_alpha": lora_alpha, "block_size": block,
+                "per_device_batch_size": batch, "max_minutes": minutes, "seed": seed, "progress": progress,
+                **({"learning_rate": learning_rate} if learning_rate else {}),
+                **({"max_steps": max_steps} if max_steps else {}),
             })
         except ConfigError as e:
             raise FinetuneError(str(e)) from None
+        lr = args.learning_rate
         t1 = time.perf_counter()
         train(args)
         train_s = time.perf_counter() - t1
