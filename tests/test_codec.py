@@ -570,3 +570,21 @@ def test_seconds_to_steps_rounds_as_times_do():
                              np.empty(0), np.empty(0))
     assert codec.shift_steps(codec.performance_to_ids(perf)).sum() == seconds_to_steps(0.3)
     assert codec.ids_to_notes(codec.performance_to_ids(perf))["start"][0] == seconds_to_steps(0.125)
+
+
+def test_which_ids_are_never_generated_has_one_answer():
+    import torch
+
+    from hf_midi.remote_code.generation import PerformanceGrammarLogitsProcessor, PerformanceState
+    from hf_midi.training.trainer import generation_config
+
+    assert codec.never_generated(393) == [PAD_ID, codec.BOS_ID]
+    assert codec.never_generated(400) == [PAD_ID, codec.BOS_ID, *range(393, 400)]
+
+    class Config:
+        vocab_size = 448
+
+    assert generation_config(Config()).suppress_tokens == codec.never_generated(448)
+    scores = PerformanceGrammarLogitsProcessor(PerformanceState())(torch.tensor([[BOS_ID]]), torch.zeros(1, 448))
+    forbidden = set(torch.isinf(scores[0]).nonzero().flatten().tolist())
+    assert set(codec.never_generated(448)) <= forbidden

@@ -441,6 +441,12 @@ def jitter_velocity(perf: Performance, rng: np.random.Generator, amount: int) ->
 
 
 # --------------------------------------------------------------------------- performance -> ids
+def never_generated(vocab_size: int = VOCAB_SIZE) -> list[int]:
+    """Ids a model must never emit: ``<pad>``, ``<bos>`` and the rows that pad an embedding wider than the
+    vocabulary (``vocab_size`` of them in all). The one answer for generation configs and processors."""
+    return [PAD_ID, BOS_ID, *range(VOCAB_SIZE, int(vocab_size))]
+
+
 def seconds_to_steps(seconds: float) -> int:
     """A length in seconds as 10 ms steps, by rule 2's rounding (``floor(s * 100 + 0.5)``: 0.125 s is 13
     steps), the one rounding of seconds to steps everywhere (generation's limits, the listener's checks)."""
@@ -693,5 +699,5 @@ __all__ = [
     "VELOCITY", "VOCAB_SIZE", "MidiError", "MidiLike", "MidiReadError", "Performance",
     "TokenIdError", "bin_velocity", "check_ids", "check_smf", "decode", "encode", "event_family",
     "ids_to_notes", "jitter_velocity", "load_score", "performance_to_ids", "score_to_performance",
-    "seconds_to_steps", "shift_steps", "stretch", "token_names", "transpose", "velocity_bin",
+    "never_generated", "seconds_to_steps", "shift_steps", "stretch", "token_names", "transpose", "velocity_bin",
 ]

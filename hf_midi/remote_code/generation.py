@@ -59,6 +59,7 @@ from .codec import (
     VOCAB_SIZE,
     MidiError,
     bin_velocity,
+    never_generated,
     seconds_to_steps,
     shift_steps,
 )
@@ -417,8 +418,7 @@ class PerformanceGrammarLogitsProcessor(LogitsProcessor):
         t = s._table
         if self._never is None or self._never.shape[0] != scores.shape[1] or self._never.device != scores.device:
             never = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
-            never[PAD_ID:EOS_ID] = True  # <pad>, <bos>
-            never[VOCAB_SIZE:] = True
+            never[never_generated(scores.shape[1])] = True
             self._never = never
         ninf = -math.inf
         # In place: generate() hands the processors their own float32 copy of the logits.
@@ -788,7 +788,8 @@ def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> 
             delattr(config, name)
     vocab = getattr(model.config, "vocab_size", VOCAB_SIZE)
     if vocab > VOCAB_SIZE:  # rows that pad the embedding are no token: decoding would reject them
-        config.suppress_tokens = sorted(set(config.suppress_tokens or ()) | set(range(VOCAB_SIZE, vocab)))
+        padding_rows = never_generated(vocab)[2:]  # (its first two, <pad> and <bos>, the grammar forbids)
+        config.suppress_tokens = sorted(set(config.suppress_tokens or ()) | set(padding_rows))
     return config
 
 

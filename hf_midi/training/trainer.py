@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from ..data.packed import PackedError
 from ..loading import ModelLoadError
-from ..remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
+from ..remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError, never_generated
 from ..utils import fsync_files
 from .args import (
     ConfigError,
@@ -113,7 +113,7 @@ def generation_config(model_config, max_new_tokens: int = 1024):
 
     from ..remote_code.generation import DEFAULT_ALLOW_EARLY_END, DEFAULT_SOUND_AT_ONCE
 
-    never = [PAD_ID, BOS_ID, *range(VOCAB_SIZE, model_config.vocab_size)]
+    never = never_generated(model_config.vocab_size)
     config = GenerationConfig(
         bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, decoder_start_token_id=BOS_ID,
         do_sample=True, temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=max_new_tokens,
