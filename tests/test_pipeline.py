@@ -419,3 +419,20 @@ def test_the_public_names_are_at_the_top():
         assert name in hf_midi.__all__
         room = fast_generation if name == "fast_sample" else (loading if name.startswith("load") else generation)
         assert getattr(hf_midi, name) is getattr(room, name)
+
+
+def test_a_newcomers_first_calls_print_no_warning_and_no_weights_bar(capfd):
+    """pipeline("midi-generation") with no model (the bundled default) warns nothing; loading a bundled
+    model by name shows no weights bar (it takes well under a second), and leaves the bar's setting as it was."""
+    import subprocess
+
+    code = ("import hf_midi\nfrom transformers import pipeline\npipeline('midi-generation')\n"
+            "from transformers.utils import logging as l\nhf_midi.load_pipeline('small')\n"
+            "print('bar on:', l.is_progress_bar_enabled())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "No model was supplied" not in done.stderr
+    # the bare pipeline() call's own bar (base: 100 tensors) may show; none from our loader (small: 52)
+    assert "/52 [" not in done.stderr
+    assert "bar on: True" in done.stdout

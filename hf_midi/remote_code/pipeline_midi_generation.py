@@ -368,6 +368,22 @@ def register_pipeline_task(registry=None) -> None:
         "midi-generation", pipeline_class=MidiGenerationPipeline, pt_model=AutoModelForCausalLM,
         default={"model": (str(bundled), None)} if bundled is not None else None, type="multimodal",
     )
+    if bundled is not None:
+        # pipeline("midi-generation") with no model loads the bundled one, a local folder shipped with this
+        # code: transformers' warning against a default model in production is about Hub models that
+        # may change under you, not this one, so the first call a newcomer makes prints nothing.
+        logging.getLogger("transformers.pipelines").addFilter(_BundledDefault(str(bundled)))
+
+
+class _BundledDefault(logging.Filter):
+    """Drops transformers' "No model was supplied, defaulted to ..." for the bundled model only."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.message = f"No model was supplied, defaulted to {path} "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.message)
 
 
 __all__ = ["MidiGenerationPipeline", "continuation_score", "register_pipeline_task"]
