@@ -628,6 +628,44 @@ def prepare_dataset(
     results = [r for batch in scanned for r in batch]
 
     # Pass 2: duplicates (first path in sorted order wins), screens, --where on figures, splits, shards.
+    _assign(results, split_of, cfg, report)
+    report.skipped = sorted(report.skipped + missing, key=lambda f: f.path)
+    if not report.splits:  # every file was unreadable or a duplicate: no dataset, and say why
+        why = "; ".join(f"{f.path}: {f.reason}{f' ({f.detail})' if f.detail else ''}" for f in report.skipped[:3])
+        raise PrepareError(f"{src}: none of its {len(wanted)} MIDI files could be used ({why}"
+                           f"{'; ...' if len(report.skipped) > 3 else ''}); nothing was written")
+    jobs = _shard_jobs(report, cfg)
+
+    # Pass 3: write into a hidden folder beside `out`, then swap it into place (utils.atomic_folder).
+    schema = _features(cfg.pretokenize).arrow_schema
+    with atomic_folder(out) as tmp:
+        (tmp / "data").mkdir()
+        sizes: dict[str, list[int]] = {s: [0, 0] for s in report.splits}
+        with tqdm(total=len(jobs), desc="write", unit="shard", disable=not cfg.progress) as bar:
+            written = _robust_map(
+                _write_shard,
+                [(root, files, str(tmp / shard_name(s, i, n)), schema, cfg.license, cfg.pretokenize,
+                  cfg.sustain, cfg.row_group_size, cfg.clean) for s, i, n, files in jobs],
+                min(workers, len(jobs)) if jobs else 0,
+                on_crash=lambda t: _raise(PrepareError(f"a worker crashed writing {Path(t[2]).name}")),
+                progress=bar.update,
+            )
+        for (split, i, n, _), (_, nbytes) in zip(jobs, written):
+            sizes[split][0] += (tmp / shard_name(split, i, n)).stat().st_size
+            sizes[split][1] += nbytes
+        with open(tmp / SKIPPED_FILE, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["path", "reason", "detail"])
+            w.writerows([s.path, s.reason, s.detail] for s in report.skipped)
+        (tmp / "README.md").write_text(_card(out.name, cfg, report, {k: tuple(v) for k, v in sizes.items()}),
+                                       encoding="utf-8")
+        _check_signal()
+    return report
+
+
+def _assign(results: list[FileResult], split_of: dict[str, str], cfg: PrepareConfig, report: PrepareReport) -> None:
+    """Pass 2: each scanned piece kept in its split or skipped with its reason (a file's duplicate, a screen,
+    a --where on figures), into ``report``; PrepareError when the screens would empty a split."""
     first_of: dict[str, str] = {}
     kept: dict[str, list[FileResult]] = {}
     screened: dict[str, dict[str, int]] = {}  # split -> reason -> pieces screened out
@@ -655,48 +693,21 @@ def prepare_dataset(
                                "screen or pass --no-clean")
     order = {s: i for i, s in enumerate(STANDARD_SPLITS)}
     report.splits = {s: kept[s] for s in sorted(kept, key=lambda s: (order.get(s, 99), s))}
-    report.skipped = sorted(report.skipped + missing, key=lambda f: f.path)
-    if not report.splits:  # every file was unreadable or a duplicate: no dataset, and say why
-        why = "; ".join(f"{f.path}: {f.reason}{f' ({f.detail})' if f.detail else ''}" for f in report.skipped[:3])
-        raise PrepareError(f"{src}: none of its {len(wanted)} MIDI files could be used ({why}"
-                           f"{'; ...' if len(report.skipped) > 3 else ''}); nothing was written")
 
+
+def _shard_jobs(report: PrepareReport, cfg: PrepareConfig) -> list[tuple[str, int, int, list[FileResult]]]:
+    """(split, shard index, shard count, its pieces) for every shard; the counts into ``report``. Round-robin
+    by file: every shard is a cross-section of the (sorted) corpus, and a file's pieces stay together in
+    one shard (it is parsed once)."""
     jobs = []
     for split, files in report.splits.items():
-        # Round-robin by file: every shard is a cross-section of the (sorted) corpus, and a file's
-        # pieces stay together in one shard (it is parsed once).
         paths = sorted({f.path for f in files})
         n = num_shards_for(len(paths), sum(f.size for f in files), cfg.max_shard_bytes, cfg.shard_multiple)
         report.num_shards[split] = n
         shard_of = {p: i % n for i, p in enumerate(paths)}
         for i in range(n):
             jobs.append((split, i, n, [f for f in files if shard_of[f.path] == i]))
-
-    # Pass 3: write into a hidden folder beside `out`, then swap it into place (utils.atomic_folder).
-    schema = _features(cfg.pretokenize).arrow_schema
-    with atomic_folder(out) as tmp:
-        (tmp / "data").mkdir()
-        sizes: dict[str, list[int]] = {s: [0, 0] for s in report.splits}
-        with tqdm(total=len(jobs), desc="write", unit="shard", disable=not cfg.progress) as bar:
-            written = _robust_map(
-                _write_shard,
-                [(root, files, str(tmp / shard_name(s, i, n)), schema, cfg.license, cfg.pretokenize,
-                  cfg.sustain, cfg.row_group_size, cfg.clean) for s, i, n, files in jobs],
-                min(workers, len(jobs)) if jobs else 0,
-                on_crash=lambda t: _raise(PrepareError(f"a worker crashed writing {Path(t[2]).name}")),
-                progress=bar.update,
-            )
-        for (split, i, n, _), (_, nbytes) in zip(jobs, written):
-            sizes[split][0] += (tmp / shard_name(split, i, n)).stat().st_size
-            sizes[split][1] += nbytes
-        with open(tmp / SKIPPED_FILE, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(["path", "reason", "detail"])
-            w.writerows([s.path, s.reason, s.detail] for s in report.skipped)
-        (tmp / "README.md").write_text(_card(out.name, cfg, report, {k: tuple(v) for k, v in sizes.items()}),
-                                       encoding="utf-8")
-        _check_signal()
-    return report
+    return jobs
 
 
 def _isolate_crash(root: str, rels: list[str], clean: CleanConfig = NO_CLEAN) -> list[FileResult]:
