@@ -1,0 +1,182 @@
+"""Which notes sound, the pedal, the music time: the state of a performance as ids come, kept in step
+with ``generate()`` (``PerformanceState``, shared by the processors, the criteria and the sliding
+window), and the same for one row of ids in numpy (``sounding_after``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .codec import (
+    EOS_ID,
+    NOTE_OFF,
+    NOTE_ON,
+    PAD_ID,
+    SUSTAIN_OFF,
+    SUSTAIN_ON,
+    TIME_SHIFT,
+    VELOCITY,
+    VOCAB_SIZE,
+    shift_steps,
+)
+
+
+def sounding_after(ids: np.ndarray) -> np.ndarray:
+    """How many notes sound after each token of one row of ids (NOTE_ON of a silent pitch opens one,
+    NOTE_OFF of a sounding pitch closes it, a re-strike changes nothing)."""
+    on = np.zeros(128, dtype=bool)
+    count, out = 0, np.empty(len(ids), dtype=np.int64)
+    for i, t in enumerate(ids.tolist()):
+        if t < NOTE_OFF:
+            count += not on[t]
+            on[t] = True
+        elif t < TIME_SHIFT:
+            count -= bool(on[t - NOTE_OFF])
+            on[t - NOTE_OFF] = False
+        out[i] = count
+    return out
+
+
+# --------------------------------------------------------------------------- state
+_TABLES: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+
+def _tables(device: torch.device) -> dict[str, torch.Tensor]:
+    """Per-id lookup tables, so that one step costs a few gathers instead of a chain of compares.
+    Row ``VOCAB_SIZE`` stands for every id past the vocabulary (no effect on the state)."""
+    if device not in _TABLES:
+        ids = torch.arange(VOCAB_SIZE + 1)
+        is_note = ids < TIME_SHIFT
+        _TABLES[device] = {k: v.to(device) for k, v in {
+            "steps": torch.from_numpy(shift_steps(ids.numpy())),
+            "column": torch.where(is_note, ids % 128, 128),  # column 128 is a dump for other ids
+            "silent": ~(ids < NOTE_OFF),  # after a NOTE_ON its pitch sounds; after a NOTE_OFF not
+            "pedal": torch.where(ids == SUSTAIN_ON, 1, torch.where(ids == SUSTAIN_OFF, 0, -1)),
+            "velocity": (ids >= VELOCITY) & (ids < SUSTAIN_ON),
+            # [forbid SUSTAIN_ON, forbid SUSTAIN_OFF] for a pedal that is up (0) / down (1)
+            "pedal_forbid": torch.tensor([[False, True], [True, False]]),
+        }.items()}
+    return _TABLES[device]
+
+
+def step_counts(ids: torch.Tensor) -> torch.Tensor:
+    """The 10 ms steps each id advances the clock (the codec's ``shift_steps``, as a table gather)."""
+    return _tables(ids.device)["steps"][ids.clamp(0, VOCAB_SIZE)]
+
+
+class PerformanceState:
+    """Per-sequence state of a batch of event ids, kept in step with ``generate()``.
+
+    ``sync(input_ids)`` costs a few tensor ops when one token was appended since the last call (the
+    case inside ``generate()``) and rebuilds from all ids otherwise (a new call, a new window).
+
+    Args:
+        start: position in the whole sequence (``history`` + ``input_ids``) from which music time is
+            counted; None counts from the end of each ``generate()`` call's prompt (the prompt's
+            own time is not counted).
+        lag: tokens already generated when a ``generate()`` call first syncs: 0 for logits
+            processors (called before sampling), 1 for stopping criteria (called after); it tells
+            where the prompt ends when ``start`` is None.
+
+    Attributes (tensors on the ids' device): ``elapsed`` (B,) steps since ``start``; ``sounding``
+    (B, 128) pitches on (``silent`` is its negation); ``pedal`` (B,) 1 while the sustain is down;
+    ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``; ``noted`` (B,) a
+    NOTE_ON has come (history included); with
+    ``track_onsets`` (set by ``MaxNoteLengthLogitsProcessor``) also ``clock`` (B,) steps since the
+    first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON.
+    """
+
+    def __init__(self, start: int | None = None, lag: int = 0):
+        self.start, self.lag = start, lag
+        self.track_onsets = False  # clock/onset cost a step's work: kept only for the note guard
+        self.history: torch.Tensor | None = None  # (B, H) ids before a sliding window's context
+        self._length = self._rows = -1
+        self._seen: torch.Tensor | None = None  # the ids of the last sync
+
+    def set_history(self, history: torch.Tensor | None) -> None:
+        self.history = history
+        self._rows = -1  # next sync rebuilds
+
+    def sync(self, input_ids: torch.LongTensor) -> PerformanceState:
+        rows, length = input_ids.shape
+        seen = self._seen
+        if rows == self._rows and seen is not None:
+            if input_ids is seen:
+                return self
+            # The same ids, or one more token after them: checked against the ids last seen, whole (a
+            # few microseconds), since assisted generation calls the processors on drafts that
+            # the target then rejects: another sequence of the same length.
+            if length == self._length and torch.equal(input_ids, seen):
+                self._seen = input_ids
+                return self
+            if length == self._length + 1 and torch.equal(input_ids[:, :-1], seen):
+                self._length, self._seen = length, input_ids
+                self._advance(input_ids[:, -1], counted=self._offset + length - 1 >= self._start)
+                return self
+        self._rebuild(input_ids)
+        return self
+
+    @property
+    def silent(self) -> torch.Tensor:
+        return self._silent[:, :128]
+
+    @property
+    def sounding(self) -> torch.Tensor:
+        return ~self.silent
+
+    @property
+    def ended(self) -> torch.Tensor:
+        return (self.last == EOS_ID) | (self.last == PAD_ID)
+
+    def _rebuild(self, input_ids: torch.LongTensor) -> None:
+        ids = input_ids if self.history is None else torch.cat([self.history.to(input_ids.device), input_ids], 1)
+        rows, length = ids.shape
+        start = length - self.lag if self.start is None else self.start
+        self._start, self._offset = start, length - input_ids.shape[1]
+        self._table = _tables(ids.device)
+        pos = torch.arange(length, device=ids.device).expand(rows, length)
+        steps = step_counts(ids)
+        self.elapsed = torch.where(pos >= start, steps, 0).sum(1)
+        # Last NOTE_ON and NOTE_OFF position of each pitch; column 128 collects every other id.
+        on_col = torch.where(ids < NOTE_OFF, ids - NOTE_ON, 128)
+        off_col = torch.where((ids >= NOTE_OFF) & (ids < TIME_SHIFT), ids - NOTE_OFF, 128)
+        empty = torch.full((rows, 129), -1, dtype=torch.long, device=ids.device)
+        last_on = empty.scatter_reduce(1, on_col, pos, "amax")
+        last_off = empty.scatter_reduce(1, off_col, pos, "amax")
+        self._silent = last_on <= last_off  # (B, 129)
+        # Music time of every position over the whole sequence (history included), and of each
+        # pitch's last NOTE_ON: how long a sounding note has been held (MaxNoteLengthLogitsProcessor).
+        if self.track_onsets:
+            clock = steps.cumsum(1)
+            self.onset = torch.zeros(rows, 129, dtype=torch.long, device=ids.device).scatter_reduce(
+                1, on_col, clock, "amax")
+            self.clock = clock[:, -1].clone()
+        pedal_on = torch.where(ids == SUSTAIN_ON, pos, -1).amax(1)
+        pedal_off = torch.where(ids == SUSTAIN_OFF, pos, -1).amax(1)
+        self.pedal = (pedal_on > pedal_off).long()
+        self.noted = (ids < NOTE_OFF).any(1)
+        self.last = ids[:, -1].clone()
+        self._row_index = torch.arange(rows, device=ids.device)
+        self._rows, self._length, self._seen = rows, input_ids.shape[1], input_ids
+
+    def _advance(self, token: torch.Tensor, counted: bool) -> None:  # token: (B,)
+        t = self._table
+        i = token.clamp(max=VOCAB_SIZE)
+        steps = t["steps"][i]
+        if counted:
+            self.elapsed += steps
+        col = t["column"][i]
+        if self.track_onsets:
+            self.clock += steps
+            self.onset[self._row_index, col] = torch.where(token < NOTE_OFF, self.clock,
+                                                           self.onset[self._row_index, col])
+        self._silent[self._row_index, col] = t["silent"][i]
+        pedal = t["pedal"][i]
+        self.pedal = torch.where(pedal < 0, self.pedal, pedal)
+        self.noted |= token < NOTE_OFF
+        self.last = token
+
+
+__all__ = [
+    "PerformanceState", "sounding_after", "step_counts",
+]

@@ -1,0 +1,229 @@
+"""The music's logits processors and stopping criteria, extension points of the standard ``generate()``:
+the grammar, the guards (held notes, silence), the two rules of a piece composed to a length (the first
+note at once, no end before the asked seconds), the time limit and the progress report. Each works with
+a plain ``model.generate(logits_processor=[...], stopping_criteria=[...])``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import (
+    LogitsProcessor,
+    StoppingCriteria,
+)
+
+from .arguments import GenerationError, Progress
+from .codec import (
+    EOS_ID,
+    MAX_SHIFT,
+    NOTE_OFF,
+    PAD_ID,
+    STEPS_PER_SECOND,
+    SUSTAIN_ON,
+    TIME_SHIFT,
+    VELOCITY,
+    VOCAB_SIZE,
+    never_generated,
+    seconds_to_steps,
+)
+from .performance_state import PerformanceState
+
+
+# --------------------------------------------------------------------------- processors, criteria
+class PerformanceGrammarLogitsProcessor(LogitsProcessor):
+    """Forbids tokens that cannot be valid at this point of a performance.
+
+    A NOTE_OFF of a silent pitch, a VELOCITY right after a VELOCITY, SUSTAIN_OFF while the pedal is
+    up and SUSTAIN_ON while it is down (decoding ignores all of these; encoding never writes them),
+    ``<pad>``, ``<bos>`` and ids past the 393-token vocabulary (padding rows of a wider embedding).
+    Vectorised over the batch: four masked fills a step, the state advancing by one token.
+    """
+
+    def __init__(self, state: PerformanceState | None = None):
+        self.state = state if state is not None else PerformanceState()
+        self._never: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        t = s._table
+        if self._never is None or self._never.shape[0] != scores.shape[1] or self._never.device != scores.device:
+            never = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
+            never[never_generated(scores.shape[1])] = True
+            self._never = never
+        ninf = -math.inf
+        # In place: generate() hands the processors their own float32 copy of the logits.
+        scores.masked_fill_(self._never, ninf)
+        scores[:, NOTE_OFF:TIME_SHIFT].masked_fill_(s.silent, ninf)
+        scores[:, VELOCITY:SUSTAIN_ON].masked_fill_(t["velocity"][s.last.clamp(max=VOCAB_SIZE)][:, None], ninf)
+        scores[:, SUSTAIN_ON:PAD_ID].masked_fill_(t["pedal_forbid"][s.pedal], ninf)
+        return scores
+
+
+class _TimeGuard(LogitsProcessor):
+    """A guard that watches how long something has lasted in music time: ``seconds`` (checked, named by
+    ``argument``) and the shared state, with onset times tracked."""
+
+    argument = "seconds"
+
+    def __init__(self, seconds: float, state: PerformanceState | None = None):
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise GenerationError(f"{self.argument} must be > 0, got {seconds}")
+        self.limit = seconds_to_steps(seconds)
+        self.state = state if state is not None else PerformanceState()
+        if not self.state.track_onsets:
+            self.state.track_onsets = True
+            self.state.set_history(self.state.history)  # the next sync rebuilds, onsets included
+
+
+class MaxNoteLengthLogitsProcessor(_TimeGuard):
+    """Ends notes held too long: once a sounding note has been on for ``seconds``, the next token must
+    be a NOTE_OFF of such a note (one a step, until none is left). A guard against stuck notes, as
+    a second layer behind the model: the longest note is then under ``seconds`` + 1 s (one TIME_SHIFT).
+    """
+
+    argument = "max_note_seconds"
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        held = s.sounding & (s.clock[:, None] - s.onset[:, :128] >= self.limit)  # (B, 128)
+        rows = held.any(1)
+        if bool(rows.any()):
+            allowed = torch.zeros_like(scores, dtype=torch.bool)
+            allowed[:, NOTE_OFF:TIME_SHIFT] = held
+            scores.masked_fill_(rows[:, None] & ~allowed, -math.inf)
+        return scores
+
+
+class MaxSilenceLogitsProcessor(_TimeGuard):
+    """No silence longer than ``seconds``: once no key is down and ``seconds`` have passed since the last
+    onset (or since the piece began, if none yet), a TIME_SHIFT may not come next, so the model plays
+    (or ends the piece, where ends are allowed). Against a degenerate sample: a seed of base spent a
+    30-second piece on 30 one-second shifts and no note.
+    """
+
+    argument = "max_silence_seconds"
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        last_onset = s.onset[:, :128].amax(1)  # 0 before any note: the piece's start
+        quiet = ~s.sounding.any(1) & (s.clock - last_onset >= self.limit)
+        if bool(quiet.any()):
+            scores[:, TIME_SHIFT:VELOCITY].masked_fill_(quiet[:, None], -math.inf)
+        return scores
+
+
+class SoundAtOnceLogitsProcessor(LogitsProcessor):
+    """The first note sounds at once: until a NOTE_ON has come (a prompt's count), neither a TIME_SHIFT
+    nor ``<eos>`` may come next, so a piece composed from scratch opens with its first note (a VELOCITY
+    or pedal event may come before it, in the same instant). Two thirds of GiantMIDI's recordings
+    begin with more than a second of silence: without this rule a model trained on them often does too.
+    """
+
+    def __init__(self, state: PerformanceState | None = None):
+        self.state = state if state is not None else PerformanceState()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        waiting = ~s.noted
+        if bool(waiting.any()):
+            scores[:, TIME_SHIFT:VELOCITY].masked_fill_(waiting[:, None], -math.inf)
+            scores[:, EOS_ID].masked_fill_(waiting, -math.inf)
+        return scores
+
+
+class MusicTimeLimitLogitsProcessor(LogitsProcessor):
+    """Keeps every sequence within ``seconds`` of music (counted from the state's ``start``).
+
+    A TIME_SHIFT that would pass the limit is not forbidden but *clipped*: its probability goes to
+    the shift that lands exactly on the limit, as if the piece were cut there. (Forbidding long shifts
+    would instead push the model to cram events into its last second.) ``MusicTimeStoppingCriteria``
+    then ends the sequence (in a run a draft model proposed, where tokens are accepted several at a time,
+    a row past its limit may only end: ``<eos>``). Until some sequence is within one second of its limit, only one thing
+    changes: ``<eos>`` is forbidden, so that a piece lasts as long as asked (``allow_early_end=False``,
+    the default); with ``allow_early_end=True`` only while no music time has passed, so that asking for
+    seconds never returns an empty piece (a model's first event can be ``<eos>``; once was in 20 seeds
+    of base).
+    """
+
+    def __init__(self, seconds: float, state: PerformanceState | None = None, allow_early_end: bool = False):
+        self.limit = seconds_to_steps(seconds)
+        self.state = state if state is not None else PerformanceState()
+        self.allow_early_end = bool(allow_early_end)
+        self._k: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        if self.allow_early_end:
+            scores[:, EOS_ID].masked_fill_(s.elapsed == 0, -math.inf)
+        else:
+            scores[:, EOS_ID] = -math.inf
+        if self.limit - int(s.elapsed.max()) > MAX_SHIFT:  # the common case: no shift can reach it
+            return scores
+        if self._k is None or self._k.device != scores.device:
+            self._k = torch.arange(1, MAX_SHIFT + 1, device=scores.device)  # steps of each shift id
+        left = self.limit - s.elapsed  # (B,)
+        shifts = scores[:, TIME_SHIFT:VELOCITY]  # (B, 100) view
+        reach = self._k >= left[:, None]  # shifts that reach or pass the limit
+        folded = torch.logsumexp(shifts.masked_fill(~reach, -math.inf), 1)  # (B,)
+        shifts.masked_fill_(reach, -math.inf)
+        exact = (left >= 1) & (left <= MAX_SHIFT)
+        col = (left - 1).clamp(0, MAX_SHIFT - 1)[:, None]
+        shifts.scatter_(1, col, torch.where(exact[:, None], folded[:, None], shifts.gather(1, col)))
+        done = left <= 0  # only inside a drafted run (assisted generation): the piece is over, end it here
+        if bool(done.any()):
+            scores.masked_fill_(done[:, None], -math.inf)
+            scores[:, EOS_ID].masked_fill_(done, 0.0)
+        return scores
+
+
+class MusicTimeStoppingCriteria(StoppingCriteria):
+    """Done, per sequence, once its music time reaches ``seconds`` (``generate()`` pads it after)."""
+
+    def __init__(self, seconds: float, state: PerformanceState | None = None):
+        self.limit = seconds_to_steps(seconds)
+        self.state = state if state is not None else PerformanceState(lag=1)
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return self.state.sync(input_ids).elapsed >= self.limit
+
+
+class MusicProgressCriteria(StoppingCriteria):
+    """Calls ``progress(seconds_done, seconds_total)`` as music time advances; stops every sequence
+    once ``stop_event`` (anything with ``is_set()``, e.g. a ``threading.Event``) is set.
+
+    ``seconds_done`` is the slowest unfinished sequence's time (so it never goes back);
+    ``seconds_total`` is None when no time limit was given. An exception raised by ``progress``
+    propagates and aborts the call; ``stop_event`` is the way to stop and keep the music so far.
+    """
+
+    def __init__(self, seconds: float | None = None, progress: Progress | None = None, stop_event=None,
+                 state: PerformanceState | None = None):
+        self.limit = seconds_to_steps(seconds) if seconds is not None else None
+        self.progress, self.stop_event = progress, stop_event
+        self.state = state if state is not None else PerformanceState(lag=1)
+        self.reported = -1
+
+    def report(self, done_steps: int) -> None:
+        if self.progress is not None and done_steps != self.reported:
+            self.reported = done_steps
+            total = self.limit / STEPS_PER_SECOND if self.limit is not None else None
+            self.progress(done_steps / STEPS_PER_SECOND, total)
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        if self.progress is not None:
+            s = self.state.sync(input_ids)
+            if self.limit is None:
+                done = s.elapsed.max()
+            else:
+                done = torch.where(s.ended, self.limit, s.elapsed.clamp(max=self.limit)).min()
+            self.report(int(done))
+        stop = self.stop_event is not None and self.stop_event.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+__all__ = [
+    "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "MusicProgressCriteria",
+    "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria", "PerformanceGrammarLogitsProcessor",
+    "SoundAtOnceLogitsProcessor",
+]
