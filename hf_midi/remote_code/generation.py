@@ -145,6 +145,56 @@ def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> 
     return config
 
 
+def music_processors(state: PerformanceState | None = None, seconds: float | None = None, grammar: bool = True,
+                     max_note_seconds: float | None = None,
+                     max_silence_seconds: float | None = DEFAULT_MAX_SILENCE_SECONDS,
+                     sound_at_once: bool = DEFAULT_SOUND_AT_ONCE, allow_early_end: bool = DEFAULT_ALLOW_EARLY_END,
+                     ) -> tuple[LogitsProcessorList, StoppingCriteriaList]:
+    """The music's processors and criteria for one ``generate()`` call, sharing ``state`` (a new one, counting
+    time from the end of the prompt, by default): what ``generate_music`` runs, for a plain
+    ``model.generate(ids, logits_processor=processors, stopping_criteria=criteria)``."""
+    state = state if state is not None else PerformanceState()
+    processors, criteria = LogitsProcessorList(), StoppingCriteriaList()
+    if grammar:
+        processors.append(PerformanceGrammarLogitsProcessor(state))
+    if max_note_seconds is not None:
+        processors.append(MaxNoteLengthLogitsProcessor(max_note_seconds, state))
+    if max_silence_seconds is not None:
+        processors.append(MaxSilenceLogitsProcessor(max_silence_seconds, state))
+    if sound_at_once:
+        processors.append(SoundAtOnceLogitsProcessor(state))
+    if seconds is not None:
+        processors.append(MusicTimeLimitLogitsProcessor(seconds, state, allow_early_end))
+        criteria.append(MusicTimeStoppingCriteria(seconds, state))
+    return processors, criteria
+
+
+def _finished(state: PerformanceState, new: torch.Tensor, seconds, limit, stop_event) -> torch.Tensor:
+    """Which rows of one generate() call are done: ended (<eos>), at their time limit, or stopped."""
+    finished = (new == EOS_ID).any(1)
+    if seconds is not None:
+        finished |= state.elapsed >= limit
+    if stop_event is not None and stop_event.is_set():
+        finished[:] = True
+    return finished
+
+
+def _padded(rows: list[torch.Tensor], prompt: int) -> torch.Tensor:
+    """The rows cut after their <eos>, or before the padding generate() put after a stop, padded to one length."""
+    ends = []
+    for r in rows:
+        eos = (r[prompt:] == EOS_ID).nonzero()
+        if len(eos):
+            ends.append(prompt + int(eos[0]) + 1)
+        else:
+            real = (r != PAD_ID).nonzero()
+            ends.append(int(real[-1]) + 1 if len(real) else 0)
+    out = torch.full((len(rows), max(ends)), PAD_ID, dtype=rows[0].dtype, device=rows[0].device)
+    for i, (r, end) in enumerate(zip(rows, ends)):
+        out[i, :end] = r[:end]
+    return out
+
+
 def generate_music(
     model,
     input_ids: torch.LongTensor,
@@ -203,24 +253,13 @@ def generate_music(
             raise GenerationError(f"weights={weights!r} needs the fast loop, which does not draft: leave "
                                   "assistant_model out, or weights at auto")
         fast = False
-    extra = {"custom_generate": fast_sample, "weights": weights} if fast else {}
-    if assistant_model is not None:
-        extra["assistant_model"] = assistant_model
+    extra = ({"custom_generate": fast_sample, "weights": weights} if fast else {}) | (
+        {"assistant_model": assistant_model} if assistant_model is not None else {})
 
     state = PerformanceState(start=input_ids.shape[1])
-    processors = LogitsProcessorList()
-    criteria = StoppingCriteriaList()
-    if grammar:
-        processors.append(PerformanceGrammarLogitsProcessor(state))
-    if max_note_seconds is not None:
-        processors.append(MaxNoteLengthLogitsProcessor(max_note_seconds, state))
-    if max_silence_seconds is not None:
-        processors.append(MaxSilenceLogitsProcessor(max_silence_seconds, state))
-    if sound_at_once:
-        processors.append(SoundAtOnceLogitsProcessor(state))
-    if seconds is not None:
-        processors.append(MusicTimeLimitLogitsProcessor(seconds, state, allow_early_end))
-        criteria.append(MusicTimeStoppingCriteria(seconds, state))
+    processors, criteria = music_processors(
+        state, seconds=seconds, grammar=grammar, max_note_seconds=max_note_seconds,
+        max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once, allow_early_end=allow_early_end)
     tracker = MusicProgressCriteria(seconds, progress, stop_event, state)
     if progress is not None or stop_event is not None:
         criteria.append(tracker)
@@ -239,9 +278,8 @@ def generate_music(
         else:
             cut = quiet_cut(seqs, seqs.shape[1] - keep, slack=keep // 4)
             context, history = seqs[:, cut:], seqs[:, :cut]
-        n = budget - made if window is None else min(budget - made, window - context.shape[1])
         state.set_history(history)
-        config.max_new_tokens = n
+        config.max_new_tokens = budget - made if window is None else min(budget - made, window - context.shape[1])
         call_streamer = None if streamer is None else _OneStream(streamer, skip_prompt=not fast)
         out = model.generate(
             context, attention_mask=torch.ones_like(context), generation_config=config,
@@ -250,28 +288,12 @@ def generate_music(
             **{"stream" if fast else "streamer": call_streamer}, **extra,
         )
         new = out[:, context.shape[1]:]
-        state.sync(out)
-        finished = (new == EOS_ID).any(1)
-        if seconds is not None:
-            finished |= state.elapsed >= tracker.limit
-        if stop_event is not None and stop_event.is_set():
-            finished[:] = True
+        finished = _finished(state.sync(out), new, seconds, tracker.limit, stop_event)
         for j, i in enumerate(alive):
             rows[i] = torch.cat([rows[i], new[j]])
         made += new.shape[1]
         alive = [i for j, i in enumerate(alive) if not finished[j]]
-    # Cut each row after its <eos>, or before the padding generate() put after a stop, then pad.
-    ends = []
-    for r in rows:
-        eos = (r[input_ids.shape[1]:] == EOS_ID).nonzero()
-        if len(eos):
-            ends.append(input_ids.shape[1] + int(eos[0]) + 1)
-        else:
-            real = (r != PAD_ID).nonzero()
-            ends.append(int(real[-1]) + 1 if len(real) else 0)
-    out = torch.full((len(rows), max(ends)), PAD_ID, dtype=input_ids.dtype, device=input_ids.device)
-    for i, (r, end) in enumerate(zip(rows, ends)):
-        out[i, :end] = r[:end]
+    out = _padded(rows, input_ids.shape[1])
     # The last report: where the slowest row stopped (rows the model ended count as done).
     new = out[:, input_ids.shape[1]:]
     elapsed = step_counts(new).sum(1)
@@ -292,6 +314,6 @@ __all__ = [
     "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria", "PerformanceGrammarLogitsProcessor",
     "PerformanceState", "Progress", "SoundAtOnceLogitsProcessor", "StreamedNote", "check_draft", "check_fast_args",
     "check_generation_args", "check_length", "context_length", "cut_events", "default_model_path", "fast_sample",
-    "generate_music", "model_note_limit", "model_setting", "music_generation_config", "quiet_cut",
+    "generate_music", "model_note_limit", "model_setting", "music_generation_config", "music_processors", "quiet_cut",
     "seconds_to_steps", "sounding_after", "step_counts",
 ]
