@@ -524,3 +524,17 @@ def test_the_fast_loop_keeps_the_two_rules_token_for_token():
     for row in runs[0].tolist():
         assert EOS_ID not in row and int(shift_steps([t for t in row if t < PAD_ID]).sum()) == 400
         assert ids_to_notes(row)["start"][0] == 0
+
+
+def test_music_processors_make_a_plain_generate_call_what_generate_music_makes():
+    from hf_midi.remote_code.generation import music_processors
+
+    model = tiny_model(seed=6)
+    torch.manual_seed(9)
+    ours = generate_music(model, torch.full((2, 1), BOS_ID), seconds=3.0, fast=False)
+    processors, criteria = music_processors(PerformanceState(start=1), seconds=3.0)
+    torch.manual_seed(9)
+    plain = model.generate(torch.full((2, 1), BOS_ID), generation_config=music_generation_config(model),
+                           max_new_tokens=600, logits_processor=processors, stopping_criteria=criteria)
+    assert [[t for t in r if t != PAD_ID] for r in ours.tolist()] == [[t for t in r if t != PAD_ID]
+                                                                     for r in plain.tolist()]
