@@ -54,7 +54,7 @@ PLANS: dict[str, list[Run]] = {
     # (--init_from base=STASH/base, a short warm-up), a quarter of its windows from piece starts, on all of
     # GiantMIDI train + POP909 train carried in pieces (recipes/README.md, "A trip in several calls").
     "gpu-next": [Run("base", "gpu-base", 1.0, {"piece_start_share": 0.25, "warmup_steps": 100})],
-    # This project's 2-core CPU, one thread.
+    # A CPU, one thread.
     "cpu": [Run("cpu", "cpu-packed", 1.0)],
     # The "gpu" plan's three shapes shrunk to seconds on a CPU: the recipe's rehearsal (a test, CI).
     "rehearsal": [
