@@ -169,10 +169,8 @@ def _scan_one(root: str, rel: str, clean: CleanConfig = NO_CLEAN) -> list[FileRe
         return [FileResult(rel, len(data), sha, reason="unreadable", detail=f"symusic could not parse it: {e}")]
     if perf.num_notes == 0:
         return [FileResult(rel, len(data), sha, reason="no notes", detail="no notes outside drum tracks")]
-    if is_no_clean(clean):
-        from .cleaning import figures
-
-        fig = figures(perf, start=0.0, lead_silence=float(perf.onset.min()))
+    if is_no_clean(clean):  # the file as it is; its figures measured like a cleaned piece's (notes in onset order)
+        fig = clean_performance(perf, clean)[0].figures
         return [FileResult(rel, len(data), sha, round(perf.duration, 6), perf.num_notes,
                            figures=tuple(fig.as_dict().values()))]
     out = []
