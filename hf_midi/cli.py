@@ -150,6 +150,23 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-early-end", action=argparse.BooleanOptionalAction, default=None,
                    help="let the model end a piece before --seconds (default: the model's generation config, "
                         "allow_early_end; off for the bundled models, so a piece lasts as long as asked)")
+    style = p.add_argument_group("style", "steer the new music (each off by default; a prompt is kept as it is)")
+    style.add_argument("--key", default=None, metavar="KEY",
+                       help="play in a key: 'D minor', 'F# major', 'Bb minor' (a minor key allows the raised "
+                            "seventh), or pitch classes 'C,E,G'")
+    style.add_argument("--key-strength", type=float, default=None, metavar="NATS",
+                       help="a soft key: take NATS from each note outside it (default: hard, none outside)")
+    style.add_argument("--pitch-range", default=None, metavar="LOW-HIGH",
+                       help="lowest and highest pitch, MIDI numbers or names: 48-84, C3-C6")
+    style.add_argument("--dynamics", default=None, choices=("pp", "p", "mp", "mf", "f", "ff"),
+                       help="velocities of a dynamic marking (pp 17-40, p 41-56, mp 57-72, mf 73-88, f 89-104, "
+                            "ff 105-127)")
+    style.add_argument("--velocity-range", default=None, metavar="LOW-HIGH", help="velocities 1-127, e.g. 40-80")
+    style.add_argument("--density", type=float, default=None, metavar="N",
+                       help="about N notes a second (steered, not exact)")
+    style.add_argument("--max-polyphony", type=int, default=None, metavar="N", help="at most N keys down at once")
+    style.add_argument("--no-pedal", dest="pedal", action="store_false", default=None,
+                       help="no sustain pedal")
     p.add_argument("--weights", choices=("auto", "float32", "float16", "int8"), default="auto",
                    help="weight format of the fast decoding loop (default auto: float16 on a CPU, float32 "
                         "elsewhere; float32 gives the same tokens as --slow under one seed)")
@@ -174,7 +191,7 @@ def numbered(path: str | None, index: int, count: int) -> Path | None:
     return path if count == 1 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
 
 
-_CLI_NAMES = {"num_return_sequences": "num"}
+_CLI_NAMES = {"num_return_sequences": "num", "pedal": "no-pedal"}
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -183,7 +200,13 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from .loading import load_pipeline
     from .remote_code.codec import load_score
-    from .remote_code.generation import ArgumentError, GenerationError, check_generation_args
+    from .remote_code.generation import (
+        CONTROL_NAMES,
+        ArgumentError,
+        GenerationError,
+        MusicControls,
+        check_generation_args,
+    )
     from .render import find_soundfont, piano_roll_png, render_wav
     from .utils import atomic_write_bytes
 
@@ -194,6 +217,8 @@ def run_generate(args: argparse.Namespace) -> int:
             top_k=args.top_k, top_p=args.top_p, num_return_sequences=args.num, seed=args.seed,
             prompt_seconds=args.prompt_seconds,
         )
+        controls = {name: getattr(args, name) for name in CONTROL_NAMES if getattr(args, name) is not None}
+        MusicControls(**controls)
     except ArgumentError as e:  # name the option as the user typed it
         raise ArgumentError(f"--{_CLI_NAMES.get(e.argument, e.argument).replace('_', '-')}", e.problem) from None
     if args.prompt_seconds is not None and args.prompt is None:
@@ -225,7 +250,7 @@ def run_generate(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
             top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
             return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
-            fast=not args.slow, weights=args.weights,
+            fast=not args.slow, weights=args.weights, **controls,
             **{name: value for name, value in (("sound_at_once", args.sound_at_once),
                                                ("allow_early_end", args.allow_early_end)) if value is not None},
             **{name: None if value == "off" else value

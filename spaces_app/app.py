@@ -34,6 +34,7 @@ import numpy as np
 # first on sys.path); in a checkout, the installed package. main() logs which.
 import hf_midi
 from hf_midi.remote_code.codec import NUM_EVENTS, MidiError, load_score, score_to_performance
+from hf_midi.remote_code.controls import CONTROL_NAMES, DYNAMICS, PIANO_KEYS, ArgumentError, MusicControls
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("hf_midi.space")
@@ -60,6 +61,15 @@ KEEP_OUTPUTS_SECONDS = 3600  # request folders older than this are deleted
 LIVE_FIRST_SECONDS, LIVE_CHUNK_SECONDS, LIVE_ROLL_SECONDS = 0.25, 1.0, 3.0
 LIVE_RATE = 22050
 LIVE_GAIN = 1.6  # the synthesizer's raw peak is ~0.3-0.5 for piano; the finished WAV is peak-normalised
+
+# The "Style" group: "Any" leaves a choice to the model; the pitch sliders span the piano's keys.
+ANY = "Any"
+KEYS = [f"{tonic} {mode}" for tonic in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+        for mode in ("major", "minor")]
+PIANO_LOW, PIANO_HIGH = PIANO_KEYS
+MAX_DENSITY_SLIDER, MAX_POLYPHONY_SLIDER = 20, 10
+STYLE_LABELS = {"key": "Key", "pitch_range": "Pitch range", "dynamics": "Dynamics", "density": "Notes a second",
+                "max_polyphony": "Keys down at once", "pedal": "Sustain pedal"}
 
 COMPOSE, UPLOAD, LAST = "Compose from scratch", "Continue a MIDI file", "Continue the last result"
 SOURCES = (COMPOSE, UPLOAD, LAST)
@@ -171,6 +181,7 @@ class Settings:
     seed: int
     variations: int
     prompt_seconds: float | None  # None: the whole prompt
+    controls: MusicControls = MusicControls()  # the "Style" group: what the new music may play
 
 
 def _number(value, what: str) -> float:
@@ -191,8 +202,10 @@ def make_settings(
     seed=None,
     variations=1,
     prompt_seconds=None,
+    style: dict | None = None,
 ) -> Settings:
-    """Clamp every knob into its range (API callers can send anything); a random seed for None."""
+    """Clamp every knob into its range (API callers can send anything); a random seed for None.
+    ``style``: the "Style" group's values (``make_controls``)."""
     top_p = _number(top_p, "top-p")
     top_k = int(_number(top_k, "top-k"))
     seed = random.randint(0, MAX_SEED) if seed is None or seed == "" else int(_number(seed, "Seed"))
@@ -206,7 +219,28 @@ def make_settings(
         prompt_seconds=None
         if prompt_seconds is None
         else min(max(_number(prompt_seconds, "Prompt length"), 1.0), MAX_PROMPT_SECONDS),
+        controls=make_controls(**(style or {})),
     )
+
+
+def make_controls(key=ANY, pitch_low=PIANO_LOW, pitch_high=PIANO_HIGH, dynamics=ANY, density=0, max_polyphony=0,
+                  pedal=True) -> MusicControls:
+    """The "Style" group's values as ``MusicControls``: ``ANY`` / 0 / the whole keyboard / the pedal on
+    leave that aspect to the model. A value the controls refuse is an ``InputError`` naming the knob
+    as the page labels it (an API caller can send anything)."""
+    try:
+        return MusicControls(
+            key=None if key in (None, "", ANY) else key,
+            pitch_range=None if (pitch_low, pitch_high) == (PIANO_LOW, PIANO_HIGH) else (
+                int(_number(pitch_low, "Lowest pitch")), int(_number(pitch_high, "Highest pitch"))),
+            dynamics=None if dynamics in (None, "", ANY) else dynamics,
+            density=None if density in (None, "") or _number(density, "Notes a second") == 0 else float(density),
+            max_polyphony=None if max_polyphony in (None, "") or _number(max_polyphony, "Keys down") == 0
+            else _number(max_polyphony, "Keys down"),
+            pedal=None if pedal in (None, True) else pedal,
+        )
+    except ArgumentError as e:
+        raise InputError(f"{STYLE_LABELS.get(e.argument, e.argument)}: {e.problem}.") from None
 
 
 def generate(pipe, settings: Settings, prompt: bytes | None = None, progress=None, stop=None) -> list[dict]:
@@ -232,6 +266,7 @@ def _pipe_arguments(settings: Settings, prompt: bytes | None) -> dict:
         top_p=settings.top_p,
         seed=settings.seed,
         return_prompt=True,
+        **{name: value for name, value in vars(settings.controls).items() if name in CONTROL_NAMES},
     )
 
 
@@ -397,30 +432,61 @@ def describe_upload(path) -> str:
     return f"**{p.name}**: {p.notes} notes, {_minutes(p.seconds)} long."
 
 
-def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
-    """The page. ``model`` is a folder or repo id (None: the bundled model); or pass a ``pipe``."""
-    import torch
+class Studio:
+    """What the page serves: one pipeline per model of the picker (loaded on first use, kept), and each
+    session's running request's stop flag. ``pipe``: the model the page starts with (None: the bundled
+    default); the bundled models are offered beside it."""
 
-    # One thread a request: on 2 shared cores, 2 torch threads ran 4-35x slower under load.
-    torch.set_num_threads(1)
-    if pipe is None:
-        pipe = load_pipeline(model)
-    stops: dict[str, threading.Event] = {}  # session -> its running request's stop flag
+    def __init__(self, pipe=None):
+        from hf_midi import loading
 
-    def model_default(name: str, fallback: float) -> float:
-        """The model's own sampling setting (its generation_config.json), where the sliders start."""
+        self.pipes: dict[str, object] = {}
+        self.first = None
+        self._lock = threading.Lock()
+        self.stops: dict[str, threading.Event] = {}
+        if pipe is None:  # no model to start with: the page says so and offers none
+            return
+        self.pipes[Path(str(getattr(pipe.model, "name_or_path", "") or "model")).name] = pipe
+        bundled = {name: path for name, path in loading.bundled_models().items() if name != "default"}
+        started = Path(str(getattr(pipe.model, "name_or_path", ""))).resolve()
+        for name, path in bundled.items():
+            if name not in self.pipes and path.resolve() != started:
+                self.pipes[name] = None  # loaded when first picked
+        self.first = next(iter(self.pipes))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.pipes)
+
+    def pipe(self, name: str | None):
+        """The pipeline of model ``name`` (a name the picker offers); loads it the first time."""
+        name = name or self.first
+        if name not in self.pipes:
+            raise InputError(f"There is no model {name!r} here; pick one of {', '.join(self.pipes)}.")
+        with self._lock:
+            if self.pipes[name] is None:
+                self.pipes[name] = load_pipeline(name)
+            return self.pipes[name]
+
+    def setting(self, name: str, fallback: float) -> float:
+        """The first model's own sampling setting (its generation_config.json), where the sliders start."""
+        pipe = self.pipes.get(self.first) if self.first else None
         value = getattr(getattr(getattr(pipe, "model", None), "generation_config", None), name, None)
         return float(value) if isinstance(value, (int, float)) and value else fallback
 
-    def on_generate(source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed,
-                    new_seed, variations, request: gr.Request,
-                    progress=gr.Progress()):  # noqa: B008 (gradio injects the tracker here)
-        stop = stops[request.session_hash] = threading.Event()
+    def compose(self, source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed, new_seed,
+                variations, model, key, pitch_low, pitch_high, dynamics, density, max_polyphony, pedal,
+                request: gr.Request, progress=gr.Progress()):  # noqa: B008 (gradio injects the tracker here)
+        """The Generate button: yields the page's outputs while a lone variation plays, then the pieces."""
+        stop = self.stops[request.session_hash] = threading.Event()
         try:
-            if pipe is None:
+            if not self.pipes:
                 raise InputError("No model is loaded; see the note at the top of the page.")
+            style = dict(key=key, pitch_low=pitch_low, pitch_high=pitch_high, dynamics=dynamics, density=density,
+                         max_polyphony=max_polyphony, pedal=pedal)
             settings = make_settings(seconds, temperature, top_p, top_k, None if new_seed else seed,
-                                     variations, keep if source == UPLOAD else None)
+                                     variations, keep if source == UPLOAD else None, style=style)
+            pipe = self.pipe(model)
             prompt = None
             if source == UPLOAD:
                 up = read_upload(upload)
@@ -433,30 +499,7 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
             progress((0, int(settings.seconds)), desc="Composing", unit="s of music")
             start = time.perf_counter()
             if settings.variations == 1:  # heard while it is composed
-                run = uuid.uuid4().hex[:12]
-                folder = _request_folder()
-                seq, roll_at, total, base, live = 0, LIVE_ROLL_SECONDS, settings.seconds, None, LiveAudio()
-                for chunk, wav in stream_music(pipe, settings, prompt, stop=stop, live=live):
-                    if wav is not None:
-                        seq += 1
-                        if base is None:  # a prompt's music comes first, at once
-                            base = chunk.end if prompt is not None else 0.0
-                        done, took = chunk.end - base, time.perf_counter() - start
-                        progress((min(int(done), int(total)), int(total)), desc="Composing", unit="s of music")
-                        line = (f"Playing while composing: {min(done, total):.1f} of {total:.0f} s"
-                                + (f" ({done / took:.1f}x real time)" if took > 0.5 and done > 0 else ""))
-                        roll = gr.skip()
-                        if chunk.end >= roll_at and not chunk.done:  # the piano roll grows
-                            roll_at = chunk.end + LIVE_ROLL_SECONDS
-                            roll = _live_roll(live.ids, folder / f"live-{seq}.png")
-                        yield _live_update(line, f"{run}:{seq}:{base64.b64encode(wav).decode()}", roll)
-                    if chunk.done:
-                        pieces = [package(chunk.piece, folder, f"hf-midi-{settings.seed}-1")]
-                        break
-                else:  # the stream ended without a last chunk: stopped
-                    raise Stopped
-                if stop.is_set():
-                    raise Stopped
+                pieces = yield from _play_while_composing(pipe, settings, prompt, stop, progress, start)
             else:
                 pieces = make_music(
                     pipe, settings, prompt, stop=stop,
@@ -464,15 +507,15 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                         (min(int(done), int(total)), int(total)), desc="Composing", unit="s of music"),
                 )
             took = time.perf_counter() - start
-            log.info("%d variation(s) of %.0f s in %.1f s (seed %d, prompt: %s)", len(pieces),
-                     settings.seconds, took, settings.seed, source)
+            log.info("%d variation(s) of %.0f s in %.1f s (seed %d, prompt: %s, model: %s, style: %s)", len(pieces),
+                     settings.seconds, took, settings.seed, source, model, settings.controls.describe())
         except (InputError, MidiError) as e:  # shown until closed: it says what to change
             raise gr.Error(str(e), duration=None, print_exception=False) from None
         except Stopped:
             raise gr.Error("Stopped.", print_exception=False) from None
         finally:
-            if stops.get(request.session_hash) is stop:
-                del stops[request.session_hash]
+            if self.stops.get(request.session_hash) is stop:
+                del self.stops[request.session_hash]
         status = f"Seed {settings.seed}, made in {took:.1f} s. " + " · ".join(
             f"Variation {i + 1}: {_minutes(v.seconds)}, {v.notes} notes" for i, v in enumerate(pieces))
         choices = gr.update(choices=list(range(1, len(pieces) + 1)), value=1)
@@ -483,11 +526,115 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                     str(v.png) if v else None, str(v.midi) if v else None]
         yield out + [None]  # the player has had every chunk
 
-    def on_stop(request: gr.Request):
-        flag = stops.get(request.session_hash)
+    def stop(self, request: gr.Request):
+        flag = self.stops.get(request.session_hash)
         if flag is not None:
             flag.set()
         return "Stopped."
+
+
+def _play_while_composing(pipe, settings: Settings, prompt, stop, progress, start):
+    """One variation: yields the page's live updates (status line, growing piano roll, audio chunks) as
+    it is composed; returns the finished piece, packaged."""
+    run = uuid.uuid4().hex[:12]
+    folder = _request_folder()
+    seq, roll_at, total, base, live = 0, LIVE_ROLL_SECONDS, settings.seconds, None, LiveAudio()
+    for chunk, wav in stream_music(pipe, settings, prompt, stop=stop, live=live):
+        if wav is not None:
+            seq += 1
+            if base is None:  # a prompt's music comes first, at once
+                base = chunk.end if prompt is not None else 0.0
+            done, took = chunk.end - base, time.perf_counter() - start
+            progress((min(int(done), int(total)), int(total)), desc="Composing", unit="s of music")
+            line = (f"Playing while composing: {min(done, total):.1f} of {total:.0f} s"
+                    + (f" ({done / took:.1f}x real time)" if took > 0.5 and done > 0 else ""))
+            roll = gr.skip()
+            if chunk.end >= roll_at and not chunk.done:  # the piano roll grows
+                roll_at = chunk.end + LIVE_ROLL_SECONDS
+                roll = _live_roll(live.ids, folder / f"live-{seq}.png")
+            yield _live_update(line, f"{run}:{seq}:{base64.b64encode(wav).decode()}", roll)
+        if chunk.done:
+            if stop.is_set():
+                raise Stopped
+            return [package(chunk.piece, folder, f"hf-midi-{settings.seed}-1")]
+    raise Stopped  # the stream ended without a last chunk: stopped
+
+
+def _input_column(studio: Studio) -> dict:
+    """The left column: where the music starts, its length, the model, sampling, style, the buttons."""
+    c = {}
+    c["source"] = gr.Radio(list(SOURCES), value=COMPOSE, label="Start from", elem_id="source")
+    c["upload"] = gr.File(label="MIDI file (.mid, up to 4 MB)", type="filepath", visible=False, elem_id="upload")
+    c["upload_info"] = gr.Markdown(visible=False, elem_id="upload-info")
+    c["keep"] = gr.Slider(1, MAX_PROMPT_SECONDS, value=DEFAULT_PROMPT_SECONDS, step=1,
+                          label="Seconds of the file to keep as the prompt", visible=False, elem_id="keep")
+    c["which"] = gr.Radio([1], value=1, label="Variation to continue", visible=False, elem_id="which")
+    c["seconds"] = gr.Slider(MIN_SECONDS, MAX_SECONDS, value=DEFAULT_SECONDS, step=1,
+                             label="Length of new music (seconds)", elem_id="seconds")
+    c["variations"] = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations", elem_id="variations")
+    c["model"] = gr.Radio(studio.names, value=studio.first, label="Model", elem_id="model",
+                          info="base: richer; small: several times faster", visible=len(studio.names) > 1)
+    with gr.Accordion("Style", open=False, elem_id="style"):
+        c["key"] = gr.Dropdown([ANY, *KEYS], value=ANY, label="Key", elem_id="key",
+                               info="only notes of the key (a minor key allows the raised seventh)")
+        with gr.Row():
+            c["pitch_low"] = gr.Slider(PIANO_LOW, PIANO_HIGH, value=PIANO_LOW, step=1, label="Lowest pitch (MIDI)",
+                                       elem_id="pitch-low")
+            c["pitch_high"] = gr.Slider(PIANO_LOW, PIANO_HIGH, value=PIANO_HIGH, step=1,
+                                        label="Highest pitch (MIDI)", elem_id="pitch-high")
+        c["dynamics"] = gr.Dropdown([ANY, *DYNAMICS], value=ANY, label="Dynamics", elem_id="dynamics",
+                                    info=", ".join(f"{k} {lo}-{hi}" for k, (lo, hi) in DYNAMICS.items()))
+        c["density"] = gr.Slider(0, MAX_DENSITY_SLIDER, value=0, step=0.5, label="Notes a second (0: the model's)",
+                                 elem_id="density")
+        c["max_polyphony"] = gr.Slider(0, MAX_POLYPHONY_SLIDER, value=0, step=1,
+                                       label="Keys down at once, at most (0: any)", elem_id="max-polyphony")
+        c["pedal"] = gr.Checkbox(value=True, label="Sustain pedal", elem_id="pedal")
+    with gr.Accordion("Sampling", open=False, elem_id="sampling"):
+        c["temperature"] = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=studio.setting("temperature", 1.0),
+                                     step=0.05, label="Temperature (higher: bolder)")
+        c["top_p"] = gr.Slider(0.05, 1.0, value=studio.setting("top_p", 0.95), step=0.01, label="Top-p (1: off)")
+        c["top_k"] = gr.Slider(0, MAX_TOP_K, value=0, step=1, label="Top-k (0: off)")
+        with gr.Row():
+            c["seed"] = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
+            c["dice"] = gr.Button("Random seed", size="sm")
+        c["new_seed"] = gr.Checkbox(value=True, label="New random seed each time", elem_id="new-seed")
+    with gr.Row():
+        c["go"] = gr.Button("Generate", variant="primary", interactive=bool(studio.pipes), elem_id="generate")
+        c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
+    return c
+
+
+def _output_column() -> tuple:
+    """The right column: the status line, the live player's channel, one slot a variation."""
+    status = gr.Markdown(elem_id="status", min_height=60)
+    live = gr.Textbox(visible=False, elem_id="live-chunk")  # audio chunks for LIVE_JS
+    slots = []
+    for i in range(MAX_VARIATIONS):
+        with gr.Group(visible=False, elem_id=f"variation-{i + 1}") as group:
+            audio = gr.Audio(label=f"Variation {i + 1}", type="filepath", interactive=False,
+                             buttons=["download"], elem_id=f"audio-{i + 1}")
+            # a fixed height: a short piece's roll is narrow and would stand tall
+            roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=240,
+                            format="png", elem_id=f"roll-{i + 1}")
+            midi = gr.File(label="MIDI", interactive=False, elem_id=f"midi-{i + 1}")
+        slots += [group, audio, roll, midi]
+    return status, live, slots
+
+
+# The Generate button's inputs after the session's last results, in the API's order (an API caller
+# that sends only the first eleven gets the defaults of the rest).
+GENERATE_INPUTS = ("source", "upload", "keep", "which", "seconds", "temperature", "top_p", "top_k", "seed",
+                   "new_seed", "variations", "model", "key", "pitch_low", "pitch_high", "dynamics", "density",
+                   "max_polyphony", "pedal")
+
+
+def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
+    """The page. ``model`` is a folder or repo id (None: the bundled model); or pass a ``pipe``."""
+    import torch
+
+    # One thread a request: on 2 shared cores, 2 torch threads ran 4-35x slower under load.
+    torch.set_num_threads(1)
+    studio = Studio(pipe if pipe is not None else load_pipeline(model))
 
     def on_source(source):
         return gr.update(visible=source == UPLOAD), gr.update(visible=source == UPLOAD), gr.update(
@@ -497,64 +644,30 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
         gr.Markdown(
             "# hf-midi: expressive piano\n"
             "A GPT-2 over performance events (Oore et al. 2018) composes piano music with timing and "
-            "dynamics. Compose from scratch or continue a MIDI file; listen, look, download."
+            "dynamics. Compose from scratch or continue a MIDI file, steer it in *Style*; listen, look, download."
         )
-        if pipe is None:
+        if not studio.pipes:
             gr.Markdown(NO_MODEL, elem_id="no-model")
         last = gr.State([])
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                source = gr.Radio(list(SOURCES), value=COMPOSE, label="Start from", elem_id="source")
-                upload = gr.File(label="MIDI file (.mid, up to 4 MB)", type="filepath", visible=False,
-                                 elem_id="upload")
-                upload_info = gr.Markdown(visible=False, elem_id="upload-info")
-                keep = gr.Slider(1, MAX_PROMPT_SECONDS, value=DEFAULT_PROMPT_SECONDS, step=1,
-                                 label="Seconds of the file to keep as the prompt", visible=False, elem_id="keep")
-                which = gr.Radio([1], value=1, label="Variation to continue", visible=False, elem_id="which")
-                seconds = gr.Slider(MIN_SECONDS, MAX_SECONDS, value=DEFAULT_SECONDS, step=1,
-                                    label="Length of new music (seconds)", elem_id="seconds")
-                variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations", elem_id="variations")
-                with gr.Accordion("Sampling", open=False, elem_id="sampling"):
-                    temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=model_default("temperature", 1.0),
-                                            step=0.05, label="Temperature (higher: bolder)")
-                    top_p = gr.Slider(0.05, 1.0, value=model_default("top_p", 0.95), step=0.01,
-                                      label="Top-p (1: off)")
-                    top_k = gr.Slider(0, MAX_TOP_K, value=0, step=1, label="Top-k (0: off)")
-                    with gr.Row():
-                        seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
-                                         elem_id="seed")
-                        dice = gr.Button("Random seed", size="sm")
-                    new_seed = gr.Checkbox(value=True, label="New random seed each time", elem_id="new-seed")
-                with gr.Row():
-                    go = gr.Button("Generate", variant="primary", interactive=pipe is not None,
-                                   elem_id="generate")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                c = _input_column(studio)
             with gr.Column(scale=2):
-                status = gr.Markdown(elem_id="status", min_height=60)
-                live = gr.Textbox(visible=False, elem_id="live-chunk")  # audio chunks for LIVE_JS
-                slots = []
-                for i in range(MAX_VARIATIONS):
-                    with gr.Group(visible=False, elem_id=f"variation-{i + 1}") as group:
-                        audio = gr.Audio(label=f"Variation {i + 1}", type="filepath", interactive=False,
-                                         buttons=["download"], elem_id=f"audio-{i + 1}")
-                        # a fixed height: a short piece's roll is narrow and would stand tall
-                        roll = gr.Image(label="Piano roll", type="filepath", interactive=False, height=240,
-                                        format="png", elem_id=f"roll-{i + 1}")
-                        midi = gr.File(label="MIDI", interactive=False, elem_id=f"midi-{i + 1}")
-                    slots += [group, audio, roll, midi]
-        inputs = [source, upload, keep, seconds, temperature, top_p, top_k, seed, new_seed, variations]
+                status, live, slots = _output_column()
+        inputs = [c[name] for name in ("source", "upload", "keep", "seconds", "temperature", "top_p", "top_k",
+                                       "seed", "new_seed", "variations")]
         gr.Examples([row for _, row in EXAMPLES], inputs, example_labels=[label for label, _ in EXAMPLES])
 
         # Light page events (a few ms) skip the queue: they never wait behind a generation.
         light = dict(queue=False, show_progress="hidden", api_visibility="private")
-        source.change(on_source, source, [upload, upload_info, keep, which], **light)
-        upload.change(describe_upload, upload, upload_info, **light)
-        dice.click(lambda: random.randint(0, MAX_SEED), None, seed, **light)
-        event = go.click(
-            on_generate,
-            [source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed, new_seed,
-             variations],
-            [status, last, which, seed, *slots, live],
+        c["source"].change(on_source, c["source"], [c["upload"], c["upload_info"], c["keep"], c["which"]], **light)
+        c["upload"].change(describe_upload, c["upload"], c["upload_info"], **light)
+        c["dice"].click(lambda: random.randint(0, MAX_SEED), None, c["seed"], **light)
+        generate_inputs = [c[name] for name in GENERATE_INPUTS]
+        event = c["go"].click(
+            studio.compose,
+            generate_inputs[:3] + [last] + generate_inputs[3:],
+            [status, last, c["which"], c["seed"], *slots, live],
             api_name="generate",
             concurrency_limit=concurrency,
             # progress and errors on the status line only, not an "Error" badge on every output
@@ -563,8 +676,8 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
         )
         live.change(None, live, None, js=LIVE_JS, **light)
         # cancels frees the page at once; the flag stops the worker thread at its next progress call.
-        stop_btn.click(on_stop, None, status, cancels=[event], queue=False, api_visibility="private")
-        stop_btn.click(None, js=LIVE_STOP_JS, **light)
+        c["stop"].click(studio.stop, None, status, cancels=[event], queue=False, api_visibility="private")
+        c["stop"].click(None, js=LIVE_STOP_JS, **light)
     demo.queue(max_size=QUEUE_SIZE)
     return demo
 

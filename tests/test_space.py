@@ -247,6 +247,45 @@ def test_stop_ends_a_streamed_piece(app, pipe):
     assert items[-1].done and items[-1].piece["seconds"] < 30
 
 
+def test_style_knobs_become_controls_and_bad_ones_are_named(app):
+    s = app.make_settings(seconds=4, seed=1, style=dict(key="D minor", pitch_low=48, pitch_high=84, dynamics="p",
+                                                        density=5, max_polyphony=3, pedal=False))
+    assert s.controls == app.MusicControls(key="D minor", pitch_range=(48, 84), dynamics="p", density=5,
+                                           max_polyphony=3, pedal=False)
+    # the defaults leave everything to the model
+    assert not app.make_settings(style=dict(key=app.ANY, pitch_low=21, pitch_high=108, dynamics=app.ANY, density=0,
+                                            max_polyphony=0, pedal=True)).controls
+    for style, message in [(dict(key="H major"), "Key: must be a note name"),
+                           (dict(pitch_low=90, pitch_high=40), "Pitch range: low 90 is above high 40"),
+                           (dict(dynamics="loud"), "Dynamics: must be one of pp"),
+                           (dict(density=-2), "Notes a second: must be > 0"),
+                           (dict(max_polyphony=2.5), "Keys down at once: must be a whole number"),
+                           (dict(pitch_low="x"), "Lowest pitch must be a number")]:
+        with pytest.raises(app.InputError, match=re.escape(message)):
+            app.make_settings(seconds=4, style=style)
+
+
+def test_a_styled_piece_keeps_to_its_style(app, pipe, tmp_path):
+    style = dict(key="F# major", pitch_low=60, pitch_high=84, dynamics="f", density=6, pedal=False)
+    [piece] = app.make_music(pipe, app.make_settings(seconds=6, seed=4, style=style), out_root=tmp_path)
+    score = symusic.Score.from_midi(piece.data)
+    notes = [n for t in score.tracks for n in t.notes]
+    assert len(notes) > 5
+    assert all(60 <= n.pitch <= 84 and n.pitch % 12 in (6, 8, 10, 11, 1, 3, 5) and 89 <= n.velocity <= 104
+               for n in notes)
+    assert not any(c.number == 64 and c.value >= 64 for t in score.tracks for c in t.controls)
+
+
+def test_the_model_picker_offers_the_bundled_models_and_loads_on_first_use(app, pipe):
+    studio = app.Studio(pipe)
+    assert studio.names[0] == studio.first == Path(pipe.model.name_or_path).name
+    assert {"base", "small"} <= set(studio.names) and studio.pipes["small"] is None
+    small = studio.pipe("small")
+    assert small.model.config.n_layer == 4 and studio.pipe("small") is small  # loaded once, kept
+    with pytest.raises(app.InputError, match="There is no model 'huge' here"):
+        studio.pipe("huge")
+
+
 def test_page_without_a_model_says_so(app, monkeypatch):
     import hf_midi.remote_code.generation
 
@@ -392,6 +431,22 @@ def test_eight_concurrent_requests_all_complete(app, pipe, server, tmp_path):
         settings = app.make_settings(3, 1.0, 0.95, 0, seed, 1, 3 if seed % 2 else None)
         alone = app.make_music(pipe, settings, PROMPT_MIDI.read_bytes() if seed % 2 else None, out_root=tmp_path)
         assert Path(result[5]).read_bytes() == alone[0].data
+
+
+def test_the_api_takes_the_style_and_the_model(app, pipe, server):
+    from gradio_client import Client
+
+    client = Client(server, verbose=False)
+    name = Path(pipe.model.name_or_path).name
+    result = client.predict(app.COMPOSE, None, 3, 1, 4, 1.0, 0.95, 0, 9, False, 1, name, "C major", 60, 72, "ff",
+                            6, 2, False, api_name="/generate")
+    score = symusic.Score.from_midi(Path(result[5]).read_bytes())
+    notes = [n for t in score.tracks for n in t.notes]
+    assert notes and all(60 <= n.pitch <= 72 and n.pitch % 12 in (0, 2, 4, 5, 7, 9, 11) and n.velocity >= 105
+                         for n in notes)
+    with pytest.raises(Exception, match="Pitch range: low 80 is above high 70"):
+        client.predict(app.COMPOSE, None, 3, 1, 4, 1.0, 0.95, 0, 9, False, 1, name, "Any", 80, 70, "Any", 0, 0,
+                       True, api_name="/generate")
 
 
 def test_bad_upload_through_the_api_is_a_readable_error(app, server):

@@ -9,6 +9,8 @@ their imports):
   (``MaxNoteLengthLogitsProcessor``, ``MaxSilenceLogitsProcessor``), ``SoundAtOnceLogitsProcessor``,
   ``MusicTimeLimitLogitsProcessor`` + ``MusicTimeStoppingCriteria`` (ask for seconds, not tokens),
   ``MusicProgressCriteria`` (progress and a ``stop_event``);
+- ``controls.py``: ``MusicControls`` and its processors (key, pitch range, velocities, density,
+  polyphony, pedal), steering what the new music plays;
 - ``streaming.py``: ``MusicStreamer`` and ``MusicChunk``, for playing while composing;
 - this file: the bundled default's place, the model's generation config for music, and
   ``generate_music``: one ``generate()`` call, or the sliding window for pieces longer than the
@@ -64,6 +66,7 @@ from .codec import (
     seconds_to_steps,
     shift_steps,
 )
+from .controls import CONTROL_NAMES, DYNAMICS, MusicControls
 from .fast_generation import fast_sample
 from .performance_state import PerformanceState, sounding_after, step_counts
 from .processors import (
@@ -149,10 +152,12 @@ def music_processors(state: PerformanceState | None = None, seconds: float | Non
                      max_note_seconds: float | None = None,
                      max_silence_seconds: float | None = DEFAULT_MAX_SILENCE_SECONDS,
                      sound_at_once: bool = DEFAULT_SOUND_AT_ONCE, allow_early_end: bool = DEFAULT_ALLOW_EARLY_END,
+                     controls: MusicControls | None = None,
                      ) -> tuple[LogitsProcessorList, StoppingCriteriaList]:
     """The music's processors and criteria for one ``generate()`` call, sharing ``state`` (a new one, counting
     time from the end of the prompt, by default): what ``generate_music`` runs, for a plain
-    ``model.generate(ids, logits_processor=processors, stopping_criteria=criteria)``."""
+    ``model.generate(ids, logits_processor=processors, stopping_criteria=criteria)``. ``controls``
+    (``MusicControls``): their processors go after the grammar and the guards, before the time limit."""
     state = state if state is not None else PerformanceState()
     processors, criteria = LogitsProcessorList(), StoppingCriteriaList()
     if grammar:
@@ -163,6 +168,8 @@ def music_processors(state: PerformanceState | None = None, seconds: float | Non
         processors.append(MaxSilenceLogitsProcessor(max_silence_seconds, state))
     if sound_at_once:
         processors.append(SoundAtOnceLogitsProcessor(state))
+    if controls:
+        processors.extend(controls.processors(state))
     if seconds is not None:
         processors.append(MusicTimeLimitLogitsProcessor(seconds, state, allow_early_end))
         criteria.append(MusicTimeStoppingCriteria(seconds, state))
@@ -214,6 +221,7 @@ def generate_music(
     max_silence_seconds: float | None = DEFAULT_MAX_SILENCE_SECONDS,
     sound_at_once: bool = DEFAULT_SOUND_AT_ONCE,
     allow_early_end: bool = DEFAULT_ALLOW_EARLY_END,
+    controls: MusicControls | None = None,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -227,6 +235,8 @@ def generate_music(
     ``sound_at_once``: no TIME_SHIFT or ``<eos>`` before the first NOTE_ON (``SoundAtOnceLogitsProcessor``;
     a prompt with notes has had its first). ``allow_early_end``: let the model end a piece (``<eos>``)
     before ``seconds``; False: each row lasts ``seconds`` (the token budget aside).
+    ``controls``: a ``MusicControls`` (key, pitch range, dynamics, density, polyphony, pedal) steering the
+    new music only; the prompt is kept as it is.
     ``fast``: run ``generate()`` with ``custom_generate=fast_sample`` (``hf_midi.remote_code.fast_generation``: the
     same sampling, a lean forward; models it does not cover take ``generate()``'s own loop); ``weights``:
     its weight format (``float32``: the same tokens as ``fast=False`` under one seed; ``float16`` /
@@ -259,7 +269,8 @@ def generate_music(
     state = PerformanceState(start=input_ids.shape[1])
     processors, criteria = music_processors(
         state, seconds=seconds, grammar=grammar, max_note_seconds=max_note_seconds,
-        max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once, allow_early_end=allow_early_end)
+        max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once, allow_early_end=allow_early_end,
+        controls=controls)
     tracker = MusicProgressCriteria(seconds, progress, stop_event, state)
     if progress is not None or stop_event is not None:
         criteria.append(tracker)
@@ -307,7 +318,7 @@ def generate_music(
 
 
 __all__ = [
-    "DEFAULT_ALLOW_EARLY_END", "DEFAULT_MAX_NOTE_SECONDS", "DEFAULT_MAX_SILENCE_SECONDS", "DEFAULT_MODEL",
+    "CONTROL_NAMES", "DYNAMICS", "MusicControls", "DEFAULT_ALLOW_EARLY_END", "DEFAULT_MAX_NOTE_SECONDS", "DEFAULT_MAX_SILENCE_SECONDS", "DEFAULT_MODEL",
     "DEFAULT_MODEL_DIR", "DEFAULT_SOUND_AT_ONCE", "MAX_RETURN_SEQUENCES", "MAX_SECONDS", "MAX_TOKENS_PER_SECOND",
     "MUSIC_SETTINGS", "NO_DEFAULT_MODEL", "ArgumentError", "GenerationError", "MaxNoteLengthLogitsProcessor",
     "MaxSilenceLogitsProcessor", "MidiError", "MusicChunk", "MusicProgressCriteria", "MusicStreamer",

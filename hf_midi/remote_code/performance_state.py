@@ -17,6 +17,7 @@ from .codec import (
     TIME_SHIFT,
     VELOCITY,
     VOCAB_SIZE,
+    ids_to_notes,
     shift_steps,
 )
 
@@ -81,7 +82,10 @@ class PerformanceState:
     Attributes (tensors on the ids' device): ``elapsed`` (B,) steps since ``start``; ``sounding``
     (B, 128) pitches on (``silent`` is its negation); ``pedal`` (B,) 1 while the sustain is down;
     ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``; ``noted`` (B,) a
-    NOTE_ON has come (history included); with
+    NOTE_ON has come (history included); ``velocity`` (B,) the id of the last VELOCITY (history
+    included; ``VOCAB_SIZE + 1`` before any: the decoder's default applies); ``onsets`` (B,) NOTE_ONs
+    since ``start``; with ``track_pitch_classes`` (set by ``KeyProfileLogitsProcessor``) ``pitch_time``
+    (B, 12) steps each pitch class has sounded (keys down, summed over its pitches) since ``start``; with
     ``track_onsets`` (set by ``MaxNoteLengthLogitsProcessor``) also ``clock`` (B,) steps since the
     first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON.
     """
@@ -89,7 +93,11 @@ class PerformanceState:
     def __init__(self, start: int | None = None, lag: int = 0):
         self.start, self.lag = start, lag
         self.track_onsets = False  # clock/onset cost a step's work: kept only for the note guard
+        self.track_pitch_classes = False  # pitch_time: kept only for the key's profile
         self.history: torch.Tensor | None = None  # (B, H) ids before a sliding window's context
+        # (VOCAB_SIZE + 1,) bool, set by VelocityRangeLogitsProcessor: the VELOCITY ids after which
+        # another VELOCITY may come (those outside its range); None: after none (the grammar's rule)
+        self.velocity_repeat_ok: torch.Tensor | None = None
         self._length = self._rows = -1
         self._seen: torch.Tensor | None = None  # the ids of the last sync
 
@@ -155,6 +163,21 @@ class PerformanceState:
         pedal_off = torch.where(ids == SUSTAIN_OFF, pos, -1).amax(1)
         self.pedal = (pedal_on > pedal_off).long()
         self.noted = (ids < NOTE_OFF).any(1)
+        is_velocity = (ids >= VELOCITY) & (ids < SUSTAIN_ON)
+        last_velocity = torch.where(is_velocity, pos, -1).amax(1)
+        self.velocity = torch.where(last_velocity >= 0, ids.gather(1, last_velocity.clamp(min=0)[:, None])[:, 0],
+                                    VOCAB_SIZE + 1)
+        counted_on = (ids < NOTE_OFF) & (pos >= start)
+        self.onsets = counted_on.sum(1)
+        if self.track_pitch_classes:  # keys down x steps per pitch class, from the counted part only
+            self._pc_matrix = (torch.arange(128, device=ids.device)[:, None] % 12
+                               == torch.arange(12, device=ids.device)).float()  # (128, 12)
+            self.pitch_time = torch.zeros(rows, 12, dtype=torch.float32, device=ids.device)
+            for r in range(rows):
+                n = ids_to_notes(ids[r, start:].cpu().numpy())
+                if len(n["pitch"]):
+                    self.pitch_time[r] = torch.from_numpy(np.bincount(
+                        n["pitch"] % 12, weights=(n["end"] - n["start"]), minlength=12)).float()
         self.last = ids[:, -1].clone()
         self._row_index = torch.arange(rows, device=ids.device)
         self._rows, self._length, self._seen = rows, input_ids.shape[1], input_ids
@@ -173,7 +196,13 @@ class PerformanceState:
         self._silent[self._row_index, col] = t["silent"][i]
         pedal = t["pedal"][i]
         self.pedal = torch.where(pedal < 0, self.pedal, pedal)
-        self.noted |= token < NOTE_OFF
+        onset = token < NOTE_OFF
+        self.noted |= onset
+        if counted:
+            self.onsets += onset
+            if self.track_pitch_classes:  # the keys down before this token sound for its steps
+                self.pitch_time += steps[:, None] * ((~self._silent[:, :128]).float() @ self._pc_matrix)
+        self.velocity = torch.where(t["velocity"][i], token, self.velocity)
         self.last = token
 
 

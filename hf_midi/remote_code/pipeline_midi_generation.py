@@ -6,6 +6,7 @@
     pipe = pipeline("midi-generation", model="path/or/repo")   # model=None: the bundled model
     [piece] = pipe(seconds=30, seed=0)                          # compose from scratch
     pieces = pipe("song.mid", prompt_seconds=10, seconds=20, num_return_sequences=3)
+    [piece] = pipe(seconds=30, key="D minor", dynamics="p", density=4, pedal=False)  # steered
     piece["score"], piece["midi"], piece["token_ids"], piece["seconds"]
 
     for chunk in pipe.stream(seconds=30, seed=0):               # play while it composes
@@ -45,6 +46,7 @@ from .generation import (
     DEFAULT_MAX_SILENCE_SECONDS,
     DEFAULT_SOUND_AT_ONCE,
     GenerationError,
+    MusicControls,
     MusicStreamer,
     check_draft,
     check_fast_args,
@@ -82,6 +84,11 @@ class MidiGenerationPipeline(Pipeline):
     - ``sound_at_once``: the first note sounds at once, no silence before it (``SoundAtOnceLogitsProcessor``);
       ``allow_early_end``: the model may end a piece before ``seconds``; defaults: the model's generation
       config (``sound_at_once``, ``allow_early_end``), else on and off;
+    - the controls (``MusicControls``; each None by default: left to the model), steering the new music
+      only: ``key`` (``"D minor"`` or a set of pitch classes) and ``key_strength`` (None: hard; nats: a
+      soft bias), ``pitch_range=(low, high)``, ``velocity_range=(low, high)`` or ``dynamics`` (``"pp"`` ...
+      ``"ff"``), ``density`` (notes a second, steered), ``max_polyphony`` (keys down at once),
+      ``pedal=False`` (no sustain pedal);
     - ``fast`` (default True): the fast decoding loop (``hf_midi.remote_code.fast_generation``); ``weights``: its
       weight format, ``auto`` (default: float16 on a CPU with fbgemm, float32 elsewhere),
       ``float32`` (the same tokens as ``fast=False`` under one seed), ``float16`` or ``int8``;
@@ -129,8 +136,13 @@ class MidiGenerationPipeline(Pipeline):
         top_p=None, seed=None, num_return_sequences=None, return_prompt=None, grammar=None,
         progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None, streamer=None,
         assistant_model=None, max_silence_seconds=_DEFAULT, sound_at_once=None, allow_early_end=None,
+        key=None, key_strength=None, pitch_range=None, velocity_range=None, dynamics=None, density=None,
+        max_polyphony=None, pedal=None,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
+        controls = MusicControls(key=key, key_strength=key_strength, pitch_range=pitch_range,
+                                 velocity_range=velocity_range, dynamics=dynamics, density=density,
+                                 max_polyphony=max_polyphony, pedal=pedal)
         checked = check_generation_args(
             seconds=30.0 if seconds is _DEFAULT else seconds, max_new_tokens=max_new_tokens,
             temperature=temperature, top_k=top_k, top_p=top_p,
@@ -161,6 +173,8 @@ class MidiGenerationPipeline(Pipeline):
                                           ("assistant_model", assistant_model)) if v is not None})
         if seconds is not _DEFAULT:
             forward["seconds"] = checked.get("seconds")  # None turns the time limit off
+        if controls:
+            forward["controls"] = controls
         for name, value in (("sound_at_once", sound_at_once), ("allow_early_end", allow_early_end)):
             if value is not None:
                 if not isinstance(value, bool):
@@ -275,7 +289,8 @@ class MidiGenerationPipeline(Pipeline):
     def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
                  top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
                  max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None, assistant_model=None,
-                 max_silence_seconds=DEFAULT_MAX_SILENCE_SECONDS, sound_at_once=None, allow_early_end=None):
+                 max_silence_seconds=DEFAULT_MAX_SILENCE_SECONDS, sound_at_once=None, allow_early_end=None,
+                 controls=None):
         check_length(seconds, max_new_tokens)
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
         if max_note_seconds is _DEFAULT:
@@ -292,6 +307,7 @@ class MidiGenerationPipeline(Pipeline):
             generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
             fast=bool(fast), weights=weights, streamer=streamer, assistant_model=assistant_model,
             max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once, allow_early_end=allow_early_end,
+            controls=controls,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}

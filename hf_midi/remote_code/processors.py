@@ -37,12 +37,14 @@ class PerformanceGrammarLogitsProcessor(LogitsProcessor):
     A NOTE_OFF of a silent pitch, a VELOCITY right after a VELOCITY, SUSTAIN_OFF while the pedal is
     up and SUSTAIN_ON while it is down (decoding ignores all of these; encoding never writes them),
     ``<pad>``, ``<bos>`` and ids past the 393-token vocabulary (padding rows of a wider embedding).
+    (With a velocity control, a VELOCITY outside its range may be followed by one inside it.)
     Vectorised over the batch: four masked fills a step, the state advancing by one token.
     """
 
     def __init__(self, state: PerformanceState | None = None):
         self.state = state if state is not None else PerformanceState()
         self._never: torch.Tensor | None = None
+        self._repeat: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
@@ -55,7 +57,12 @@ class PerformanceGrammarLogitsProcessor(LogitsProcessor):
         # In place: generate() hands the processors their own float32 copy of the logits.
         scores.masked_fill_(self._never, ninf)
         scores[:, NOTE_OFF:TIME_SHIFT].masked_fill_(s.silent, ninf)
-        scores[:, VELOCITY:SUSTAIN_ON].masked_fill_(t["velocity"][s.last.clamp(max=VOCAB_SIZE)][:, None], ninf)
+        after_velocity = t["velocity"]
+        if s.velocity_repeat_ok is not None:  # a velocity control: one outside its range may be replaced at once
+            if self._repeat is None or self._repeat[0] is not s.velocity_repeat_ok or self._repeat[1].device != scores.device:
+                self._repeat = (s.velocity_repeat_ok, after_velocity & ~s.velocity_repeat_ok.to(scores.device))
+            after_velocity = self._repeat[1]
+        scores[:, VELOCITY:SUSTAIN_ON].masked_fill_(after_velocity[s.last.clamp(max=VOCAB_SIZE)][:, None], ninf)
         scores[:, SUSTAIN_ON:PAD_ID].masked_fill_(t["pedal_forbid"][s.pedal], ninf)
         return scores
 
