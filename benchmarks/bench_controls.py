@@ -160,18 +160,23 @@ def processor_costs_us(batch: int, calls: int = 600, repeats: int = 3) -> dict[s
     return {k: round(v, 1) for k, v in best.items()}
 
 
+def variants(pipe, tokens: int) -> dict:
+    """Plain generate(), the pipeline's path (the shipped processors) and the same with every control on."""
+    bos = {b: torch.full((b, 1), BOS_ID) for b in (1, 4)}
+    return {
+        "generate": lambda b: pipe.model.generate(bos[b], attention_mask=torch.ones_like(bos[b]), do_sample=True,
+                                                  max_new_tokens=tokens),
+        "pipeline": lambda b: pipe(max_new_tokens=tokens, num_return_sequences=b),
+        "pipeline/every control": lambda b: pipe(max_new_tokens=tokens, num_return_sequences=b, **EVERY),
+    }
+
+
 def speed(args) -> dict:
     out = {}
     for model in args.model:
         pipe = load_pipeline(model)
         plays_on(pipe.model)
-        bos = {b: torch.full((b, 1), BOS_ID) for b in (1, 4)}
-        fns = {
-            "generate": lambda b: pipe.model.generate(bos[b], attention_mask=torch.ones_like(bos[b]), do_sample=True,
-                                                      max_new_tokens=args.tokens),
-            "pipeline": lambda b: pipe(max_new_tokens=args.tokens, num_return_sequences=b),
-            "pipeline/every control": lambda b: pipe(max_new_tokens=args.tokens, num_return_sequences=b, **EVERY),
-        }
+        fns = variants(pipe, args.tokens)
         wall, cpu, _ = measure(fns, args.tokens, args.repeats)
         r = {"events_per_s_wall": wall, "events_per_s_cpu": cpu}
         for b in (1, 4):
@@ -190,7 +195,8 @@ def speed(args) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", action="append", default=None, help="bundled name or folder (repeat; default small, base)")
+    p.add_argument("--model", action="append", default=None,
+                   help="bundled name or folder (repeat; default small, base)")
     p.add_argument("--reference", action="append", default=None,
                    help="real music: DIR:SPLIT of a prepared folder or packed corpus (repeat)")
     p.add_argument("--setting", action="append", default=None, choices=list(SETTINGS), help="only these (repeat)")

@@ -1,7 +1,7 @@
 """hf-midi: expressive piano music generation, the Hugging Face way.
 
 The public names are here: ``from hf_midi import load_pipeline, load_model, generate_music, fast_sample,
-MusicStreamer, SoundAtOnceLogitsProcessor, ...``. ``import hf_midi`` also registers the tokenizer with
+MusicStreamer, MusicControls, SoundAtOnceLogitsProcessor, ...``. ``import hf_midi`` also registers the tokenizer with
 ``AutoTokenizer``, the LSTM with ``AutoConfig`` and ``AutoModelForCausalLM``, and the
 ``"midi-generation"`` pipeline task (``_register``). Heavy optional dependencies (accelerate, datasets,
 peft, gradio) are imported only where used.
@@ -9,6 +9,15 @@ peft, gradio) are imported only where used.
 
 from .loading import load_model, load_pipeline
 from .remote_code.codec import MidiError, MidiReadError, TokenIdError
+from .remote_code.controls import (
+    KeyProfileLogitsProcessor,
+    MaxPolyphonyLogitsProcessor,
+    MusicControls,
+    NoPedalLogitsProcessor,
+    NoteDensityLogitsProcessor,
+    PitchSetLogitsProcessor,
+    VelocityRangeLogitsProcessor,
+)
 from .remote_code.fast_generation import fast_sample
 from .remote_code.generation import (
     MaxNoteLengthLogitsProcessor,
@@ -20,6 +29,7 @@ from .remote_code.generation import (
     PerformanceGrammarLogitsProcessor,
     SoundAtOnceLogitsProcessor,
     generate_music,
+    music_processors,
 )
 from .remote_code.tokenization_midi import MidiTokenizer
 
@@ -53,6 +63,8 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "KeyProfileLogitsProcessor", "MaxPolyphonyLogitsProcessor", "MusicControls", "NoPedalLogitsProcessor",
+    "NoteDensityLogitsProcessor", "PitchSetLogitsProcessor", "VelocityRangeLogitsProcessor", "music_processors",
     "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "MidiError", "MidiReadError", "MidiTokenizer",
     "MusicChunk", "MusicStreamer", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
     "PerformanceGrammarLogitsProcessor", "SoundAtOnceLogitsProcessor", "TokenIdError", "__version__", "fast_sample",

@@ -179,3 +179,32 @@ def test_an_example_fills_the_form(page):
     assert "pop909-720.mid: 895 notes, 3:32 long." in info.inner_text()
     assert page.get_by_label("Continue a MIDI file").is_checked()
     assert page.locator("#seconds input[type=number]").input_value() == "20"
+
+
+def test_style_steers_the_piece(page):
+    """Open *Style*, keep the music between C4 and C5 without pedal, at about 6 notes a second: the MIDI the
+    page offers keeps to it."""
+    set_number(page, "seconds", 5)
+    page.locator("#style").get_by_text("Style").first.click()
+    set_number(page, "pitch-low", 60)
+    set_number(page, "pitch-high", 72)
+    set_number(page, "density", 6)
+    page.locator("#pedal input[type=checkbox]").uncheck()
+    page.get_by_role("button", name="Generate").click()
+    wait_for_variation(page)
+    score = download_midi(page)
+    notes = [n for t in score.tracks for n in t.notes]
+    assert len(notes) > 5 and all(60 <= n.pitch <= 72 for n in notes)
+    assert not any(c.number == 64 and c.value >= 64 for t in score.tracks for c in t.controls)
+    shot(page, "style")
+
+
+def test_a_bad_style_through_the_page_is_shown(page):
+    page.locator("#style").get_by_text("Style").first.click()
+    set_number(page, "pitch-low", 90)
+    set_number(page, "pitch-high", 40)
+    page.get_by_role("button", name="Generate").click()
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text("Pitch range: low 90 is above high 40")).to_be_visible()
+    assert not page.locator("#variation-1").is_visible()

@@ -318,7 +318,8 @@ def generate_music(
 
 
 __all__ = [
-    "CONTROL_NAMES", "DYNAMICS", "MusicControls", "DEFAULT_ALLOW_EARLY_END", "DEFAULT_MAX_NOTE_SECONDS", "DEFAULT_MAX_SILENCE_SECONDS", "DEFAULT_MODEL",
+    "CONTROL_NAMES", "DYNAMICS", "MusicControls",
+    "DEFAULT_ALLOW_EARLY_END", "DEFAULT_MAX_NOTE_SECONDS", "DEFAULT_MAX_SILENCE_SECONDS", "DEFAULT_MODEL",
     "DEFAULT_MODEL_DIR", "DEFAULT_SOUND_AT_ONCE", "MAX_RETURN_SEQUENCES", "MAX_SECONDS", "MAX_TOKENS_PER_SECOND",
     "MUSIC_SETTINGS", "NO_DEFAULT_MODEL", "ArgumentError", "GenerationError", "MaxNoteLengthLogitsProcessor",
     "MaxSilenceLogitsProcessor", "MidiError", "MusicChunk", "MusicProgressCriteria", "MusicStreamer",

@@ -58,9 +58,10 @@ class PerformanceGrammarLogitsProcessor(LogitsProcessor):
         scores.masked_fill_(self._never, ninf)
         scores[:, NOTE_OFF:TIME_SHIFT].masked_fill_(s.silent, ninf)
         after_velocity = t["velocity"]
-        if s.velocity_repeat_ok is not None:  # a velocity control: one outside its range may be replaced at once
-            if self._repeat is None or self._repeat[0] is not s.velocity_repeat_ok or self._repeat[1].device != scores.device:
-                self._repeat = (s.velocity_repeat_ok, after_velocity & ~s.velocity_repeat_ok.to(scores.device))
+        ok = s.velocity_repeat_ok  # a velocity control: one outside its range may be replaced at once
+        if ok is not None:
+            if self._repeat is None or self._repeat[0] is not ok or self._repeat[1].device != scores.device:
+                self._repeat = (ok, after_velocity & ~ok.to(scores.device))
             after_velocity = self._repeat[1]
         scores[:, VELOCITY:SUSTAIN_ON].masked_fill_(after_velocity[s.last.clamp(max=VOCAB_SIZE)][:, None], ninf)
         scores[:, SUSTAIN_ON:PAD_ID].masked_fill_(t["pedal_forbid"][s.pedal], ninf)
