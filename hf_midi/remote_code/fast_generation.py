@@ -35,13 +35,16 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+import weakref
 
 import torch
 import torch.nn.functional as F
 
 from .codec import MidiError
+from .private_api import parameter_versions, sampling_loop
 
 logger = logging.getLogger(__name__)
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {weights: (signature, FastGPT2)}
 
 WEIGHT_FORMATS = ("float32", "float16", "int8")
 # "auto" on a CPU with fbgemm: float16 weights, fbgemm-packed (measured in benchmarks/RESULTS.md, one
@@ -165,13 +168,13 @@ class FastGPT2:
     @staticmethod
     def signature(model) -> tuple:
         """Changes whenever a parameter is replaced, moved, cast or updated in place."""
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
+        return parameter_versions(model)
 
     @classmethod
     def for_model(cls, model, weights: str = "float32") -> FastGPT2:
         """The decoder of ``model`` in ``weights`` format, built once and kept on the model (rebuilt when
         its parameters change: training, ``.to()``, ``.float()``)."""
-        kept = model.__dict__.setdefault("_hf_midi_fast", {})
+        kept = _KEPT.setdefault(model, {})
         sig = cls.signature(model)
         hit = kept.get(weights)
         if hit is None or hit[0] != sig:
@@ -283,7 +286,7 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
         if weights not in ("auto", "float32"):  # asked for by name: say why it cannot be had
             raise FastPathError(f"weights={weights!r} needs the fast path, which cannot run here: {reason}")
         logger.info("fast path off (%s): generate()'s own loop runs", reason)
-        return type(model)._sample(model, input_ids, logits_processor=logits_processor,
+        return sampling_loop(model)(model, input_ids, logits_processor=logits_processor,
                                    stopping_criteria=stopping_criteria, generation_config=generation_config,
                                    synced_gpus=synced_gpus, streamer=streamer, **model_kwargs)
 
@@ -294,7 +297,10 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
         raise FastPathError(f"the prompt has {length} tokens; the model's context holds {decoder.positions} "
                             "(continue from its last part)")
     decoder.start(batch, min(max_length, decoder.positions))
-    pad = generation_config._pad_token_tensor
+    pad = generation_config.pad_token_id
+    if isinstance(pad, (list, tuple)):
+        pad = pad[0] if pad else None
+    pad = None if pad is None else torch.tensor(pad, device=input_ids.device)
     processors, criteria, eos = _plan(logits_processor, stopping_criteria)
     if eos is not None and pad is None:
         raise ValueError("`stopping_criteria` has an <eos> criterion, so `pad_token_id` must be set")

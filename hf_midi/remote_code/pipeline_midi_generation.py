@@ -59,11 +59,13 @@ from .generation import (
     model_setting,
     music_generation_config,
 )
+from .private_api import optional_pipeline_components
 
 logger = logging.getLogger(__name__)
 _DEFAULT = object()  # tells "seconds not given" from seconds=None
 
 
+@optional_pipeline_components  # so a folder without a tokenizer reaches our own clear error
 class MidiGenerationPipeline(Pipeline):
     """Compose (no prompt) or continue a MIDI prompt with a causal event model (GPT-2, LSTM).
 
@@ -103,13 +105,6 @@ class MidiGenerationPipeline(Pipeline):
     (with ``<bos>``/``<eos>`` when the prompt is returned; only the new ids otherwise) and
     ``seconds`` (the returned music's length).
     """
-
-    # Optional for transformers, so a folder without a tokenizer reaches our own clear error.
-    _load_tokenizer = None
-    _load_processor = False
-    _load_image_processor = False
-    _load_video_processor = False
-    _load_feature_extractor = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

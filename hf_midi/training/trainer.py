@@ -99,10 +99,9 @@ def build_model(preset_or_dict: str | dict | ModelArguments = "tiny"):
         from ..remote_code.modeling_musicrnn import MusicRNNForCausalLM
 
         return MusicRNNForCausalLM(config)
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
-    config._attn_implementation = m.attn_implementation
-    return GPT2LMHeadModel(config)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=m.attn_implementation)
 
 
 def generation_config(model_config, max_new_tokens: int = 1024):
