@@ -7,7 +7,7 @@ One training step is what ``hf_midi.training.train`` does (same model builder, o
 loss, clipping; fused AdamW and bf16 autocast on CUDA), timed side by side in one process on:
 
 - ``synthetic``: random token blocks already on the device (the model alone);
-- ``real``: blocks from the dataset as training reads them (``hf_midi.training.trainer.make_batches``: a prepared
+- ``real``: blocks from the dataset as training reads them (``hf_midi.training.batches.make_batches``: a prepared
   folder through ``MidiBlockStream`` and the DataLoader, or windows of a packed corpus on the device;
   ``--dataset``, default: the committed POP909 fixtures, prepared into a temporary folder);
 - ``data``: the batch source alone (batches/s), to say whether it keeps up with the model.
@@ -46,15 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hf_midi.training.args import load_config  # noqa: E402
-from hf_midi.training.trainer import (  # noqa: E402
-    build_model,
-    flops_per_token,
-    generation_config,
-    make_batches,
-    param_groups,
-    peak_tflops,
-    token_loss_sum,
-)
+from hf_midi.training.batches import make_batches  # noqa: E402
+from hf_midi.training.models import build_model, generation_config  # noqa: E402
+from hf_midi.training.trainer import flops_per_token, param_groups, peak_tflops, token_loss_sum  # noqa: E402
 
 
 def sync(device):

@@ -279,9 +279,9 @@ def test_one_error_root_and_the_cli_keeps_a_defects_traceback(monkeypatch, capsy
     from hf_midi.remote_code.fast_generation import FastPathError
     from hf_midi.remote_code.generation import GenerationError
     from hf_midi.render import RenderError
+    from hf_midi.training import TrainingError
     from hf_midi.training.args import ConfigError
     from hf_midi.training.finetune import FinetuneError
-    from hf_midi.training.trainer import TrainingError
 
     for error in (PackedError, PrepareError, HubError, ModelLoadError, FastPathError, GenerationError, RenderError,
                   ConfigError, FinetuneError, TrainingError):

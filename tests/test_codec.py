@@ -576,7 +576,7 @@ def test_which_ids_are_never_generated_has_one_answer():
     import torch
 
     from hf_midi.remote_code.generation import PerformanceGrammarLogitsProcessor, PerformanceState
-    from hf_midi.training.trainer import generation_config
+    from hf_midi.training.models import generation_config
 
     assert codec.never_generated(393) == [PAD_ID, codec.BOS_ID]
     assert codec.never_generated(400) == [PAD_ID, codec.BOS_ID, *range(393, 400)]

@@ -20,8 +20,9 @@ import pytest
 import torch
 from conftest import ROOT
 
+from hf_midi import training
 from hf_midi.data.packed import pack_corpus
-from hf_midi.training import trainer as training
+from hf_midi.training.batches import make_batches
 
 pytest.importorskip("accelerate")
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")  # conftest
@@ -57,7 +58,7 @@ def test_the_dataset_decides_the_source_and_a_packed_run_exports_a_whole_model(c
     model, tokenizer = load_model(out)  # weights, config, generation config and the tokenizer
     assert tokenizer is not None and model.config.n_positions == 128
     config = training.load_config("tiny", {"dataset": str(corpus), "output_dir": "x", "eval_batches": 0})
-    src, _ = training.make_batches(config, tokenizer, _OneProcess())
+    src, _ = make_batches(config, tokenizer, _OneProcess())
     assert isinstance(src, PackedBatches)
 
 

@@ -21,7 +21,8 @@ def test_generate_own_sampling_loop_is_where_the_fast_loop_falls_back_to():
     assert callable(loop), f"GenerationMixin._sample is gone in {RELEASE}: the fast loop's fallback needs another"
     wanted = {"input_ids", "logits_processor", "stopping_criteria", "generation_config", "synced_gpus", "streamer"}
     params = set(inspect.signature(loop).parameters)
-    assert wanted <= params, f"GenerationMixin._sample takes {sorted(params)} in {RELEASE}; the fast loop passes {wanted}"
+    assert wanted <= params, (
+        f"GenerationMixin._sample takes {sorted(params)} in {RELEASE}; the fast loop passes {sorted(wanted)}")
     # and it runs, as the fast loop calls it (generate() with a model the fast loop does not cover)
     from hf_midi.remote_code.fast_generation import fast_sample
 

@@ -25,7 +25,8 @@ from conftest import POP909_FIXTURES, ROOT, SUBPROCESS_ENV
 from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID
 from hf_midi.training import trainer as training
 from hf_midi.training.args import load_config, parse_args
-from hf_midi.training.trainer import checkpoints, learning_rate, main, param_groups, token_loss_sum
+from hf_midi.training.checkpoints import checkpoints
+from hf_midi.training.trainer import learning_rate, main, param_groups, token_loss_sum
 
 pytest.importorskip("accelerate")
 pytest.importorskip("datasets")

@@ -235,60 +235,33 @@ def generate_music(
     ``sound_at_once``: no TIME_SHIFT or ``<eos>`` before the first NOTE_ON (``SoundAtOnceLogitsProcessor``;
     a prompt with notes has had its first). ``allow_early_end``: let the model end a piece (``<eos>``)
     before ``seconds``; False: each row lasts ``seconds`` (the token budget aside).
-    ``controls``: a ``MusicControls`` (key, pitch range, dynamics, density, polyphony, pedal) steering the
-    new music only; the prompt is kept as it is.
-    ``fast``: run ``generate()`` with ``custom_generate=fast_sample`` (``hf_midi.remote_code.fast_generation``: the
-    same sampling, a lean forward; models it does not cover take ``generate()``'s own loop); ``weights``:
-    its weight format (``float32``: the same tokens as ``fast=False`` under one seed; ``float16`` /
-    ``int8``: repacked for fbgemm's CPU kernels; ``auto``: float16 on a CPU with fbgemm, else float32).
-    ``streamer``: a ``transformers`` streamer (e.g. ``MusicStreamer``) for one row: it gets the prompt,
-    every new id across all windows, and one ``end()``.
-    ``assistant_model``: a smaller model of the same vocabulary that drafts tokens for ``model`` to
-    check (transformers' assisted generation; with sampling, speculative sampling keeps ``model``'s
-    distribution, the music processors applied to both). One row; ``generate()``'s own loop (the fast
-    one does not draft). Measured in benchmarks/RESULTS.md: on one CPU thread it is slower than the
-    fast loop alone.
+    ``controls``: ``MusicControls`` (key, register, dynamics, density, polyphony, pedal) for the new music.
+    ``fast``: ``generate()`` with ``custom_generate=fast_sample`` (the same sampling, a lean forward;
+    models it does not cover take ``generate()``'s own loop); ``weights``: its format (``float32``: the
+    tokens of ``fast=False`` under one seed; ``float16``/``int8``: fbgemm's CPU kernels; ``auto``: float16
+    on a CPU with fbgemm, else float32). ``streamer`` (e.g. ``MusicStreamer``), one row: the prompt, every
+    new id across all windows, one ``end()``. ``assistant_model``: a smaller model of the same vocabulary
+    drafting for ``model`` (assisted generation, speculative sampling; one row, ``generate()``'s own
+    loop; on one CPU thread slower than the fast loop alone, benchmarks/RESULTS.md).
     """
     check_length(seconds, max_new_tokens)
     budget = max_new_tokens if max_new_tokens is not None else math.ceil(seconds * MAX_TOKENS_PER_SECOND)
-    window = window if window is not None else context_length(model)
-    keep = keep if keep is not None else (window // 2 if window else None)
-    if window is not None and not 0 < keep < window:
-        raise GenerationError(f"keep must be in 1..{window - 1} (the window), got {keep}")
+    window, keep = _window_size(model, window, keep)
     config = copy.deepcopy(generation_config) if generation_config is not None else music_generation_config(model)
-    check_fast_args(fast, weights)
-    if assistant_model is not None:
-        check_draft(model, assistant_model, window, input_ids.shape[0])
-        if weights not in ("auto", "float32"):
-            raise GenerationError(f"weights={weights!r} needs the fast loop, which does not draft: leave "
-                                  "assistant_model out, or weights at auto")
-        fast = False
-    extra = ({"custom_generate": fast_sample, "weights": weights} if fast else {}) | (
-        {"assistant_model": assistant_model} if assistant_model is not None else {})
+    fast, extra = _loop_arguments(model, input_ids.shape[0], window, fast, weights, assistant_model)
 
     state = PerformanceState(start=input_ids.shape[1])
-    processors, criteria = music_processors(
-        state, seconds=seconds, grammar=grammar, max_note_seconds=max_note_seconds,
-        max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once, allow_early_end=allow_early_end,
-        controls=controls)
+    processors, criteria = music_processors(state, seconds, grammar, max_note_seconds, max_silence_seconds,
+                                            sound_at_once, allow_early_end, controls)
     tracker = MusicProgressCriteria(seconds, progress, stop_event, state)
     if progress is not None or stop_event is not None:
         criteria.append(tracker)
 
-    if streamer is not None:
-        if input_ids.shape[0] != 1:
-            raise GenerationError(f"a streamer follows one sequence; {input_ids.shape[0]} were asked for")
-        streamer.put(input_ids.cpu())
-    rows = [input_ids[i] for i in range(input_ids.shape[0])]
-    alive = list(range(len(rows)))
-    made = 0
+    _start_stream(streamer, input_ids)
+    rows, alive, made = [input_ids[i] for i in range(input_ids.shape[0])], list(range(input_ids.shape[0])), 0
     while alive and made < budget:
         seqs = torch.stack([rows[i] for i in alive])  # alive rows all have the same length
-        if window is None or seqs.shape[1] < window:
-            context, history = seqs, None
-        else:
-            cut = quiet_cut(seqs, seqs.shape[1] - keep, slack=keep // 4)
-            context, history = seqs[:, cut:], seqs[:, :cut]
+        context, history = _window(seqs, window, keep)
         state.set_history(history)
         config.max_new_tokens = budget - made if window is None else min(budget - made, window - context.shape[1])
         call_streamer = None if streamer is None else _OneStream(streamer, skip_prompt=not fast)
@@ -305,16 +278,59 @@ def generate_music(
         made += new.shape[1]
         alive = [i for j, i in enumerate(alive) if not finished[j]]
     out = _padded(rows, input_ids.shape[1])
-    # The last report: where the slowest row stopped (rows the model ended count as done).
-    new = out[:, input_ids.shape[1]:]
+    _last_report(tracker, out[:, input_ids.shape[1]:], seconds)
+    if streamer is not None:
+        streamer.end()
+    return out
+
+
+def _start_stream(streamer: BaseStreamer | None, input_ids: torch.Tensor) -> None:
+    """A streamer follows one row: it gets the prompt first."""
+    if streamer is not None:
+        if input_ids.shape[0] != 1:
+            raise GenerationError(f"a streamer follows one sequence; {input_ids.shape[0]} were asked for")
+        streamer.put(input_ids.cpu())
+
+
+def _loop_arguments(model, rows: int, window, fast: bool, weights: str, assistant_model) -> tuple[bool, dict]:
+    """Which loop runs (``fast``, turned off by a draft model) and generate()'s keywords for it."""
+    check_fast_args(fast, weights)
+    if assistant_model is not None:
+        check_draft(model, assistant_model, window, rows)
+        if weights not in ("auto", "float32"):
+            raise GenerationError(f"weights={weights!r} needs the fast loop, which does not draft: leave "
+                                  "assistant_model out, or weights at auto")
+        fast = False
+    extra = ({"custom_generate": fast_sample, "weights": weights} if fast else {}) | (
+        {"assistant_model": assistant_model} if assistant_model is not None else {})
+    return fast, extra
+
+
+def _window_size(model, window: int | None, keep: int | None) -> tuple[int | None, int | None]:
+    """The sliding window's size (default: the model's context; None: unlimited) and what it keeps."""
+    window = window if window is not None else context_length(model)
+    keep = keep if keep is not None else (window // 2 if window else None)
+    if window is not None and not 0 < keep < window:
+        raise GenerationError(f"keep must be in 1..{window - 1} (the window), got {keep}")
+    return window, keep
+
+
+def _window(seqs: torch.Tensor, window: int | None, keep: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(context the model sees, history before it): all of ``seqs`` while it fits the window, else its
+    last ~``keep`` tokens from a quiet cut."""
+    if window is None or seqs.shape[1] < window:
+        return seqs, None
+    cut = quiet_cut(seqs, seqs.shape[1] - keep, slack=keep // 4)
+    return seqs[:, cut:], seqs[:, :cut]
+
+
+def _last_report(tracker: MusicProgressCriteria, new: torch.Tensor, seconds) -> None:
+    """The last progress report: where the slowest row stopped (rows the model ended count as done)."""
     elapsed = step_counts(new).sum(1)
     if seconds is None:
         tracker.report(int(elapsed.max()))
     else:
         tracker.report(int(torch.where((new == EOS_ID).any(1), tracker.limit, elapsed).min()))
-    if streamer is not None:
-        streamer.end()
-    return out
 
 
 __all__ = [

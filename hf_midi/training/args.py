@@ -36,6 +36,10 @@ class ConfigError(MidiError):
     """A bad training configuration; the message names the field (and the file) at fault."""
 
 
+class TrainingError(MidiError):
+    """The run cannot go on (a non-finite loss, a checkpoint that does not fit); the message says why."""
+
+
 def _arg(default=dataclasses.MISSING, help: str = "", factory=None, positive: bool = False):
     """A field with its ``--help`` text; ``positive``: it must be > 0 (None allowed where the type is
     optional). Every number must be >= 0 in any case."""
@@ -388,6 +392,7 @@ def to_flat_dict(args: RunArguments) -> dict:
 
 __all__ = [
     "CONFIGS_DIR",
+    "TrainingError",
     "ConfigError",
     "ModelArguments",
     "RunArguments",
