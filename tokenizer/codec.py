@@ -560,10 +560,13 @@ def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray
                  (p_start << _STEP_SHIFT) | (2 << _KIND_SHIFT), on_key)
     else:
         parts = (off_key, on_key)
-    ev = np.sort(np.concatenate(parts), kind="stable")  # onsets and pedal are sorted runs already
+    return _expand(np.sort(np.concatenate(parts), kind="stable"))  # onsets and pedal are sorted runs already
 
-    # Rule 8: shifts from step 0; full 1 s shifts then one for the remainder. Each event expands
-    # to [TIME_SHIFT_1000 x full, TIME_SHIFT_rem (rem > 0), VELOCITY_b (if flagged), the event].
+
+def _expand(ev: np.ndarray) -> np.ndarray:
+    """Rule 8: the sorted event keys as ids, shifts from step 0; full 1 s shifts then one for the
+    remainder. Each event expands to [TIME_SHIFT_1000 x full, TIME_SHIFT_rem (rem > 0), VELOCITY_b (if
+    flagged), the event]."""
     step = ev >> _STEP_SHIFT
     gap = np.empty_like(step)
     gap[0] = step[0]
