@@ -62,13 +62,13 @@ def model_folder(given: str | None, tmp: Path) -> tuple[str, str]:
     from hf_midi.training import build_model, generation_config
 
     torch.manual_seed(0)
-    model = build_model("default")
+    model = build_model("small-stream")
     model.generation_config = generation_config(model.config)
     # A random model ends the piece (<eos>) within a few tokens; a trained one plays on for 20 s.
     model.generation_config.suppress_tokens = [*model.generation_config.suppress_tokens, EOS_ID]
     model.save_pretrained(tmp)
     MidiTokenizer().save_pretrained(tmp)
-    return str(tmp), "random-init 'default' preset (no bundled model yet)"
+    return str(tmp), "random-init 'small-stream' preset (no bundled model yet)"
 
 
 def pop909_tokens_per_second() -> float:

@@ -80,7 +80,7 @@ def test_any_field_can_be_overridden_on_the_command_line(dataset, tmp_path):
     assert args.learning_rate == 3e-4 and args.model.num_layers == 3 and args.transpose == [-2, 2]
     assert args.augment is False and args.max_minutes == 1.5 and args.resume == "latest"
     assert args.model.hidden_size == 64  # from hf_midi/training/configs/tiny.yaml
-    assert load_config("default", check_paths=False).model.architecture == "gpt2"
+    assert load_config("small-stream", check_paths=False).model.architecture == "gpt2"
     assert load_config("lstm", check_paths=False).model.architecture == "musicrnn"
 
 

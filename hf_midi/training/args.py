@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py", argument_default=argparse.SUPPRESS,
         description="Train a GPT-2 or LSTM on a prepared MIDI dataset or a packed corpus (run under "
                     "`accelerate launch`).",
-        epilog="example: accelerate launch train.py --config default --dataset data/pop909 --output_dir runs/x "
+        epilog="example: accelerate launch train.py --config small-stream --dataset data/pop909 --output_dir runs/x "
                "--max_minutes 60",
     )
     parser.add_argument("--config", default="tiny", help=(

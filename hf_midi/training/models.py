@@ -36,7 +36,7 @@ def model_config(m: ModelArguments):
 
 
 def build_model(preset_or_dict: str | dict | ModelArguments = "tiny"):
-    """A randomly initialised model of a preset ("tiny", "default", "base", "lstm", a YAML path), a
+    """A randomly initialised model of a preset ("tiny", "small-stream", "gpu-base", "lstm", a YAML path), a
     config dict (whole, or just its ``model`` section) or ``ModelArguments``. Seed torch first for
     reproducible weights."""
     if isinstance(preset_or_dict, ModelArguments):
