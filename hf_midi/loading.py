@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 from .remote_code import generation
 from .remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
 from .remote_code.generation import NO_DEFAULT_MODEL
+from .remote_code.pipeline_midi_generation import weights_bar
 from .utils import locate
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -86,25 +86,9 @@ def load_pipeline(model: str | Path | None = None, device=None, **kwargs):
         loaded, tokenizer = load_model(model)
         return pipeline("midi-generation", model=loaded, tokenizer=tokenizer, pipeline_class=MidiGenerationPipeline,
                         device=device, **kwargs)
-    with _weights_bar(model):
-        return pipeline("midi-generation", model=str(model), pipeline_class=MidiGenerationPipeline,
-                        device=device, **kwargs)
-
-
-@contextmanager
-def _weights_bar(ref):
-    """transformers' "Loading weights" bar only where a load can take long: a Hub download. A local
-    folder (the bundled models: well under a second) loads without one; the bar's setting is put back."""
-    from transformers.utils import logging as hf_logging
-
-    quiet = locate(ref) == "local" and hf_logging.is_progress_bar_enabled()
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if quiet:
-            hf_logging.enable_progress_bar()
+    # (the task's model class loads a local folder without transformers' weights bar: weights_bar)
+    return pipeline("midi-generation", model=str(model), pipeline_class=MidiGenerationPipeline, device=device,
+                    **kwargs)
 
 
 def check_model_folder(model: str | Path) -> None:
@@ -189,7 +173,7 @@ def load_model(ref=None, merge: bool = True, dtype=None):
         check_model_folder(ref)
     base_ref = adapter_base(path) if adapter else ref
     try:
-        with _weights_bar(base_ref):
+        with weights_bar(base_ref):
             model = AutoModelForCausalLM.from_pretrained(str(base_ref), dtype=dtype or torch.float32)
     except (OSError, ValueError) as e:
         what = f"adapter {ref}: its base model {base_ref}" if adapter else f"model {ref}"

@@ -422,8 +422,9 @@ def test_the_public_names_are_at_the_top():
 
 
 def test_a_newcomers_first_calls_print_no_warning_and_no_weights_bar(capfd):
-    """pipeline("midi-generation") with no model (the bundled default) warns nothing; loading a bundled
-    model by name shows no weights bar (it takes well under a second), and leaves the bar's setting as it was."""
+    """pipeline("midi-generation") with no model (the bundled default) warns nothing and shows no weights
+    bar, nor does loading a bundled model by name (each takes well under a second); the bar's setting is
+    left as it was, and a Hub id would still get its bar (weights_bar: only a local folder is quiet)."""
     import subprocess
 
     code = ("import hf_midi\nfrom transformers import pipeline\npipeline('midi-generation')\n"
@@ -433,6 +434,11 @@ def test_a_newcomers_first_calls_print_no_warning_and_no_weights_bar(capfd):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert "No model was supplied" not in done.stderr
-    # the bare pipeline() call's own bar (base: 100 tensors) may show; none from our loader (small: 52)
-    assert "/52 [" not in done.stderr
+    assert "Loading weights" not in done.stderr  # neither base's (100 tensors) nor small's (52)
     assert "bar on: True" in done.stdout
+    from transformers.utils import logging as hf_logging
+
+    from hf_midi.remote_code.pipeline_midi_generation import weights_bar
+
+    with weights_bar("someone/some-model"):  # not a folder here: a download, the bar stays on
+        assert hf_logging.is_progress_bar_enabled()

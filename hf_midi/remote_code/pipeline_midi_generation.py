@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -376,7 +377,7 @@ def register_pipeline_task(registry=None) -> None:
         return  # once: registering again only makes transformers warn that it overwrites the task
     bundled = default_model_path()
     registry.register_pipeline(
-        "midi-generation", pipeline_class=MidiGenerationPipeline, pt_model=AutoModelForCausalLM,
+        "midi-generation", pipeline_class=MidiGenerationPipeline, pt_model=_model_class(AutoModelForCausalLM),
         default={"model": (str(bundled), None)} if bundled is not None else None, type="multimodal",
     )
     if bundled is not None:
@@ -384,6 +385,36 @@ def register_pipeline_task(registry=None) -> None:
         # code: transformers' warning against a default model in production is about Hub models that
         # may change under you, not this one, so the first call a newcomer makes prints nothing.
         logging.getLogger("transformers.pipelines").addFilter(_BundledDefault(str(bundled)))
+
+
+@contextmanager
+def weights_bar(ref):
+    """transformers' "Loading weights" bar only where a load can take long, a Hub download: a local folder
+    (the bundled models load in well under a second) loads without one. The bar's setting is put back."""
+    from transformers.utils import logging as hf_logging
+
+    quiet = os.path.isdir(os.fspath(ref)) and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
+
+
+def _model_class(auto):
+    """``auto`` (``AutoModelForCausalLM``) loading under ``weights_bar``: what ``pipeline("midi-generation",
+    model=...)`` loads with."""
+
+    class QuietLocalAutoModel(auto):
+        @classmethod
+        def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+            with weights_bar(pretrained_model_name_or_path):
+                return auto.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    QuietLocalAutoModel.__name__ = auto.__name__  # what pipeline() names in its messages
+    return QuietLocalAutoModel
 
 
 class _BundledDefault(logging.Filter):
@@ -397,4 +428,4 @@ class _BundledDefault(logging.Filter):
         return not record.getMessage().startswith(self.message)
 
 
-__all__ = ["MidiGenerationPipeline", "continuation_score", "register_pipeline_task"]
+__all__ = ["MidiGenerationPipeline", "continuation_score", "register_pipeline_task", "weights_bar"]
