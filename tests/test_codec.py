@@ -588,3 +588,26 @@ def test_which_ids_are_never_generated_has_one_answer():
     scores = PerformanceGrammarLogitsProcessor(PerformanceState())(torch.tensor([[BOS_ID]]), torch.zeros(1, 448))
     forbidden = set(torch.isinf(scores[0]).nonzero().flatten().tolist())
     assert set(codec.never_generated(448)) <= forbidden
+
+
+def test_keys_down_counts_as_a_token_by_token_reading_does():
+    """keys_down (vectorised) against the plain reading: a NOTE_ON of a silent pitch presses a key, a
+    NOTE_OFF of a sounding one lets it go, re-strikes, stray NOTE_OFFs and every other id change nothing."""
+    from hf_midi.remote_code.codec import NOTE_OFF, TIME_SHIFT, keys_down
+
+    def reading(ids):
+        down, out = set(), []
+        for t in ids:
+            if t < NOTE_OFF:
+                down.add(t)
+            elif t < TIME_SHIFT:
+                down.discard(t - NOTE_OFF)
+            out.append(len(down))
+        return out
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ids = rng.choice([60, 61, 62, 60 + NOTE_OFF, 61 + NOTE_OFF, 62 + NOTE_OFF, TIME_SHIFT + 4, 391, 392],
+                         size=int(rng.integers(0, 120)))
+        assert keys_down(ids).tolist() == reading(ids.tolist())
+    assert keys_down([60, 60, 64, 60 + NOTE_OFF, 60 + NOTE_OFF, 64 + NOTE_OFF]).tolist() == [1, 1, 2, 1, 1, 0]

@@ -21,6 +21,7 @@ from hf_midi.remote_code.codec import (
     TIME_SHIFT,
     VELOCITY,
     ids_to_notes,
+    keys_down,
     velocity_bin,
 )
 from hf_midi.remote_code.controls import (
@@ -39,7 +40,6 @@ from hf_midi.remote_code.generation import (
     music_generation_config,
     music_processors,
 )
-from hf_midi.remote_code.performance_state import sounding_after
 
 EVERY = dict(key="D minor", pitch_range=(40, 90), dynamics="mf", density=8, max_polyphony=3, pedal=False)
 
@@ -119,7 +119,7 @@ def test_every_hard_control_holds_for_every_new_event(model):
         assert set((n["pitch"] % 12).tolist()) <= classes
         assert n["pitch"].min() >= 40 and n["pitch"].max() <= 90
         assert ((n["velocity"] >= lo) & (n["velocity"] <= hi)).all()  # every onset, the first included
-        assert sounding_after(ids).max() <= 3
+        assert keys_down(ids).max() <= 3
         assert SUSTAIN_ON not in ids.tolist()
         held = holds(MusicControls(**EVERY), ids, 10)  # the measure agrees (the key found aside: a measure)
         assert all(held[k] for k in ("key_notes", "pitch_range", "velocities", "max_polyphony", "pedal"))
@@ -135,7 +135,7 @@ def test_without_controls_the_tiny_model_breaks_each_of_them(model):
     assert not set((pitches % 12).tolist()) <= parse_key("D minor")[0]
     assert pitches.min() < 40 or pitches.max() > 90
     assert ((velocities < 73) | (velocities > 88)).any()
-    assert max(sounding_after(ids).max() for ids in new_part(out, 1)) > 3
+    assert max(keys_down(ids).max() for ids in new_part(out, 1)) > 3
     assert any(SUSTAIN_ON in ids.tolist() for ids in new_part(out, 1))
 
 
@@ -163,7 +163,7 @@ def test_the_prompt_is_kept_and_only_new_music_is_steered(model):
         assert any(VELOCITY <= t < SUSTAIN_ON for t in ids[:ids.index(new_notes[0])])
         # no new NOTE_ON adds a key beyond 3 (the prompt's four may still sound; a re-strike adds none)
         whole = np.array(prompt[1:] + ids)
-        counts = sounding_after(whole)
+        counts = keys_down(whole)
         for i, t in enumerate(whole.tolist()):
             if i >= len(prompt) - 1 and t < NOTE_OFF:
                 assert counts[i] <= 3 or counts[i] == counts[i - 1]

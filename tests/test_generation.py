@@ -361,12 +361,13 @@ def test_sliding_window_goes_past_the_context_and_keeps_state(monkeypatch):
 def test_the_window_slides_where_the_fewest_notes_sound():
     """A window's new context starts where no note is left open if it can: a NOTE_ON left in the
     history is one the model can no longer see, so nothing would remind it to end the note."""
-    from hf_midi.remote_code.generation import quiet_cut, sounding_after
+    from hf_midi.remote_code.codec import keys_down
+    from hf_midi.remote_code.generation import quiet_cut
 
     shift = TIME_SHIFT + 9
     held = [60, shift, 64, shift, 128 + 64, shift, 67, shift, 128 + 67, shift, 128 + 60, shift]  # 60 held to 10
     ids = torch.tensor([held + [62, shift, 128 + 62, shift] * 5])
-    assert sounding_after(ids[0].numpy())[:12].tolist() == [1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 0, 0]
+    assert keys_down(ids[0].numpy())[:12].tolist() == [1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 0, 0]
     # at target 6, note 60 is open; the nearest place with nothing sounding is after its NOTE_OFF (11)
     assert quiet_cut(ids, 6, slack=5) == 11
     assert quiet_cut(ids, 6, slack=2) in (4, 5, 6, 7, 8)  # nothing quiet in reach: one note open, nearest

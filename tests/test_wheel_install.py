@@ -69,7 +69,8 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
 
 def test_presets_and_bundled_models_come_with_the_wheel(installed):
     code = ("from hf_midi.training import build_model; from hf_midi.training.args import load_config;"
-            "m = build_model('small-stream'); print(m.config.n_layer, load_config('tiny', check_paths=False).block_size);"
+            "m = build_model('small-stream');"
+            "print(m.config.n_layer, load_config('tiny', check_paths=False).block_size);"
             "from hf_midi.loading import bundled_models; print(sorted(bundled_models()))")
     out = run([installed["py"], "-c", code], installed["cwd"], installed["env"]).stdout.split("\n")
     assert out[0] == "4 128" and out[1] == "['base', 'default', 'small']"

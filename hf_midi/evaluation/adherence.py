@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..remote_code.codec import TIME_SHIFT, ids_to_notes
+from ..remote_code.codec import TIME_SHIFT, ids_to_notes, keys_down
 from ..remote_code.controls import MAJOR_PROFILE as KK_MAJOR
 from ..remote_code.controls import MINOR_PROFILE as KK_MINOR
 from ..remote_code.controls import MusicControls, parse_key
-from ..remote_code.performance_state import sounding_after
 
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first (the controls' own, in one home).
 MAJOR_PROFILE = np.array(KK_MAJOR)
@@ -76,7 +75,7 @@ def measures(ids, seconds: float) -> dict:
         "lowest": int(n["pitch"].min()) if len(n["pitch"]) else None,
         "highest": int(n["pitch"].max()) if len(n["pitch"]) else None,
         "velocities": sorted({int(v) for v in n["velocity"]}),
-        "most_keys_down": int(sounding_after(events).max()) if len(events) else 0,
+        "most_keys_down": int(keys_down(events).max()) if len(events) else 0,
         "pedal_presses": pedal_on,
         "key": key_name(find_key(events)),
     }
@@ -108,7 +107,7 @@ def holds(controls: MusicControls, ids, seconds: float) -> dict[str, bool]:
         rate = len(n["pitch"]) / seconds
         out["density"] = abs(rate - controls.density) <= DENSITY_TOLERANCE * controls.density
     if controls.max_polyphony is not None:
-        out["max_polyphony"] = int(sounding_after(events).max(initial=0)) <= controls.max_polyphony
+        out["max_polyphony"] = int(keys_down(events).max(initial=0)) <= controls.max_polyphony
     if controls.pedal is False:
         out["pedal"] = not bool((n["pedal_value"] >= 64).any())
     return out

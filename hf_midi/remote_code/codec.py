@@ -615,6 +615,34 @@ _VELOCITY_OF = np.where((np.arange(VOCAB_SIZE) >= VELOCITY) & (np.arange(VOCAB_S
                         4 * (np.arange(VOCAB_SIZE) - (VELOCITY - 1)) - 2, DEFAULT_VELOCITY)
 
 
+def _by_pitch(note_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NOTE_ON/NOTE_OFF ids grouped by pitch: (a stable sort by pitch, which keeps each pitch's events in
+    token order; whether sorted event k and k + 1 are of one pitch). The one account of "which note an
+    event belongs to", for decoding (``ids_to_notes``) and counting keys down (``keys_down``)."""
+    perm = np.argsort((note_ids & 127).astype(np.int16), kind="stable")
+    pitch_sorted = note_ids[perm] & 127
+    return perm, pitch_sorted[1:] == pitch_sorted[:-1]
+
+
+def keys_down(ids) -> np.ndarray:
+    """How many keys are down after each token of ``ids`` (any ids; only NOTE_ON/NOTE_OFF count): a
+    NOTE_ON of a silent pitch presses one, a NOTE_OFF of a sounding pitch lets it go, a re-strike or a
+    NOTE_OFF of a silent pitch changes nothing. The pedal does not hold keys down."""
+    ids = np.asarray(ids, dtype=np.int64)
+    delta = np.zeros(len(ids), np.int64)
+    note_pos = np.flatnonzero((ids >= 0) & (ids < TIME_SHIFT))
+    if len(note_pos):
+        note_ids = ids[note_pos]
+        perm, same = _by_pitch(note_ids)
+        on = (note_ids[perm] < NOTE_OFF).astype(np.int64)  # each pitch's events, in token order
+        before = np.zeros(len(perm), np.int64)  # the pitch down (1) or not before each of its events
+        before[1:][same] = on[:-1][same]
+        change = np.empty(len(perm), np.int64)
+        change[perm] = on - before
+        delta[note_pos] = change
+    return np.cumsum(delta)
+
+
 def ids_to_notes(ids) -> dict[str, np.ndarray]:
     """Decode ids to note and pedal arrays in steps ("From ids to MIDI"), fully vectorised.
 
@@ -634,10 +662,9 @@ def ids_to_notes(ids) -> dict[str, np.ndarray]:
     # token order.
     note_pos = np.flatnonzero(ids < TIME_SHIFT)
     note_ids = ids[note_pos]
-    perm = np.argsort((note_ids & 127).astype(np.int16), kind="stable")
-    pitch_sorted, t = note_ids[perm] & 127, clock[note_pos[perm]]
+    perm, same = _by_pitch(note_ids)
+    t = clock[note_pos[perm]]
     until = np.full(len(perm), final, np.int64)
-    same = pitch_sorted[1:] == pitch_sorted[:-1]
     until[:-1][same] = t[1:][same]
     until[perm] = until.copy()  # back to token order
     is_on = note_ids < NOTE_OFF
@@ -701,5 +728,6 @@ __all__ = [
     "VELOCITY", "VOCAB_SIZE", "MidiError", "MidiLike", "MidiReadError", "Performance",
     "TokenIdError", "bin_velocity", "check_ids", "check_smf", "decode", "encode", "event_family",
     "ids_to_notes", "jitter_velocity", "load_score", "performance_to_ids", "score_to_performance",
-    "never_generated", "seconds_to_steps", "shift_steps", "stretch", "token_names", "transpose", "velocity_bin",
+    "keys_down", "never_generated", "seconds_to_steps", "shift_steps", "stretch", "token_names", "transpose",
+    "velocity_bin",
 ]

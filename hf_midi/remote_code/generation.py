@@ -62,13 +62,14 @@ from .codec import (
     TIME_SHIFT,
     VOCAB_SIZE,
     MidiError,
+    keys_down,
     never_generated,
     seconds_to_steps,
     shift_steps,
 )
 from .controls import CONTROL_NAMES, DYNAMICS, MusicControls
 from .fast_generation import fast_sample
-from .performance_state import PerformanceState, sounding_after, step_counts
+from .performance_state import PerformanceState, step_counts
 from .processors import (
     MaxNoteLengthLogitsProcessor,
     MaxSilenceLogitsProcessor,
@@ -104,7 +105,7 @@ def quiet_cut(seqs: torch.Tensor, target: int, slack: int) -> int:
     if hi <= lo:
         return target
     rows = seqs.cpu().numpy()
-    counts = sum(sounding_after(r)[lo - 1 : hi] for r in rows)  # after token p - 1 = at cut p
+    counts = sum(keys_down(r)[lo - 1 : hi] for r in rows)  # after token p - 1 = at cut p
     positions = np.arange(lo, hi + 1)
     best = np.lexsort((np.abs(positions - target), counts))[0]
     return int(positions[best])
@@ -343,5 +344,5 @@ __all__ = [
     "PerformanceState", "Progress", "SoundAtOnceLogitsProcessor", "StreamedNote", "check_draft", "check_fast_args",
     "check_generation_args", "check_length", "context_length", "cut_events", "default_model_path", "fast_sample",
     "generate_music", "model_note_limit", "model_setting", "music_generation_config", "music_processors", "quiet_cut",
-    "seconds_to_steps", "sounding_after", "step_counts",
+    "seconds_to_steps", "step_counts",
 ]

@@ -1,6 +1,7 @@
 """Which notes sound, the pedal, the music time: the state of a performance as ids come, kept in step
 with ``generate()`` (``PerformanceState``, shared by the processors, the criteria and the sliding
-window), and the same for one row of ids in numpy (``sounding_after``)."""
+window). Over a whole row of ids at once, the codec answers the same questions (``ids_to_notes``,
+``keys_down``)."""
 
 from __future__ import annotations
 
@@ -20,23 +21,6 @@ from .codec import (
     ids_to_notes,
     shift_steps,
 )
-
-
-def sounding_after(ids: np.ndarray) -> np.ndarray:
-    """How many notes sound after each token of one row of ids (NOTE_ON of a silent pitch opens one,
-    NOTE_OFF of a sounding pitch closes it, a re-strike changes nothing)."""
-    on = np.zeros(128, dtype=bool)
-    count, out = 0, np.empty(len(ids), dtype=np.int64)
-    for i, t in enumerate(ids.tolist()):
-        if t < NOTE_OFF:
-            count += not on[t]
-            on[t] = True
-        elif t < TIME_SHIFT:
-            count -= bool(on[t - NOTE_OFF])
-            on[t - NOTE_OFF] = False
-        out[i] = count
-    return out
-
 
 # --------------------------------------------------------------------------- state
 _TABLES: dict[torch.device, dict[str, torch.Tensor]] = {}
@@ -207,5 +191,5 @@ class PerformanceState:
 
 
 __all__ = [
-    "PerformanceState", "sounding_after", "step_counts",
+    "PerformanceState", "step_counts",
 ]
