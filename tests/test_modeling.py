@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,23 +31,36 @@ def n_params(model) -> int:
 # --------------------------------------------------------------------------- presets
 def test_presets_have_the_documented_sizes_and_special_ids():
     sizes = {}
-    for preset in ("tiny", "default", "base", "lstm"):
+    for preset in ("tiny", "small-stream", "base-stream", "lstm"):
         torch.manual_seed(0)
         model = build_model(preset)
         cfg = model.config
         assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (BOS_ID, EOS_ID, PAD_ID), preset
         assert cfg.vocab_size % 64 == 0 and VOCAB_SIZE <= cfg.vocab_size < VOCAB_SIZE + 64, preset
         sizes[preset] = n_params(model)
-    assert isinstance(build_model("default"), GPT2LMHeadModel)
+    assert isinstance(build_model("small-stream"), GPT2LMHeadModel)
     assert sizes["tiny"] < 300_000  # seconds on a CPU
-    assert 1_000_000 <= sizes["default"] <= 10_000_000
-    # base: one GPU, 2048 context; its bf16 weights come back from the GPU machine (<= 64 MB).
-    base = build_model("base")
-    assert base.config.n_positions == 2048 and 20e6 <= sizes["base"] <= 30e6
-    assert sizes["base"] * 2 < 64e6
-    # lstm: "comparable size" to default, so the comparison is fair
+    assert 1_000_000 <= sizes["small-stream"] <= 10_000_000
+    # base-stream: one GPU, 2048 context; its bf16 weights come back from the GPU machine (<= 64 MB).
+    base = build_model("base-stream")
+    assert base.config.n_positions == 2048 and 20e6 <= sizes["base-stream"] <= 30e6
+    assert sizes["base-stream"] * 2 < 64e6
+    # lstm: "comparable size" to the small shape, so the comparison is fair
     assert isinstance(build_model("lstm"), MusicRNNForCausalLM)
-    assert 0.75 <= sizes["lstm"] / sizes["default"] <= 1.33
+    assert 0.75 <= sizes["lstm"] / sizes["small-stream"] <= 1.33
+
+
+@pytest.mark.parametrize("preset, shipped", [("gpu-small", "small"), ("gpu-base", "base")])
+def test_the_gpu_presets_make_the_shipped_models_shapes(preset, shipped):
+    """The presets named for what ships reproduce it: the same architecture as the bundled folder."""
+    from hf_midi.loading import resolve_model
+    from hf_midi.training.args import load_config
+    from hf_midi.training.models import model_config
+
+    made = model_config(load_config(preset, check_paths=False).model)
+    bundled = json.loads((Path(resolve_model(shipped)) / "config.json").read_text())
+    for field in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size", "n_inner"):
+        assert getattr(made, field) == bundled.get(field), (preset, field)
 
 
 def test_build_model_takes_a_dict_and_names_a_bad_field():
