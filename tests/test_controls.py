@@ -341,3 +341,25 @@ def test_cli_steers_a_piece(folder, tmp_path):
     notes = [n for t in score.tracks for n in t.notes]
     assert len(notes) > 3 and all(60 <= n.pitch <= 72 and n.velocity >= 105 for n in notes)
     assert not any(c.number == 64 and c.value >= 64 for t in score.tracks for c in t.controls)
+
+
+def test_a_velocity_range_moves_what_it_masks_to_velocities_not_to_time():
+    """Out-of-range velocities' probability goes to the range's nearest end; a NOTE_ON that must wait for a
+    velocity gives its probability to the velocities: the chance of an onset soon is kept."""
+    from hf_midi.remote_code.controls import VelocityRangeLogitsProcessor
+
+    lo, hi = DYNAMICS["f"]  # bins 23..26 (velocities 90..102)
+    state = PerformanceState(start=1)
+    proc = VelocityRangeLogitsProcessor(lo, hi, state)
+    ids = torch.tensor([[BOS_ID, VELOCITY + 15, 60, TIME_SHIFT + 9]])  # velocity 62 in force: outside
+    scores = torch.randn(1, 393)
+    before = torch.softmax(scores, -1)[0]
+    after = torch.softmax(proc(ids, scores.clone()), -1)[0]
+    vel = slice(VELOCITY, SUSTAIN_ON)
+    assert after[vel].sum().item() == pytest.approx((before[vel].sum() + before[:NOTE_OFF].sum()).item(), rel=1e-4)
+    assert after[:NOTE_OFF].sum().item() == 0
+    assert after[TIME_SHIFT:VELOCITY].sum().item() == pytest.approx(before[TIME_SHIFT:VELOCITY].sum().item(), rel=1e-4)
+    bins, was = after[vel], before[vel]
+    assert bins[:22].sum().item() == 0 and bins[26:].sum().item() == 0
+    # what was softer than f lands on f's softest bin, what was louder on its loudest
+    assert bins[22].item() >= was[:23].sum().item() - 1e-6 and bins[25].item() >= was[25:].sum().item() - 1e-6
