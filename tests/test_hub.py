@@ -99,6 +99,7 @@ res = pipe(seconds=2.0, seed=5)
 out["pipeline_ids"] = res[0]["token_ids"]
 out["pipeline_seconds"] = res[0]["seconds"]
 out["pipeline_midi_head"] = res[0]["midi"][:4].decode()
+out["steered_ids"] = pipe(seconds=2.0, seed=5, key="D minor", dynamics="ff", pedal=False)[0]["token_ids"]
 lstm = AutoModelForCausalLM.from_pretrained("user/lstm-midi", trust_remote_code=True)
 out["lstm_class"] = type(lstm).__name__
 torch.manual_seed(3)
@@ -136,6 +137,13 @@ def test_load_by_repo_id_from_cache_without_hf_midi(exported, tmp_path):
     gen = model.generate(torch.tensor([[391]]), max_new_tokens=24, do_sample=True)
     assert gen[0].tolist() == out["generate_ids"]
     assert load_pipeline(exported["tiny"])(seconds=2.0, seed=5)[0]["token_ids"] == out["pipeline_ids"]
+    # the controls travel with the remote code: the same steered piece, every note in D minor at ff
+    steered = load_pipeline(exported["tiny"])(seconds=2.0, seed=5, key="D minor", dynamics="ff", pedal=False)
+    assert steered[0]["token_ids"] == out["steered_ids"]
+    notes = [t for t in out["steered_ids"] if t < 128]
+    assert notes and all(t % 12 in (2, 4, 5, 7, 9, 10, 0, 1) for t in notes)
+    velocities = [t for t in out["steered_ids"] if 356 <= t < 388]  # VELOCITY ids
+    assert velocities and min(velocities) >= 356 + 26  # bins 27-32 only: velocities 106-126, ff
     lstm = MusicRNNForCausalLM.from_pretrained(exported["lstm"])
     torch.manual_seed(3)
     assert lstm.generate(torch.tensor([[391]]), max_new_tokens=12, do_sample=True)[0].tolist() == out["lstm_ids"]
