@@ -75,12 +75,20 @@ COMPOSE, UPLOAD, LAST = "Compose from scratch", "Continue a MIDI file", "Continu
 SOURCES = (COMPOSE, UPLOAD, LAST)
 EXAMPLES_DIR = HERE / "examples"
 # Rows follow the page's inputs: source, upload, keep, seconds, temperature, top-p, top-k, seed,
-# new seed each time, variations. The MIDI files are POP909 test-split songs (MIT).
+# new seed each time, variations, then the Style group: key, lowest and highest pitch, dynamics, notes a
+# second, keys down, pedal. The MIDI files are POP909 test-split songs (MIT).
+_FREE = [ANY, PIANO_LOW, PIANO_HIGH, ANY, 0, 0, True]  # the Style group left to the model
 EXAMPLES = [
-    ("Compose 20 s", [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 7, False, 1]),
-    ("Two calm takes", [COMPOSE, None, 10, 30, 0.8, 0.9, 0, 42, False, 2]),
-    ("Continue POP909 #720", [UPLOAD, str(EXAMPLES_DIR / "pop909-720.mid"), 10, 20, 1.0, 0.95, 0, 1, False, 1]),
-    ("Continue POP909 #860, bolder", [UPLOAD, str(EXAMPLES_DIR / "pop909-860.mid"), 6, 15, 1.1, 1.0, 40, 3, False, 2]),
+    ("Compose 20 s", [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 7, False, 1, *_FREE]),
+    ("Two calm takes", [COMPOSE, None, 10, 30, 0.8, 0.9, 0, 42, False, 2, *_FREE]),
+    ("D minor, soft, no pedal", [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 11, False, 1,
+                                 "D minor", 21, 108, "p", 0, 0, False]),
+    ("Sparse, two hands, middle register", [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 5, False, 1,
+                                            "Any", 48, 84, "Any", 4, 4, True]),
+    ("Continue POP909 #720", [UPLOAD, str(EXAMPLES_DIR / "pop909-720.mid"), 10, 20, 1.0, 0.95, 0, 1, False, 1,
+                              *_FREE]),
+    ("Continue POP909 #860, bolder", [UPLOAD, str(EXAMPLES_DIR / "pop909-860.mid"), 6, 15, 1.1, 1.0, 40, 3, False, 2,
+                                      *_FREE]),
 ]
 NO_MODEL = (
     "**No model is available.** This copy has no bundled model (`hf_midi/pretrained/base`). "
@@ -655,7 +663,8 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
             with gr.Column(scale=2):
                 status, live, slots = _output_column()
         inputs = [c[name] for name in ("source", "upload", "keep", "seconds", "temperature", "top_p", "top_k",
-                                       "seed", "new_seed", "variations")]
+                                       "seed", "new_seed", "variations", "key", "pitch_low", "pitch_high",
+                                       "dynamics", "density", "max_polyphony", "pedal")]
         gr.Examples([row for _, row in EXAMPLES], inputs, example_labels=[label for label, _ in EXAMPLES])
 
         # Light page events (a few ms) skip the queue: they never wait behind a generation.

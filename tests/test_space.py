@@ -265,6 +265,14 @@ def test_style_knobs_become_controls_and_bad_ones_are_named(app):
             app.make_settings(seconds=4, style=style)
 
 
+def test_every_example_fills_every_input_and_its_style_is_valid(app):
+    for label, row in app.EXAMPLES:
+        assert len(row) == 17, label  # the ten knobs and the seven of Style
+        app.make_controls(*row[10:])  # raises on a bad value
+    styled = dict(app.EXAMPLES)["D minor, soft, no pedal"]
+    assert app.make_controls(*styled[10:]) == app.MusicControls(key="D minor", dynamics="p", pedal=False)
+
+
 def test_a_styled_piece_keeps_to_its_style(app, pipe, tmp_path):
     style = dict(key="F# major", pitch_low=60, pitch_high=84, dynamics="f", density=6, pedal=False)
     [piece] = app.make_music(pipe, app.make_settings(seconds=6, seed=4, style=style), out_root=tmp_path)
