@@ -13,12 +13,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..remote_code.codec import TIME_SHIFT, ids_to_notes, keys_down
 from ..remote_code.controls import MAJOR_PROFILE as KK_MAJOR
 from ..remote_code.controls import MINOR_PROFILE as KK_MINOR
-from ..remote_code.controls import MusicControls, parse_key
+from ..remote_code.controls import MusicControls
 
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first (the controls' own, in one home).
 MAJOR_PROFILE = np.array(KK_MAJOR)
@@ -81,10 +83,6 @@ def measures(ids, seconds: float) -> dict:
     }
 
 
-def _pitch_classes(controls: MusicControls) -> frozenset[int] | None:
-    return parse_key(controls.key)[0] if controls.key is not None else None
-
-
 def holds(controls: MusicControls, ids, seconds: float) -> dict[str, bool]:
     """Per control set in ``controls``: whether the piece keeps to it. ``key`` (hard) counts twice:
     ``key_notes`` (every note in the key's pitch classes) and ``key`` (the key found is the one asked)."""
@@ -92,11 +90,11 @@ def holds(controls: MusicControls, ids, seconds: float) -> dict[str, bool]:
     n = ids_to_notes(events)
     out = {}
     if controls.key is not None:
-        classes = _pitch_classes(controls)
+        classes = controls.pitch_classes
         if controls.key_strength is None:
             out["key_notes"] = bool(np.isin(n["pitch"] % 12, list(classes)).all())
-        if asked_key(controls) is not None:  # a named key (not a set of pitch classes)
-            out["key"] = find_key(events) == asked_key(controls)
+        if controls.named_key is not None:  # a named key (not a set of pitch classes)
+            out["key"] = find_key(events) == controls.named_key
     if controls.pitch_range is not None:
         lo, hi = controls.pitch_range
         out["pitch_range"] = bool(((n["pitch"] >= lo) & (n["pitch"] <= hi)).all())
@@ -113,17 +111,12 @@ def holds(controls: MusicControls, ids, seconds: float) -> dict[str, bool]:
     return out
 
 
-def asked_key(controls: MusicControls) -> tuple[int, str] | None:
-    """(tonic, mode) of a named key in ``controls`` (None for none or a set of pitch classes)."""
-    return controls.named_key
-
-
 def matching_windows(controls: MusicControls, windows, seconds: float) -> list[np.ndarray]:
     """The real ``windows`` (event ids of ``seconds`` each) that meet the condition of ``controls``:
     in the asked mode (then transposed to the asked tonic), in the pitch range, the median velocity in
     the range, the density within +-25 %, at most the asked keys down, no pedal. A control that is not set
     asks nothing."""
-    key = asked_key(controls)
+    key = controls.named_key
     out = []
     for ids in windows:
         ids = _events(ids)
@@ -135,8 +128,7 @@ def matching_windows(controls: MusicControls, windows, seconds: float) -> list[n
             ids = transpose_ids(ids, shift)
         # every control but the key and the velocities holds strictly; real music rarely keeps every
         # velocity in one marking's range, so a window's dynamic is its median velocity
-        strict = MusicControls(**{**_fields(controls), "key": None, "key_strength": None, "dynamics": None,
-                                  "velocity_range": None})
+        strict = replace(controls, key=None, key_strength=None, dynamics=None, velocity_range=None)
         if not all(holds(strict, ids, seconds).values()):
             continue
         if controls.velocities is not None:
@@ -146,11 +138,6 @@ def matching_windows(controls: MusicControls, windows, seconds: float) -> list[n
                 continue
         out.append(ids)
     return out
-
-
-def _fields(controls: MusicControls) -> dict:
-    return {name: getattr(controls, name) for name in (
-        "key", "key_strength", "pitch_range", "velocity_range", "dynamics", "density", "max_polyphony", "pedal")}
 
 
 def adherence_report(controls: MusicControls, pieces, seconds: float) -> dict:
@@ -168,5 +155,5 @@ def adherence_report(controls: MusicControls, pieces, seconds: float) -> dict:
     }
 
 
-__all__ = ["DENSITY_TOLERANCE", "MAJOR_PROFILE", "MINOR_PROFILE", "adherence_report", "asked_key",
+__all__ = ["DENSITY_TOLERANCE", "MAJOR_PROFILE", "MINOR_PROFILE", "adherence_report",
            "find_key", "holds", "key_name", "matching_windows", "measures", "transpose_ids"]

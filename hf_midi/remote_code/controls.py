@@ -160,6 +160,14 @@ def _velocity(value, argument: str) -> int:
     return int(value)
 
 
+def _on(cache: dict, device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` on ``device``: moved at a processor's first call there, then kept in ``cache``."""
+    hit = cache.get(device)
+    if hit is None:
+        hit = cache[device] = tuple(t.to(device) for t in tensors)
+    return hit
+
+
 def velocity_bins(low: int, high: int) -> torch.Tensor:
     """(32,) bool: the VELOCITY bins whose decoded velocity (4b - 2) lies in ``low..high``."""
     values = torch.from_numpy(bin_velocity(range(1, NUM_VELOCITY_BINS + 1)))
@@ -182,12 +190,10 @@ class PitchSetLogitsProcessor(LogitsProcessor):
         # one (128,) add a step: -inf (hard) or -strength outside
         self.add = torch.where(allowed, 0.0, -math.inf if strength is None else -float(strength))
         self.strength = strength
-        self._on: dict[torch.device, torch.Tensor] = {}
+        self._dev: dict = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        add = self._on.get(scores.device)
-        if add is None:
-            add = self._on[scores.device] = self.add.to(scores.device)
+        (add,) = _on(self._dev, scores.device, self.add)
         scores[:, :NOTE_OFF] += add
         return scores
 
@@ -217,14 +223,11 @@ class VelocityRangeLogitsProcessor(LogitsProcessor):
         repeat_ok = torch.zeros(VOCAB_SIZE + 1, dtype=torch.bool)
         repeat_ok[VELOCITY:VELOCITY + NUM_VELOCITY_BINS] = ~bins
         self.state.velocity_repeat_ok = repeat_ok
-        self._dev: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._dev: dict = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
-        tables = self._dev.get(scores.device)
-        if tables is None:
-            tables = self._dev[scores.device] = (self.in_range.to(scores.device), self.outside_bins.to(scores.device))
-        in_range, outside_bins = tables
+        in_range, outside_bins = _on(self._dev, scores.device, self.in_range, self.outside_bins)
         v, lo, hi = scores[:, VELOCITY:SUSTAIN_ON], self.first, self.last  # (B, 32) view; the range's bins
         # The wish to play softer (louder) than the range allows goes to its softest (loudest) bin, not to
         # time or other events: masked alone, it let the music thin out (base, 'f': 3 of 20 pieces broken).
@@ -303,14 +306,11 @@ class KeyProfileLogitsProcessor(LogitsProcessor):
         self.target = weights / weights.sum()  # (12,)
         self.gain, self.prior, self.max_bias = float(gain), float(prior_steps), float(max_bias)
         self.column = torch.arange(128) % 12  # each NOTE_ON's pitch class
-        self._dev: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._dev: dict = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
-        tables = self._dev.get(scores.device)
-        if tables is None:
-            tables = self._dev[scores.device] = (self.target.to(scores.device), self.column.to(scores.device))
-        target, column = tables
+        target, column = _on(self._dev, scores.device, self.target, self.column)
         total = s.pitch_time.sum(1, keepdim=True)
         share = (s.pitch_time + self.prior * target) / (total + self.prior)  # (B, 12)
         bias = (self.gain * torch.log(target.clamp(min=1e-6) / share.clamp(min=1e-6))).clamp(
@@ -458,6 +458,11 @@ class MusicControls:
             allowed[: self.pitch_range[0]] = False
             allowed[self.pitch_range[1] + 1:] = False
         return allowed
+
+    @property
+    def pitch_classes(self) -> frozenset[int] | None:
+        """The pitch classes (0 = C) the key allows; None without a key."""
+        return self._classes
 
     @property
     def named_key(self) -> tuple[int, str] | None:

@@ -40,7 +40,7 @@ from ..remote_code.codec import PAD_ID, VOCAB_SIZE, MidiError
 from .args import ConfigError, RunArguments, TrainingError, parse_args, to_flat_dict
 from .batches import fingerprint, make_batches
 from .checkpoints import CHECKPOINTS, checkpoints, load_checkpoint, resolve_resume, save_checkpoint, truncate_metrics
-from .models import build_model, export, generation_config, start_from
+from .models import build_model, export, start_from
 
 LOGS = "logs"
 # Dense bf16 peaks (TFLOP/s) for MFU when --peak_tflops is not given.
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
-    "KNOWN_PEAKS", "LOGS", "Steps", "TrainingError", "evaluate_loss", "flops_per_token", "generation_config",
+    "KNOWN_PEAKS", "LOGS", "Steps", "TrainingError", "evaluate_loss", "flops_per_token",
     "learning_rate", "main", "make_accelerator", "model_and_tokenizer", "param_groups", "peak_tflops", "probe_step",
     "token_loss_sum", "train",
 ]
