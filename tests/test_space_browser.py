@@ -70,6 +70,21 @@ def set_number(page, elem_id: str, value: float) -> None:
     box.press("Enter")
 
 
+def set_slider(page, elem_id: str, value: float) -> None:
+    """Type ``value`` into a slider's box until the slider shows it: a group that has just opened may
+    render its sliders again and drop a value typed too early."""
+    from playwright.sync_api import expect
+
+    for _ in range(5):
+        set_number(page, elem_id, value)
+        try:
+            expect(page.locator(f"#{elem_id} input[type=range]")).to_have_value(str(value), timeout=2000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"#{elem_id} did not take {value}")
+
+
 def wait_for_variation(page, n: int = 1, longer_than: float = 0.0) -> float:
     """Wait until variation n has playable audio (longer than ``longer_than`` s), a piano roll and a
     MIDI link; return the audio's duration as the browser decoded it."""
@@ -184,12 +199,15 @@ def test_an_example_fills_the_form(page):
 def test_style_steers_the_piece(page):
     """Open *Style*, keep the music between C4 and C5 without pedal, at about 6 notes a second: the MIDI the
     page offers keeps to it."""
+    from playwright.sync_api import expect
+
     set_number(page, "seconds", 5)
     page.locator("#style").get_by_text("Style").first.click()
-    set_number(page, "pitch-low", 60)
-    set_number(page, "pitch-high", 72)
-    set_number(page, "density", 6)
+    expect(page.locator("#pitch-low input[type=number]")).to_be_visible()  # the group has rendered
+    for elem_id, value in (("pitch-low", 60), ("pitch-high", 72), ("density", 6)):
+        set_slider(page, elem_id, value)  # the page has taken it before Generate reads it
     page.locator("#pedal input[type=checkbox]").uncheck()
+    expect(page.locator("#pedal input[type=checkbox]")).not_to_be_checked()
     page.get_by_role("button", name="Generate").click()
     wait_for_variation(page)
     score = download_midi(page)
@@ -200,11 +218,13 @@ def test_style_steers_the_piece(page):
 
 
 def test_a_bad_style_through_the_page_is_shown(page):
-    page.locator("#style").get_by_text("Style").first.click()
-    set_number(page, "pitch-low", 90)
-    set_number(page, "pitch-high", 40)
-    page.get_by_role("button", name="Generate").click()
     from playwright.sync_api import expect
+
+    page.locator("#style").get_by_text("Style").first.click()
+    expect(page.locator("#pitch-low input[type=number]")).to_be_visible()
+    for elem_id, value in (("pitch-low", 90), ("pitch-high", 40)):
+        set_slider(page, elem_id, value)
+    page.get_by_role("button", name="Generate").click()
 
     expect(page.get_by_text("Pitch range: low 90 is above high 40")).to_be_visible()
     assert not page.locator("#variation-1").is_visible()
