@@ -4,6 +4,7 @@ then scored, and what a GPU machine should send back laid out in few flat files.
     python recipes/plan.py train --plan gpu --data gpu_data --out OUT --seconds 340 --deadline 520
     python recipes/plan.py collect OUT FILES      # -> <=8 flat files of <=16 MiB (bf16 weights + one archive)
     python recipes/plan.py restore FILES DEST     # -> DEST/<run>/: folders from_pretrained loads
+    python recipes/plan.py ship DEST/base base [--apply]   # the ship rule; bundles the model where it allows
 
 Each run of a plan is ``accelerate launch train.py --config <preset> --dataset DATA --output_dir OUT/<run>
 --max_minutes M ...``, a process of its own (a run that fails costs only itself, the GPU's memory is
@@ -54,6 +55,9 @@ PLANS: dict[str, list[Run]] = {
     # (--init_from base=STASH/base, a short warm-up), a quarter of its windows from piece starts, on all of
     # GiantMIDI train + POP909 train carried in pieces (recipes/README.md, "A trip in several calls").
     "gpu-next": [Run("base", "gpu-base", 1.0, {"piece_start_share": 0.25, "warmup_steps": 100})],
+    # The window after it: small (`default` before base became the default) the same way
+    # (--init_from small=STASH/small_w).
+    "gpu-next-small": [Run("small", "gpu-small", 1.0, {"piece_start_share": 0.25, "warmup_steps": 100})],
     # A CPU, one thread.
     "cpu": [Run("cpu", "cpu-packed", 1.0)],
     # The "gpu" plan's three shapes shrunk to seconds on a CPU: the recipe's rehearsal (a test, CI).
@@ -146,6 +150,21 @@ def evaluate(folder: Path, data: str, names: list[str]) -> dict:
     return out
 
 
+def _score(info: dict, key: str, score, folder: Path) -> bool:
+    """``info[key] = score()``; a failure is written down instead (``<key>_failed``), so that an evaluation
+    never costs the weights or the runs after it. Returns True when it was interrupted (the recipe's hard
+    limit sends SIGINT): the caller writes what it has and stops."""
+    try:
+        info[key] = score()
+    except KeyboardInterrupt:
+        info[f"{key}_failed"] = "interrupted (the hard limit)"
+        return True
+    except Exception as e:
+        info[f"{key}_failed"] = f"{type(e).__name__}: {e}"
+    (folder / "eval.json").write_text(json.dumps(info, indent=1) + "\n")
+    return False
+
+
 def train_plan(plan: str, data: str, out: Path, seconds: float, deadline: float | None = None,
                reserve: float = 40.0, runs: list[str] | None = None, evals: tuple[str, ...] = (),
                init_from: dict | None = None, extra: dict | None = None) -> dict:
@@ -178,15 +197,27 @@ def train_plan(plan: str, data: str, out: Path, seconds: float, deadline: float 
                 "wall_s": round(time.perf_counter() - t, 1), "config": asdict(run), **summarise(out / run.name)}
         if rc != 0 or not (out / run.name / "config.json").is_file():
             info["failed"] = f"train.py exited {rc}"
-        elif evals:
-            try:
-                info["eval"] = evaluate(out / run.name, data, list(evals))
-            except Exception as e:  # an evaluation that fails must not cost the weights or the next runs
-                info["eval_failed"] = f"{type(e).__name__}: {e}"
         (out / run.name).mkdir(exist_ok=True)
+        start_model = (init_from or {}).get(run.name)
+        stopped = False
+        if "failed" not in info and evals:
+            stopped = _score(info, "eval", lambda: evaluate(out / run.name, data, list(evals)), out / run.name)
+            if (not stopped and start_model and "eval" in info
+                    and (deadline is None or time.perf_counter() - start < deadline - reserve)):
+                # the model it started from, on the same windows: whether the run beat it, answered on the machine
+                stopped = _score(info, "eval_start", lambda: {"model": start_model, **evaluate(
+                    Path(start_model), data, list(evals))}, out / run.name)
         (out / run.name / "eval.json").write_text(json.dumps(info, indent=1) + "\n")
         summary["runs"][run.name] = info
-        print(json.dumps({run.name: {k: v for k, v in info.items() if k not in ("config", "eval")}}), flush=True)
+        print(json.dumps({run.name: {k: v for k, v in info.items() if k not in ("config", "eval", "eval_start")}}),
+              flush=True)
+        for name in info.get("eval_start", {}):
+            if name != "model":
+                print(f"   {name}: NLL {info['eval'][name]['nll']:.4f} after, {info['eval_start'][name]['nll']:.4f} "
+                      f"before ({start_model})", flush=True)
+        if stopped:
+            summary["stopped"] = f"interrupted while scoring {run.name} (the hard limit): the runs after it did not run"
+            break
     summary["wall_s"] = round(time.perf_counter() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -255,6 +286,58 @@ def restore(files: str | Path, dest: str | Path) -> Path:
     return Path(dest)
 
 
+# --------------------------------------------------------------------------- the ship rule
+SHIP_SETS = ("asap_test", "giantmidi_test")
+
+
+def ship_check(folder: str | Path, name: str, seed_sets: tuple[tuple[int, int], ...] = ((0, 20), (20, 40)),
+               seconds: float = 30.0, sets: tuple[str, ...] = SHIP_SETS) -> dict:
+    """Whether a model that came back may replace the bundled ``name``: its NLL on each of ``sets`` beats
+    the model it started from on the same windows (``eval.json``'s ``eval`` against ``eval_start``, both
+    scored on the machine), and the listener finds no more broken pieces in it than in the bundled model,
+    seed set by seed set (``seconds`` of music a seed, the shipped settings). Returns ``ship``, the
+    ``reasons`` against, and the figures."""
+    from hf_midi.evaluation.listener import listen_ids, listener_report
+    from hf_midi.loading import load_pipeline
+
+    folder = Path(folder)
+    info = json.loads((folder / "eval.json").read_text())
+    reasons, nll = [], {}
+    for s in sets:
+        after = info.get("eval", {}).get(s, {}).get("nll")
+        before = info.get("eval_start", {}).get(s, {}).get("nll")
+        if after is None or before is None:
+            reasons.append(f"{s}: {folder / 'eval.json'} holds no NLL of both the model and its start")
+            continue
+        nll[s] = {"after": round(after, 4), "before": round(before, 4)}
+        if not after < before:
+            reasons.append(f"{s}: NLL {after:.4f}, not below the start's {before:.4f}")
+    listener: dict[str, dict[str, int]] = {}
+    for label, model in (("came back", str(folder)), ("bundled", name)):
+        pipe = load_pipeline(model)
+        listener[label] = {}
+        for lo, hi in seed_sets:
+            heard = [listen_ids(pipe(seconds=seconds, seed=seed)[0]["token_ids"], seconds) for seed in range(lo, hi)]
+            listener[label][f"seeds {lo}-{hi - 1}"] = listener_report(heard)["broken"]
+    for key, broken in listener["came back"].items():
+        if broken > listener["bundled"][key]:
+            reasons.append(f"{key}: {broken} broken pieces, the bundled {name} {listener['bundled'][key]}")
+    return {"ship": not reasons, "reasons": reasons, "nll": nll, "listener_broken": listener}
+
+
+def ship(folder: str | Path, name: str, pretrained: Path = ROOT / "hf_midi" / "pretrained", **kw) -> dict:
+    """``ship_check``, then, where it allows, the model bundled as ``pretrained/<name>`` in the dtype the
+    bundled one has (``hf_midi.hub.bundle_model``, atomic)."""
+    from hf_midi.hub import bundle_model
+
+    res = ship_check(folder, name, **kw)
+    if res["ship"]:
+        target = Path(pretrained) / name
+        dtype = json.loads((target / "config.json").read_text()).get("dtype", "float32")
+        res["bundled"] = str(bundle_model(folder, target, dtype=dtype))
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recipes/plan.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -277,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("restore", help="what came back -> model folders")
     r.add_argument("src", type=Path)
     r.add_argument("dest", type=Path)
+    h = sub.add_parser("ship", help="the ship rule for a model that came back (NLL against its start, the listener "
+                                    "against the bundled model); --apply bundles it where the rule allows")
+    h.add_argument("folder", type=Path, help="a restored run folder (weights, eval.json)")
+    h.add_argument("name", choices=["base", "small"], help="the bundled model it would replace")
+    h.add_argument("--seeds", default="0-19,20-39", help="seed sets, each compared on its own")
+    h.add_argument("--seconds", type=float, default=30.0)
+    h.add_argument("--apply", action="store_true", help="bundle it into hf_midi/pretrained/NAME where the rule allows")
     args = p.parse_args(argv)
     if args.cmd == "collect":
         for f in collect(args.src, args.dest, shard_mb=args.shard_mb):
@@ -285,7 +375,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "restore":
         print(restore(args.src, args.dest))
         return 0
-    import yaml
+
+    if args.cmd == "ship":
+        seed_sets = tuple((int(a), int(b) + 1) for a, _, b in (x.partition("-") for x in args.seeds.split(",")))
+        res = (ship if args.apply else ship_check)(args.folder, args.name, seed_sets=seed_sets, seconds=args.seconds)
+        for r in res["reasons"]:
+            print(f"not shipped: {r}", file=sys.stderr)
+        print(json.dumps(res))
+        return 0 if res["ship"] else 1
 
     runs = args.runs.split(",") if args.runs else None
     known = {r.name for r in PLANS[args.plan]}
@@ -302,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         key, sep, value = spec.partition("=")
         if not sep:
             p.error(f"--set {spec!r}: expected FIELD=VALUE")
-        extra[key] = yaml.safe_load(value)
+        extra[key] = value  # as typed: train.py reads it by the field's type ("no" stays a word)
     summary = train_plan(args.plan, args.data, args.out, args.seconds, args.deadline, args.reserve, runs,
                          tuple(n for n in args.eval.split(",") if n), init_from, extra)
     keys = ("mfu", "real_vs_synthetic", "tokens", "final_val_loss", "failed")

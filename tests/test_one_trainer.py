@@ -276,6 +276,53 @@ def test_a_corpus_too_big_for_one_call_travels_in_pieces(corpus, tmp_path):
     assert len(load_eval(stash, "giantmidi_val")) == len(load_eval(big, "giantmidi_val"))
 
 
+def _trip(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(repo / "recipes" / "trip.sh"), *args], capture_output=True, text=True,
+                          timeout=60, cwd=repo)
+
+
+def test_the_trip_counts_what_a_call_carries(tmp_path):
+    """recipes/trip.sh size: the working tree as the device tool carries it (tracked and untracked-not-ignored
+    files) plus the carried folders, against the 64 MiB of one call; slim leaves the bundled weights home
+    and restore puts the index back as it was."""
+    repo = tmp_path / "repo"
+    (repo / "recipes").mkdir(parents=True)
+    shutil.copy(ROOT / "recipes" / "trip.sh", repo / "recipes")
+    weights = repo / "hf_midi" / "pretrained" / "base" / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+    with open(weights, "wb") as f:
+        f.truncate(40 * 2**20)  # 40 MiB, sparse
+    (weights.parent / "config.json").write_text("{}")
+    (repo / ".gitignore").write_text("/ignored/\n/gpu_data.0/\n")  # carried paths are ignored ones
+    (repo / "ignored").mkdir()
+    (repo / "ignored" / "big.bin").write_bytes(b"x" * 2**20)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    (repo / "untracked.txt").write_bytes(b"y" * 1000)  # travels: not ignored
+    carry = repo / "gpu_data.0"
+    carry.mkdir()
+    with open(carry / "train-000.u16.xz", "wb") as f:
+        f.truncate(30 * 2**20)
+
+    fits = _trip(repo, "size", "ignored")
+    assert fits.returncode == 0, fits.stdout + fits.stderr
+    assert "the working tree: 40.0 MiB" in fits.stdout and "carried ignored: 1.0 MiB" in fits.stdout
+    over = _trip(repo, "size", "gpu_data.0")  # 40 + 30 MiB
+    assert over.returncode == 1 and "over the 64 MiB a call carries by 6.0 MiB" in over.stdout
+    missing = _trip(repo, "size", "nowhere")
+    assert missing.returncode == 2 and "nowhere: nothing there to carry" in missing.stderr
+
+    assert _trip(repo, "slim").returncode == 0
+    slim = _trip(repo, "size", "gpu_data.0")  # the weights stay home: 30 MiB and change
+    assert slim.returncode == 0 and "the working tree: 0.0 MiB" in slim.stdout, slim.stdout
+    assert weights.is_file()  # nothing deleted
+    assert _trip(repo, "restore").returncode == 0
+    status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, check=True).stdout
+    assert status == "?? untracked.txt\n"  # the weights tracked again, nothing else changed
+
+
 def test_a_plan_run_continues_a_trained_model(corpus, tmp_path):
     """recipes/plan.py --init_from RUN=MODEL: that run starts from the model (its shape, not the
     preset's), through the same `accelerate launch train.py`."""
@@ -284,10 +331,75 @@ def test_a_plan_run_continues_a_trained_model(corpus, tmp_path):
     first = tmp_path / "first"
     assert run(corpus, first, "--max_steps", "3", "--eval_batches", "0") == 0  # tiny: 2 x 64
     plan = _plan_module()
-    summary = plan.train_plan("rehearsal", str(corpus), tmp_path / "plan", seconds=3, runs=["small"],
-                              init_from={"small": str(first)}, extra={"cpu_threads": 1})
-    info = summary["runs"]["small"]
+    # plan.py's own command line, as the GPU trip types it: --set passes a value as typed (a YAML reading
+    # once turned "no" into false, and train.py refused it)
+    assert plan.main(["train", "--plan", "rehearsal", "--data", str(corpus), "--out", str(tmp_path / "plan"),
+                      "--seconds", "3", "--runs", "small", "--eval", "giantmidi_test", "--init_from", f"small={first}",
+                      "--set", "cpu_threads=1", "--set", "mixed_precision=no"]) == 0
+    info = json.loads((tmp_path / "plan" / "summary.json").read_text())["runs"]["small"]
     assert "failed" not in info, info
-    assert f"--init_from {first}" in info["command"]
+    assert f"--init_from {first}" in info["command"] and "--mixed_precision no" in info["command"]
+    # the model it started from is scored on the same windows beside it (the ship decision, on the machine)
+    assert info["eval_start"]["model"] == str(first)
+    before = plan.evaluate(first, str(corpus), ["giantmidi_test"])["giantmidi_test"]
+    assert info["eval_start"]["giantmidi_test"]["nll"] == pytest.approx(before["nll"], rel=1e-5)
+    assert info["eval"]["giantmidi_test"]["tokens"] == before["tokens"]
+    assert info["eval"]["giantmidi_test"]["nll"] != pytest.approx(before["nll"], rel=1e-5)  # it trained
     config = AutoConfig.from_pretrained(tmp_path / "plan" / "small")
     assert (config.n_layer, config.n_embd) == (2, 64)  # the continued model's shape; the preset says 1 x 32
+
+
+def test_the_ship_rule(corpus, tmp_path):
+    """recipes/plan.py ship: a model that came back replaces a bundled one only when its NLL beats the
+    model it started from on the same windows and the listener finds no more broken pieces than in the
+    bundled model; --apply then bundles it, in the bundled model's dtype."""
+    from safetensors.torch import load_file
+
+    plan = _plan_module()
+    weak = tmp_path / "weak"
+    assert run(corpus, weak, "--max_steps", "2", "--eval_batches", "0") == 0  # a tiny model, 2 steps
+    # the bundled small as if it came back from continuing `weak`: both scored on the same windows
+    came = tmp_path / "came"
+    shutil.copytree(ROOT / "hf_midi" / "pretrained" / "small", came)
+    info = {"eval": plan.evaluate(came, str(corpus), ["giantmidi_test"]),
+            "eval_start": {"model": str(weak), **plan.evaluate(weak, str(corpus), ["giantmidi_test"])}}
+    (came / "eval.json").write_text(json.dumps(info))
+    kw = {"seed_sets": ((0, 2),), "seconds": 3.0, "sets": ("giantmidi_test",)}
+
+    res = plan.ship_check(came, "small", **kw)  # better NLL, and the listener hears the same pieces
+    assert res["ship"], res["reasons"]
+    assert res["nll"]["giantmidi_test"]["after"] < res["nll"]["giantmidi_test"]["before"]
+    assert res["listener_broken"]["came back"] == res["listener_broken"]["bundled"]
+
+    backwards = tmp_path / "backwards"  # the same folder with before and after swapped: refused, saying why
+    shutil.copytree(came, backwards)
+    (backwards / "eval.json").write_text(json.dumps({"eval": info["eval_start"], "eval_start": info["eval"]}))
+    res = plan.ship_check(backwards, "small", **kw)
+    assert not res["ship"] and any(r.startswith("giantmidi_test: NLL") for r in res["reasons"])
+    (backwards / "eval.json").write_text(json.dumps({"eval": info["eval"]}))  # no start scored: refused
+    assert "holds no NLL" in plan.ship_check(backwards, "small", **kw)["reasons"][0]
+
+    pretrained = tmp_path / "pretrained"  # --apply, into a copy of the package's folder
+    shutil.copytree(ROOT / "hf_midi" / "pretrained" / "small", pretrained / "small")
+    res = plan.ship(came, "small", pretrained=pretrained, **kw)
+    assert res["bundled"] == str(pretrained / "small")
+    shipped = load_file(pretrained / "small" / "model.safetensors")
+    assert next(iter(shipped.values())).dtype == torch.float32  # the bundled small's dtype
+
+
+def test_a_plan_stopped_while_scoring_keeps_what_it_has(corpus, tmp_path, monkeypatch):
+    """The recipe's hard limit interrupts plan.py (SIGINT): scoring that is cut off is written down, the
+    summary is written, and the runs after it do not start; the trained weights stay for collect."""
+    plan = _plan_module()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan, "evaluate", interrupted)
+    summary = plan.train_plan("rehearsal", str(corpus), tmp_path / "plan", seconds=3, runs=["base", "small"],
+                              evals=("giantmidi_test",), extra={"cpu_threads": 1})
+    assert list(summary["runs"]) == ["base"] and "base" in summary["stopped"]
+    assert summary["runs"]["base"]["eval_failed"] == "interrupted (the hard limit)"
+    assert json.loads((tmp_path / "plan" / "summary.json").read_text())["stopped"] == summary["stopped"]
+    assert (tmp_path / "plan" / "base" / "config.json").is_file()
+    assert not (tmp_path / "plan" / "small").exists()
