@@ -150,12 +150,12 @@ def evaluate(folder: Path, data: str, names: list[str]) -> dict:
     return out
 
 
-def _score(info: dict, key: str, score, folder: Path) -> bool:
-    """``info[key] = score()``; a failure is written down instead (``<key>_failed``), so that an evaluation
-    never costs the weights or the runs after it. Returns True when it was interrupted (the recipe's hard
-    limit sends SIGINT): the caller writes what it has and stops."""
+def _score(info: dict, key: str, model: str | Path, data: str, evals: list[str], folder: Path) -> bool:
+    """``info[key]``: ``model`` scored on ``evals``; a failure is written down instead (``<key>_failed``), so
+    that an evaluation never costs the weights or the runs after it. Returns True when it was interrupted
+    (the recipe's hard limit sends SIGINT): the caller writes what it has and stops."""
     try:
-        info[key] = score()
+        info[key] = {"model": str(model), **evaluate(Path(model), data, evals)}
     except KeyboardInterrupt:
         info[f"{key}_failed"] = "interrupted (the hard limit)"
         return True
@@ -201,12 +201,11 @@ def train_plan(plan: str, data: str, out: Path, seconds: float, deadline: float 
         start_model = (init_from or {}).get(run.name)
         stopped = False
         if "failed" not in info and evals:
-            stopped = _score(info, "eval", lambda: evaluate(out / run.name, data, list(evals)), out / run.name)
+            stopped = _score(info, "eval", out / run.name, data, list(evals), out / run.name)
             if (not stopped and start_model and "eval" in info
                     and (deadline is None or time.perf_counter() - start < deadline - reserve)):
                 # the model it started from, on the same windows: whether the run beat it, answered on the machine
-                stopped = _score(info, "eval_start", lambda: {"model": start_model, **evaluate(
-                    Path(start_model), data, list(evals))}, out / run.name)
+                stopped = _score(info, "eval_start", start_model, data, list(evals), out / run.name)
         (out / run.name / "eval.json").write_text(json.dumps(info, indent=1) + "\n")
         summary["runs"][run.name] = info
         print(json.dumps({run.name: {k: v for k, v in info.items() if k not in ("config", "eval", "eval_start")}}),
