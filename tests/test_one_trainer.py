@@ -264,11 +264,26 @@ def test_a_corpus_too_big_for_one_call_travels_in_pieces(corpus, tmp_path):
     pieces = [tmp_path / "big.0", tmp_path / "big.1"]
     assert (pieces[0] / "manifest.json").is_file() and not (pieces[1] / "manifest.json").exists()
     assert {len(list(p.glob("train-*"))) for p in pieces} == {2, 3}
-    for piece in reversed(pieces):  # any order
-        out = subprocess.run(["bash", str(ROOT / "recipes" / "stash.sh"), str(piece)], env=env, capture_output=True,
-                             text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-    assert "5 of 6 files" not in out.stdout and "whole" in out.stdout
+
+    def stash(*args):
+        return subprocess.run(["bash", str(ROOT / "recipes" / "stash.sh"), *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    model = tmp_path / "weights.0"  # a model folder travels the same way
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"x")
+    assert stash(str(model)).returncode == 0
+    out = stash(str(pieces[1]))  # any order; the corpus is not whole yet, and the last call would say so
+    assert out.returncode == 0 and "no manifest.json" in out.stdout
+    whole = stash("whole", "big", "weights")
+    assert whole.returncode == 3 and "start the trip again" in whole.stderr
+    out = stash(str(pieces[0]))
+    assert out.returncode == 0, out.stderr
+    assert "6 of 6 files; whole" in out.stdout
+    whole = stash("whole", "big", "weights")
+    assert whole.returncode == 0 and "a model folder" in whole.stdout, whole.stdout + whole.stderr
+    assert stash("whole", "big", "other_w").returncode == 3  # a folder that never came
     stash = tmp_path / "stash" / "big"
     assert np.array_equal(load_train(stash), load_train(big))
     exclude = ROOT / ".git" / "info" / "exclude"  # the pieces lie outside the repository: git is left alone
