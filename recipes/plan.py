@@ -376,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.cmd == "ship":
-        seed_sets = tuple((int(a), int(b) + 1) for a, _, b in (x.partition("-") for x in args.seeds.split(",")))
+        try:  # "0-19,20-39": each an inclusive range, or one seed
+            ranges = (x.partition("-") for x in args.seeds.split(","))
+            seed_sets = tuple((int(a), int(b or a) + 1) for a, _, b in ranges)
+        except ValueError:
+            p.error(f"--seeds {args.seeds!r}: expected ranges like 0-19,20-39")
         res = (ship if args.apply else ship_check)(args.folder, args.name, seed_sets=seed_sets, seconds=args.seconds)
         for r in res["reasons"]:
             print(f"not shipped: {r}", file=sys.stderr)
