@@ -130,8 +130,8 @@ def summarise(folder: Path) -> dict:
     return info
 
 
-def evaluate(folder: Path, data: str, names: list[str]) -> dict:
-    """NLL of the exported model in ``folder`` on the corpus's evaluation sets ``names``."""
+def evaluate(folder: str | Path, data: str, names: list[str]) -> dict:
+    """NLL of the model in ``folder`` (or a bundled name) on the corpus's evaluation sets ``names``."""
     import torch
 
     from hf_midi.data.packed import load_eval
@@ -155,7 +155,7 @@ def _score(info: dict, key: str, model: str | Path, data: str, evals: list[str],
     that an evaluation never costs the weights or the runs after it. Returns True when it was interrupted
     (the recipe's hard limit sends SIGINT): the caller writes what it has and stops."""
     try:
-        info[key] = {"model": str(model), **evaluate(Path(model), data, evals)}
+        info[key] = {"model": str(model), **evaluate(model, data, evals)}  # a folder, or a bundled name
     except KeyboardInterrupt:
         info[f"{key}_failed"] = "interrupted (the hard limit)"
         return True
