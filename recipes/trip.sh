@@ -17,6 +17,7 @@ path=hf_midi/pretrained
 rule="/$path/*/*.safetensors"
 limit=$((64 * 1024 * 1024))
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+bytes() { xargs -0 -r stat -c %s -- 2>/dev/null | awk '{ s += $1 } END { print s + 0 }' || true; }  # NUL-separated paths in
 case "${1:-}" in
   slim)
     mkdir -p .git/info
@@ -32,13 +33,12 @@ case "${1:-}" in
     echo "$path: tracked again";;
   size)
     shift
-    tree=$({ git ls-files -z; git ls-files -z --others --exclude-standard; } | sort -zu \
-      | xargs -0 -r stat -c %s -- 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+    tree=$({ git ls-files -z; git ls-files -z --others --exclude-standard; } | sort -zu | bytes)
     total=$tree
     echo "the working tree: $(mib "$tree")"
     for c in "$@"; do
       [ -e "$c" ] || { echo "error: $c: nothing there to carry" >&2; exit 2; }
-      b=$(find "$c" -type f -print0 | xargs -0 -r stat -c %s -- | awk '{ s += $1 } END { print s + 0 }')
+      b=$(find "$c" -type f -print0 | bytes)
       total=$((total + b)); echo "carried $c: $(mib "$b")"
     done
     if [ "$total" -gt "$limit" ]; then
