@@ -47,7 +47,8 @@ from hf_midi.evaluation.adherence import adherence_report, matching_windows  # n
 from hf_midi.evaluation.listener import listen_ids, listener_report  # noqa: E402
 from hf_midi.loading import load_pipeline  # noqa: E402
 from hf_midi.remote_code.codec import BOS_ID, SUSTAIN_OFF  # noqa: E402
-from hf_midi.remote_code.generation import MusicControls, music_processors  # noqa: E402
+from hf_midi.remote_code.controls import MusicControls  # noqa: E402
+from hf_midi.remote_code.generation import music_processors
 from hf_midi.remote_code.performance_state import PerformanceState  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

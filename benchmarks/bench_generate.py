@@ -43,11 +43,8 @@ import transformers  # noqa: E402
 
 from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID, SUSTAIN_OFF, SUSTAIN_ON, VELOCITY, VOCAB_SIZE  # noqa: E402
 from hf_midi.remote_code.fast_generation import packed_formats_available  # noqa: E402
-from hf_midi.remote_code.generation import (  # noqa: E402
-    PerformanceGrammarLogitsProcessor,
-    generate_music,
-    music_generation_config,
-)
+from hf_midi.remote_code.generation import generate_music, music_generation_config
+from hf_midi.remote_code.processors import PerformanceGrammarLogitsProcessor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -364,7 +361,7 @@ def main(argv=None) -> dict:
 
     from transformers import pipeline
 
-    from hf_midi.remote_code.generation import default_model_path
+    from hf_midi.loading import default_model_path
 
     model_dir = args.model or str(default_model_path())
     pipe = pipeline("midi-generation", model=model_dir)

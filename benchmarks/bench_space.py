@@ -49,7 +49,7 @@ def load_app():
 
 def model_folder(given: str | None, tmp: Path) -> tuple[str, str]:
     """(folder, what it is)."""
-    from hf_midi.remote_code.generation import default_model_path
+    from hf_midi.loading import default_model_path
 
     if given:
         return given, f"given: {given}"

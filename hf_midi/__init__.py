@@ -7,8 +7,8 @@ MusicStreamer, MusicControls, SoundAtOnceLogitsProcessor, ...``. ``import hf_mid
 peft, gradio) are imported only where used.
 """
 
-from .loading import load_model, load_pipeline
-from .remote_code.codec import MidiError, MidiReadError, TokenIdError
+from .loading import default_model_path, load_model, load_pipeline
+from .remote_code.codec import MidiReadError, TokenIdError
 from .remote_code.controls import (
     KeyProfileLogitsProcessor,
     MaxPolyphonyLogitsProcessor,
@@ -18,19 +18,18 @@ from .remote_code.controls import (
     PitchSetLogitsProcessor,
     VelocityRangeLogitsProcessor,
 )
+from .remote_code.errors import HfMidiError, MidiError
 from .remote_code.fast_generation import fast_sample
-from .remote_code.generation import (
+from .remote_code.generation import generate_music, music_processors
+from .remote_code.processors import (
     MaxNoteLengthLogitsProcessor,
     MaxSilenceLogitsProcessor,
-    MusicChunk,
-    MusicStreamer,
     MusicTimeLimitLogitsProcessor,
     MusicTimeStoppingCriteria,
     PerformanceGrammarLogitsProcessor,
     SoundAtOnceLogitsProcessor,
-    generate_music,
-    music_processors,
 )
+from .remote_code.streaming import MusicChunk, MusicStreamer
 from .remote_code.tokenization_midi import MidiTokenizer
 
 __version__ = "0.1.0"
@@ -57,7 +56,7 @@ def _register() -> None:
     AutoConfig.register("musicrnn", MusicRNNConfig, exist_ok=True)
     AutoModelForCausalLM.register(MusicRNNConfig, MusicRNNForCausalLM, exist_ok=True)
     AutoTokenizer.register(MusicRNNConfig, tokenizer_class=MidiTokenizer, exist_ok=True)
-    register_pipeline_task()
+    register_pipeline_task(default_model=default_model_path())
 
 
 _register()
@@ -65,7 +64,8 @@ _register()
 __all__ = [
     "KeyProfileLogitsProcessor", "MaxPolyphonyLogitsProcessor", "MusicControls", "NoPedalLogitsProcessor",
     "NoteDensityLogitsProcessor", "PitchSetLogitsProcessor", "VelocityRangeLogitsProcessor", "music_processors",
-    "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "MidiError", "MidiReadError", "MidiTokenizer",
+    "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "HfMidiError", "MidiError", "MidiReadError",
+    "MidiTokenizer",
     "MusicChunk", "MusicStreamer", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
     "PerformanceGrammarLogitsProcessor", "SoundAtOnceLogitsProcessor", "TokenIdError", "__version__", "fast_sample",
     "generate_music", "load_model", "load_pipeline",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import sys
 import time
@@ -38,6 +37,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# The optional modules each extra brings (pyproject.toml): a command that needs one says which extra to install.
+EXTRAS = {"accelerate": "train", "datasets": "train", "pyarrow": "train", "peft": "train", "tensorboard": "train",
+          "gradio": "space", "matplotlib": "space"}
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """The extra that brings the module ``error`` could not import, or None when no extra does."""
+    return EXTRAS.get((error.name or "").split(".")[0])
+
+
 def configure_tokenize(p: argparse.ArgumentParser) -> None:
     p.add_argument("midi", help="a .mid/.midi file")
     p.add_argument("--sustain", choices=("events", "extend", "ignore"), default="events")
@@ -51,7 +60,10 @@ def run_tokenize(args: argparse.Namespace) -> int:
     from .remote_code.tokenization_midi import MidiTokenizer
 
     tok = MidiTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else MidiTokenizer(sustain=args.sustain)
-    ids = tok.encode_midi(args.midi, add_special_tokens=not args.no_special)
+    score = codec.load_score(args.midi)
+    ids = tok.encode_midi(score, add_special_tokens=not args.no_special)
+    if not any(i < codec.NOTE_OFF for i in ids):
+        print(f"hf-midi tokenize: warning: {args.midi}: has no notes{codec.drum_note(score)}", file=sys.stderr)
     print(" ".join(tok.convert_ids_to_tokens(ids)) if args.names else " ".join(map(str, ids)))
     seconds = int(codec.shift_steps(ids).sum()) / codec.STEPS_PER_SECOND
     print(f"{args.midi}: {len(ids)} tokens, {seconds:.2f} s of music", file=sys.stderr)
@@ -79,15 +91,17 @@ def run_detokenize(args: argparse.Namespace) -> int:
 
 
 def _positive_seconds(text: str) -> float:
-    from .remote_code.codec import MAX_SECONDS  # numpy and symusic only: no torch to say "too long"
+    from .remote_code.arguments import ArgumentError, positive_number
+    from .remote_code.codec import MAX_SECONDS
 
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
-        raise argparse.ArgumentTypeError(f"must be > 0 and at most {MAX_SECONDS:g}, got {text}")
-    return value
+    try:
+        return positive_number("seconds", value, MAX_SECONDS)
+    except ArgumentError as e:
+        raise argparse.ArgumentTypeError(e.problem) from None
 
 
 def _threads(text: str):
@@ -98,27 +112,6 @@ def _threads(text: str):
     return int(text)
 
 
-def fastest_threads(pipe, steps: int = 24) -> tuple[int, dict[int, float]]:
-    """The torch thread count under which ``pipe`` composes fastest on this machine: ``steps`` tokens
-    timed (after one warm-up) with 1, 2, 4, ... threads up to torch's default. Returns (threads,
-    {threads: seconds}); about 0.1-0.5 s for the bundled models."""
-    import torch
-
-    most = torch.get_num_threads()
-    candidates = sorted({1, most} | {n for n in (2, 4, 8, 16) if n < most})
-    times = {}
-    with torch.random.fork_rng():  # the timing runs are seeded; the user's run must not be
-        for n in candidates:
-            torch.set_num_threads(n)
-            pipe(max_new_tokens=4, seconds=None, seed=0)  # warm-up (caches, allocator)
-            t = time.perf_counter()
-            pipe(max_new_tokens=steps, seconds=None, seed=0)
-            times[n] = time.perf_counter() - t
-    best = min(times, key=times.get)
-    torch.set_num_threads(best)
-    return best, times
-
-
 def _note_limit(text: str):
     if text == "off":
         return "off"
@@ -126,17 +119,21 @@ def _note_limit(text: str):
 
 
 def configure_generate(p: argparse.ArgumentParser) -> None:
+    from .remote_code.defaults import GENERATION_DEFAULTS as d
+
     p.add_argument("--model", default=None,
-                   help="a bundled model's name (default, base), a model folder or a Hub repo id (default: default)")
+                   help="a bundled model (base, the default; small, the fast one), a model folder or a Hub repo id")
     p.add_argument("--prompt", default=None, help="a MIDI file to continue")
     p.add_argument("--prompt-seconds", type=_positive_seconds, default=None,
                    help="keep only the prompt's first S seconds")
-    p.add_argument("--seconds", type=_positive_seconds, default=30.0, help="seconds of new music (default 30)")
+    p.add_argument("--seconds", type=_positive_seconds, default=d.seconds,
+                   help=f"seconds of new music (default {d.seconds:g})")
     p.add_argument("--max-new-tokens", type=int, default=None, help="also stop after this many tokens")
     p.add_argument("--temperature", type=float, default=None, help="default: the model's generation config")
     p.add_argument("--top-k", type=int, default=None, help="0 turns it off; default: the generation config")
     p.add_argument("--top-p", type=float, default=None, help="default: the model's generation config")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed the sampling: the same seed and settings give the same piece (default: a new one)")
     p.add_argument("--num", type=int, default=1, help="how many pieces (out.mid, or out-1.mid, out-2.mid, ...)")
     p.add_argument("--no-grammar", action="store_true", help="sample without the grammar processor")
     p.add_argument("--max-note-seconds", type=_note_limit, default=None, metavar="S|off",
@@ -171,7 +168,7 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
                    help="weight format of the fast decoding loop (default auto: float16 on a CPU, float32 "
                         "elsewhere; float32 gives the same tokens as --slow under one seed)")
     p.add_argument("--slow", action="store_true", help="generate()'s own loop instead of the fast one")
-    p.add_argument("--threads", type=_threads, default="auto", metavar="N|auto",
+    p.add_argument("--threads", type=_threads, default=d.threads, metavar="N|auto",
                    help="torch CPU threads (default auto: time a few steps of this model with 1, 2, 4, ... up to "
                         "torch's default and keep the fastest; one small model's step is too short to share)")
     p.add_argument("--no-prompt-in-output", action="store_true", help="write only the continuation")
@@ -195,18 +192,13 @@ _CLI_NAMES = {"num_return_sequences": "num", "pedal": "no-pedal"}
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    import torch
     from tqdm.auto import tqdm
 
     from .loading import load_pipeline
+    from .remote_code.arguments import ArgumentError, GenerationError, check_generation_args
     from .remote_code.codec import load_score
-    from .remote_code.generation import (
-        CONTROL_NAMES,
-        ArgumentError,
-        GenerationError,
-        MusicControls,
-        check_generation_args,
-    )
+    from .remote_code.controls import CONTROL_NAMES, MusicControls
+    from .remote_code.threads import set_threads
     from .render import find_soundfont, piano_roll_png, render_wav
     from .utils import atomic_write_bytes
 
@@ -226,13 +218,6 @@ def run_generate(args: argparse.Namespace) -> int:
     prompt = load_score(args.prompt, source=f"--prompt {args.prompt}") if args.prompt else None
     soundfont = find_soundfont(args.soundfont) if args.wav else None
     pipe = load_pipeline(args.model, device=args.device)
-    if pipe.device.type == "cpu":
-        if args.threads == "auto":
-            threads, times = fastest_threads(pipe)
-            print(f"threads: {threads} (fastest of {', '.join(f'{n}: {t * 1e3:.0f} ms' for n, t in times.items())}"
-                  " for 24 tokens; --threads N to choose)", file=sys.stderr)
-        else:
-            torch.set_num_threads(args.threads)
     bar = tqdm(total=args.seconds, unit="s", desc="music", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s "
                "[{elapsed}<{remaining}{postfix}]", file=sys.stderr)
     started = time.perf_counter()
@@ -250,7 +235,7 @@ def run_generate(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
             top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
             return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
-            fast=not args.slow, weights=args.weights, **controls,
+            fast=not args.slow, weights=args.weights, threads=args.threads, **controls,
             **{name: value for name, value in (("sound_at_once", args.sound_at_once),
                                                ("allow_early_end", args.allow_early_end)) if value is not None},
             **{name: None if value == "off" else value
@@ -270,6 +255,10 @@ def run_generate(args: argparse.Namespace) -> int:
             piano_roll_png(r["score"], path=numbered(args.png, i, len(results)))
             written.append(str(numbered(args.png, i, len(results))))
         print(f"{r['seconds']:.2f} s, {len(r['token_ids'])} tokens -> {', '.join(written)}", file=sys.stderr)
+    threads, timed = set_threads(pipe.model, args.threads, args.weights if not args.slow else "float32")
+    if timed:  # measured by the pipeline before composing, once a process; remembered here at no cost
+        print(f"threads: {threads} (ms a token: {', '.join(f'{n}: {t * 1e3:.1f}' for n, t in timed.items())}; "
+              "--threads N to choose)", file=sys.stderr)
     took, pieces = time.perf_counter() - started, len(results)
     print(f"composed {bar.n:.1f} s of new music{f' x {pieces}' if pieces > 1 else ''} in {took:.2f} s: "
           f"{real_time_factor(bar.n * pieces, took)} real time", file=sys.stderr)
@@ -297,27 +286,33 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .remote_code.codec import MidiError  # the root of the package's own errors
+    from .remote_code.errors import HfMidiError  # the root of the package's own errors
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
-    run = getattr(importlib.import_module(COMMANDS[args.command][0]), f"run_{args.command}")
     try:
-        return int(run(args) or 0)
-    # Bad input, named by the package (MidiError, the one root) or a file the user named that is not
+        parser = build_parser(command if command in COMMANDS else None)
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        return int(getattr(importlib.import_module(COMMANDS[args.command][0]), f"run_{args.command}")(args) or 0)
+    except ModuleNotFoundError as e:  # an optional dependency: name the extra that brings it, in one line
+        extra = missing_extra(e)
+        if extra is None or os.environ.get("HF_MIDI_DEBUG"):
+            raise
+        print(f"hf-midi {command}: needs the '{extra}' extra (no module named {e.name!r}): "
+              f"pip install 'hf-midi[{extra}]' (in a checkout: pip install -e '.[{extra}]')", file=sys.stderr)
+        return 1
+    # Bad input, named by the package (HfMidiError, the one root) or a file the user named that is not
     # there: one clear line. Anything else is a defect: its traceback is kept.
-    except (MidiError, FileNotFoundError) as e:
+    except (HfMidiError, FileNotFoundError) as e:
         if os.environ.get("HF_MIDI_DEBUG"):
             raise
-        print(f"hf-midi {args.command}: error: {e}", file=sys.stderr)
+        print(f"hf-midi {command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"hf-midi {args.command}: interrupted", file=sys.stderr)
+        print(f"hf-midi {command}: interrupted", file=sys.stderr)
         return 130
 
 

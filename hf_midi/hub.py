@@ -19,8 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .remote_code import generation
-from .remote_code.codec import MidiError
+from .remote_code.errors import HfMidiError
 from .remote_code.tokenization_midi import MidiTokenizer
 from .utils import atomic_folder, is_repo_id
 
@@ -91,7 +90,7 @@ def write_tokenizer_folder(
 
 
 
-class HubError(MidiError):
+class HubError(HfMidiError):
     """A folder that cannot be exported or pushed: the message names the file or the problem."""
 
 
@@ -216,7 +215,7 @@ def bundle_model(
     dtype: str = "float32",
 ) -> Path:
     """Copy a trained GPT-2 folder into the package, atomically: into ``out``, by default the default
-    bundled model's folder (``hf_midi/pretrained/base``, ``generation.DEFAULT_MODEL_DIR``).
+    bundled model's folder (``hf_midi/pretrained/base``, ``loading.DEFAULT_MODEL_DIR``).
 
     ``context`` cuts the position table to the first ``context`` rows (and ``n_positions`` with
     it): a model trained on shorter blocks than its table never learned the later rows, so
@@ -227,9 +226,11 @@ def bundle_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .loading import DEFAULT_MODEL_DIR
+
     if dtype not in ("float32", "bfloat16"):
         raise HubError(f"dtype {dtype!r}: float32 or bfloat16")
-    out = Path(out) if out is not None else generation.DEFAULT_MODEL_DIR
+    out = Path(out) if out is not None else DEFAULT_MODEL_DIR
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if context is not None:

@@ -22,9 +22,8 @@ import os
 import warnings
 from pathlib import Path
 
-from .remote_code import generation
-from .remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, MidiError
-from .remote_code.generation import NO_DEFAULT_MODEL
+from .remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from .remote_code.errors import HfMidiError
 from .remote_code.pipeline_midi_generation import weights_bar
 from .utils import locate
 
@@ -36,7 +35,20 @@ DEFAULT_LORA_ALPHA = 32.0
 DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
 
 
-class ModelLoadError(MidiError):
+# The bundled models' folder, and the one that plays when none is named: ``base`` (GPT-2 8 x 512), the one
+# listeners prefer and fast enough to play while it composes on one CPU thread (benchmarks/RESULTS.md, "A
+# click gives music"); ``small`` (4 x 256) is the fast one.
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_MODEL = "base"
+DEFAULT_MODEL_DIR = PRETRAINED_DIR / DEFAULT_MODEL
+
+
+def default_model_path() -> Path | None:
+    """The default bundled model (``hf_midi/pretrained/base``), or None when not installed."""
+    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
+
+
+class ModelLoadError(HfMidiError):
     """A model reference that cannot be used (missing, not a model folder, no tokenizer, foreign vocabulary,
     an adapter without its base); the message names the reference. Not a ``GenerationError``: nothing was
     generated, the model could not be had."""
@@ -46,11 +58,11 @@ def bundled_models() -> dict[str, Path]:
     """Models shipped in the package, by the name ``--model`` and ``load_pipeline`` accept: ``base`` (the
     default, GPT-2 8 x 512), ``small`` (4 x 256, several times faster on a CPU) and ``default`` (the
     default's other name)."""
-    root = generation.DEFAULT_MODEL_DIR.parent
+    root = DEFAULT_MODEL_DIR.parent
     if not root.is_dir():
         return {}
     found = {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
-    default = generation.default_model_path()
+    default = default_model_path()
     return found | ({"default": default} if default is not None and "default" not in found else {})
 
 
@@ -58,9 +70,10 @@ def resolve_model(model: str | Path | None) -> str | Path:
     """None -> the bundled default; a bundled model's name (when no such folder exists here) -> its
     folder; anything else unchanged (a folder or a Hub repo id)."""
     if model is None:
-        path = generation.default_model_path()
+        path = default_model_path()
         if path is None:
-            raise ModelLoadError(NO_DEFAULT_MODEL)
+            raise ModelLoadError(f"no default model is installed ({DEFAULT_MODEL_DIR} has no config.json); "
+                                 "pass a model folder or Hub repo id (model=... / --model DIR_OR_REPO_ID)")
         return path
     bundled = bundled_models()
     if isinstance(model, str) and model in bundled and not Path(model).exists():
@@ -230,20 +243,6 @@ def base_reference(init_from) -> str:
     return str(Path(ref).resolve()) if Path(str(ref)).exists() else str(ref)
 
 
-def save_adapter(peft_model, tokenizer, out: str | os.PathLike, base: str, state_dict=None) -> Path:
-    """The adapter alone (safetensors) + its config (naming ``base``) + the tokenizer, written whole."""
-    from .utils import atomic_folder
-
-    out = Path(out)
-    peft_model.peft_config["default"].base_model_name_or_path = base
-    with atomic_folder(out) as tmp:
-        peft_model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty card template
-    return out
-
-
 def merge_adapter(adapter: str | os.PathLike, out: str | os.PathLike) -> Path:
     """A plain GPT-2 folder (weights with the adapter folded in, the base's generation config, the
     tokenizer) that ``AutoModelForCausalLM`` loads without peft."""
@@ -262,8 +261,8 @@ def merge_adapter(adapter: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 __all__ = [
-    "ADAPTER_CONFIG", "DEFAULT_LORA_ALPHA", "DEFAULT_LORA_RANK",
-    "DEFAULT_LORA_TARGETS", "ModelLoadError", "adapter_base", "add_lora", "base_reference",
-    "bundled_models", "check_model_folder", "check_vocabulary", "is_adapter", "load_model", "load_pipeline",
-    "merge_adapter", "resolve_model", "save_adapter",
+    "ADAPTER_CONFIG", "DEFAULT_LORA_ALPHA", "DEFAULT_LORA_RANK", "DEFAULT_LORA_TARGETS", "DEFAULT_MODEL",
+    "DEFAULT_MODEL_DIR", "PRETRAINED_DIR", "ModelLoadError", "adapter_base", "add_lora", "base_reference",
+    "bundled_models", "check_model_folder", "check_vocabulary", "default_model_path", "is_adapter", "load_model",
+    "load_pipeline", "merge_adapter", "resolve_model",
 ]

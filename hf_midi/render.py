@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-from .remote_code.codec import MidiError, MidiLike, _pedal_intervals, load_score
+from .remote_code.codec import MidiLike, _pedal_intervals, load_score
+from .remote_code.errors import HfMidiError
 from .utils import atomic_write_bytes
 
 SOUNDFONT_ENV = "HF_MIDI_SOUNDFONT"
@@ -33,7 +34,7 @@ HOW_TO_GET_ONE = (
 )
 
 
-class RenderError(MidiError):
+class RenderError(HfMidiError):
     """Audio or a picture cannot be made: no SoundFont, or a bad rendering argument."""
 
 
@@ -326,7 +327,7 @@ def configure_render(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wav", default=None, help="the WAV file to write")
     p.add_argument("--png", default=None, help="the piano-roll PNG to write")
     p.add_argument("--soundfont", default=None, help=f"a .sf2 file (default: ${SOUNDFONT_ENV}, then {SOUNDFONT_DIR})")
-    p.add_argument("--sample-rate", type=int, default=22050)
+    p.add_argument("--sample-rate", type=int, default=22050, help="audio samples a second of --wav (default 22050)")
 
 
 def run_render(args: argparse.Namespace) -> int:

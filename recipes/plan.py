@@ -14,7 +14,7 @@ printed and kept in ``OUT/summary.json``: any run can be repeated by hand. Then 
 scored on the corpus's evaluation sets (``hf_midi.evaluation.evaluate_model``) into ``OUT/<run>/eval.json``.
 
 Continue, don't restart: ``--init_from RUN=MODEL`` starts a run from a trained model (a folder, a Hub id,
-``default``/``base``) with a fresh optimizer and the preset's warm-up, so that the compute of an
+``base``/``small``) with a fresh optimizer and the preset's warm-up, so that the compute of an
 earlier GPU window adds up instead of starting again from random weights.
 """
 
@@ -55,7 +55,7 @@ PLANS: dict[str, list[Run]] = {
     # (--init_from base=STASH/base, a short warm-up), a quarter of its windows from piece starts, on all of
     # GiantMIDI train + POP909 train carried in pieces (recipes/README.md, "A trip in several calls").
     "gpu-next": [Run("base", "gpu-base", 1.0, {"piece_start_share": 0.25, "warmup_steps": 100})],
-    # The window after it: small (`default` before base became the default) the same way
+    # The window after it: small the same way
     # (--init_from small=STASH/small_w).
     "gpu-next-small": [Run("small", "gpu-small", 1.0, {"piece_start_share": 0.25, "warmup_steps": 100})],
     # A CPU, one thread.

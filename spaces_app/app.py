@@ -33,15 +33,18 @@ import numpy as np
 # In a deployed Space this is the copy of hf_midi beside app.py (python puts the script's folder
 # first on sys.path); in a checkout, the installed package. main() logs which.
 import hf_midi
-from hf_midi.remote_code.codec import NUM_EVENTS, MidiError, load_score, score_to_performance
-from hf_midi.remote_code.controls import CONTROL_NAMES, DYNAMICS, PIANO_KEYS, ArgumentError, MusicControls
+from hf_midi.remote_code.arguments import ArgumentError
+from hf_midi.remote_code.codec import NUM_EVENTS, drum_note, load_score, score_to_performance
+from hf_midi.remote_code.controls import CONTROL_NAMES, DYNAMICS, PIANO_KEYS, MusicControls
+from hf_midi.remote_code.defaults import GENERATION_DEFAULTS
+from hf_midi.remote_code.errors import HfMidiError
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("hf_midi.space")
 
 # ---------------------------------------------------------------------------------------- limits
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # hours of piano fit in 1 MB; more is not a prompt
-MIN_SECONDS, MAX_SECONDS, DEFAULT_SECONDS = 2.0, 60.0, 20.0  # new music per request
+MIN_SECONDS, MAX_SECONDS = 2.0, 60.0  # new music per request (its default: GENERATION_DEFAULTS.seconds)
 MAX_PROMPT_SECONDS, DEFAULT_PROMPT_SECONDS = 30.0, 10.0  # how much of an upload to keep
 MAX_VARIATIONS = 4
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
@@ -74,22 +77,22 @@ STYLE_LABELS = {"key": "Key", "pitch_range": "Pitch range", "dynamics": "Dynamic
 COMPOSE, UPLOAD, LAST = "Compose from scratch", "Continue a MIDI file", "Continue the last result"
 SOURCES = (COMPOSE, UPLOAD, LAST)
 EXAMPLES_DIR = HERE / "examples"
-# Rows follow the page's inputs: source, upload, keep, seconds, temperature, top-p, top-k, seed,
-# new seed each time, variations, then the Style group: key, lowest and highest pitch, dynamics, notes a
-# second, keys down, pedal. The MIDI files are POP909 test-split songs (MIT).
-_FREE = [ANY, PIANO_LOW, PIANO_HIGH, ANY, 0, 0, True]  # the Style group left to the model
+# Each example names the inputs it sets; the others keep the page's starting values (the model's own
+# sampling settings, the Style group left to the model). The MIDI files are POP909 test-split songs (MIT).
 EXAMPLES = [
-    ("Compose 20 s", [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 7, False, 1, *_FREE]),
-    ("Two calm takes", [COMPOSE, None, 10, 30, 0.8, 0.9, 0, 42, False, 2, *_FREE]),
-    ("D minor, soft, no pedal", [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 11, False, 1,
-                                 "D minor", 21, 108, "p", 0, 0, False]),
-    ("Sparse, two hands, middle register", [COMPOSE, None, 10, 20, 1.0, 0.95, 0, 5, False, 1,
-                                            "Any", 48, 84, "Any", 4, 4, True]),
-    ("Continue POP909 #720", [UPLOAD, str(EXAMPLES_DIR / "pop909-720.mid"), 10, 20, 1.0, 0.95, 0, 1, False, 1,
-                              *_FREE]),
-    ("Continue POP909 #860, bolder", [UPLOAD, str(EXAMPLES_DIR / "pop909-860.mid"), 6, 15, 1.1, 1.0, 40, 3, False, 2,
-                                      *_FREE]),
+    ("Compose 20 s", dict(seconds=20, seed=7, new_seed=False)),
+    ("Two calm takes", dict(seconds=30, temperature=0.8, top_p=0.9, seed=42, new_seed=False, variations=2)),
+    ("D minor, soft, no pedal", dict(seconds=20, seed=11, new_seed=False, key="D minor", dynamics="p", pedal=False)),
+    ("Sparse, two hands, middle register", dict(seconds=20, seed=5, new_seed=False, pitch_low=48, pitch_high=84,
+                                                density=4, max_polyphony=4)),
+    ("Continue POP909 #720", dict(source=UPLOAD, upload=str(EXAMPLES_DIR / "pop909-720.mid"), keep=10, seconds=20,
+                                  seed=1, new_seed=False)),
+    ("Continue POP909 #860, bolder", dict(source=UPLOAD, upload=str(EXAMPLES_DIR / "pop909-860.mid"), keep=6,
+                                          seconds=15, temperature=1.1, top_p=1.0, top_k=40, seed=3, new_seed=False,
+                                          variations=2)),
 ]
+WAITING = ("Press **Generate**: the music plays here while it is composed, then its recording, piano roll and "
+           "MIDI file appear below.")
 NO_MODEL = (
     "**No model is available.** This copy has no bundled model (`hf_midi/pretrained/base`). "
     "Start the app with `python app.py --model DIR_OR_REPO_ID`, or set `HF_MIDI_MODEL`."
@@ -163,7 +166,7 @@ class Prompt:
 
 
 def read_upload(path: str | os.PathLike | None, max_bytes: int = MAX_UPLOAD_BYTES) -> Prompt:
-    """Read and check an uploaded MIDI file; ``InputError``/``MidiError`` with a readable message."""
+    """Read and check an uploaded MIDI file; ``InputError``/``HfMidiError`` with a readable message."""
     if path is None or str(path) == "":
         raise InputError("Upload a MIDI file to continue, or choose “Compose from scratch”.")
     path = Path(path)
@@ -172,9 +175,10 @@ def read_upload(path: str | os.PathLike | None, max_bytes: int = MAX_UPLOAD_BYTE
     if size > max_bytes:
         raise InputError(f"{name} is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
     data = path.read_bytes()
-    perf = score_to_performance(load_score(data, source=name))  # MidiReadError names the file
+    score = load_score(data, source=name)  # MidiReadError names the file
+    perf = score_to_performance(score)
     if perf.num_notes == 0:
-        raise InputError(f"{name} has no notes to continue (drum tracks are ignored).")
+        raise InputError(f"{name} has no notes to continue{drum_note(score)}.")
     return Prompt(data, name, perf.duration, perf.num_notes, float(perf.onset.min()))
 
 
@@ -203,7 +207,7 @@ def _number(value, what: str) -> float:
 
 
 def make_settings(
-    seconds=DEFAULT_SECONDS,
+    seconds=GENERATION_DEFAULTS.seconds,
     temperature=1.0,
     top_p=1.0,
     top_k=0,
@@ -270,10 +274,11 @@ def _pipe_arguments(settings: Settings, prompt: bytes | None) -> dict:
         prompt_seconds=settings.prompt_seconds if prompt is not None else None,
         seconds=settings.seconds,
         temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
+        top_k=0 if settings.top_k is None else settings.top_k,  # off, not the model's own setting
+        top_p=1.0 if settings.top_p is None else settings.top_p,
         seed=settings.seed,
         return_prompt=True,
+        threads=1,  # one thread a request (build_demo): requests queue, and 2 threads ran 4-35x slower under load
         **{name: value for name, value in vars(settings.controls).items() if name in CONTROL_NAMES},
     )
 
@@ -417,9 +422,8 @@ def load_pipeline(model: str | None):
     """The ``midi-generation`` pipeline for a folder or repo id (None: the bundled model); None
     when there is no bundled model (the page then says so). ``ModelLoadError`` for a bad folder."""
     from hf_midi import loading
-    from hf_midi.remote_code import generation
 
-    if model is None and generation.default_model_path() is None:
+    if model is None and loading.default_model_path() is None:
         return None
     return loading.load_pipeline(model)
 
@@ -435,7 +439,7 @@ def describe_upload(path) -> str:
         return ""
     try:
         p = read_upload(path)
-    except (InputError, MidiError) as e:
+    except (InputError, HfMidiError) as e:
         return f"⚠️ {e}"
     return f"**{p.name}**: {p.notes} notes, {_minutes(p.seconds)} long."
 
@@ -482,10 +486,13 @@ class Studio:
         value = getattr(getattr(getattr(pipe, "model", None), "generation_config", None), name, None)
         return float(value) if isinstance(value, (int, float)) and value else fallback
 
-    def compose(self, source, upload, keep, last, which, seconds, temperature, top_p, top_k, seed, new_seed,
-                variations, model, key, pitch_low, pitch_high, dynamics, density, max_polyphony, pedal,
-                request: gr.Request, progress=gr.Progress()):  # noqa: B008 (gradio injects the tracker here)
-        """The Generate button: yields the page's outputs while a lone variation plays, then the pieces."""
+    def compose(self, source=COMPOSE, upload=None, keep=DEFAULT_PROMPT_SECONDS, last=(), which="1",
+                seconds=GENERATION_DEFAULTS.seconds, temperature=GENERATION_DEFAULTS.temperature, top_p=1.0, top_k=0,
+                seed=0, new_seed=True, variations=1, model=None, key=ANY, pitch_low=PIANO_LOW, pitch_high=PIANO_HIGH,
+                dynamics=ANY, density=0, max_polyphony=0, pedal=True, request: gr.Request = None,
+                progress=gr.Progress()):  # noqa: B008 (gradio injects the tracker here)
+        """The Generate button: yields the page's outputs while a lone variation plays, then the pieces. Every
+        input has a default (the API lists them as optional: ``upload`` is needed only to continue a file)."""
         stop = self.stops[request.session_hash] = threading.Event()
         try:
             if not self.pipes:
@@ -517,7 +524,7 @@ class Studio:
             took = time.perf_counter() - start
             log.info("%d variation(s) of %.0f s in %.1f s (seed %d, prompt: %s, model: %s, style: %s)", len(pieces),
                      settings.seconds, took, settings.seed, source, model, settings.controls.describe())
-        except (InputError, MidiError) as e:  # shown until closed: it says what to change
+        except (InputError, HfMidiError) as e:  # shown until closed: it says what to change
             raise gr.Error(str(e), duration=None, print_exception=False) from None
         except Stopped:
             raise gr.Error("Stopped.", print_exception=False) from None
@@ -526,7 +533,7 @@ class Studio:
                 del self.stops[request.session_hash]
         status = f"Seed {settings.seed}, made in {took:.1f} s. " + " · ".join(
             f"Variation {i + 1}: {_minutes(v.seconds)}, {v.notes} notes" for i, v in enumerate(pieces))
-        choices = gr.update(choices=list(range(1, len(pieces) + 1)), value=1)
+        choices = gr.update(choices=[str(i) for i in range(1, len(pieces) + 1)], value="1")
         out = [status, [(v.data, v.seconds) for v in pieces], choices, settings.seed]
         for i in range(MAX_VARIATIONS):
             v = pieces[i] if i < len(pieces) else None
@@ -576,8 +583,8 @@ def _input_column(studio: Studio) -> dict:
     c["upload_info"] = gr.Markdown(visible=False, elem_id="upload-info")
     c["keep"] = gr.Slider(1, MAX_PROMPT_SECONDS, value=DEFAULT_PROMPT_SECONDS, step=1,
                           label="Seconds of the file to keep as the prompt", visible=False, elem_id="keep")
-    c["which"] = gr.Radio([1], value=1, label="Variation to continue", visible=False, elem_id="which")
-    c["seconds"] = gr.Slider(MIN_SECONDS, MAX_SECONDS, value=DEFAULT_SECONDS, step=1,
+    c["which"] = gr.Radio(["1"], value="1", label="Variation to continue", visible=False, elem_id="which")
+    c["seconds"] = gr.Slider(MIN_SECONDS, MAX_SECONDS, value=GENERATION_DEFAULTS.seconds, step=1,
                              label="Length of new music (seconds)", elem_id="seconds")
     c["variations"] = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations", elem_id="variations")
     c["model"] = gr.Radio(studio.names, value=studio.first, label="Model", elem_id="model",
@@ -598,9 +605,11 @@ def _input_column(studio: Studio) -> dict:
                                        label="Keys down at once, at most (0: any)", elem_id="max-polyphony")
         c["pedal"] = gr.Checkbox(value=True, label="Sustain pedal", elem_id="pedal")
     with gr.Accordion("Sampling", open=False, elem_id="sampling"):
-        c["temperature"] = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=studio.setting("temperature", 1.0),
+        c["temperature"] = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE,
+                                     value=studio.setting("temperature", GENERATION_DEFAULTS.temperature),
                                      step=0.05, label="Temperature (higher: bolder)")
-        c["top_p"] = gr.Slider(0.05, 1.0, value=studio.setting("top_p", 0.95), step=0.01, label="Top-p (1: off)")
+        c["top_p"] = gr.Slider(0.05, 1.0, value=studio.setting("top_p", GENERATION_DEFAULTS.top_p), step=0.01,
+                               label="Top-p (1: off)")
         c["top_k"] = gr.Slider(0, MAX_TOP_K, value=0, step=1, label="Top-k (0: off)")
         with gr.Row():
             c["seed"] = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
@@ -614,11 +623,12 @@ def _input_column(studio: Studio) -> dict:
 
 def _output_column() -> tuple:
     """The right column: the status line, the live player's channel, one slot a variation."""
-    status = gr.Markdown(elem_id="status", min_height=60)
+    # Before the first piece the column shows where it will come: the first slot, empty, under a hint.
+    status = gr.Markdown(WAITING, elem_id="status", min_height=60)
     live = gr.Textbox(visible=False, elem_id="live-chunk")  # audio chunks for LIVE_JS
     slots = []
     for i in range(MAX_VARIATIONS):
-        with gr.Group(visible=False, elem_id=f"variation-{i + 1}") as group:
+        with gr.Group(visible=i == 0, elem_id=f"variation-{i + 1}") as group:
             audio = gr.Audio(label=f"Variation {i + 1}", type="filepath", interactive=False,
                              buttons=["download"], elem_id=f"audio-{i + 1}")
             # a fixed height: a short piece's roll is narrow and would stand tall
@@ -662,10 +672,9 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
                 c = _input_column(studio)
             with gr.Column(scale=2):
                 status, live, slots = _output_column()
-        inputs = [c[name] for name in ("source", "upload", "keep", "seconds", "temperature", "top_p", "top_k",
-                                       "seed", "new_seed", "variations", "key", "pitch_low", "pitch_high",
-                                       "dynamics", "density", "max_polyphony", "pedal")]
-        gr.Examples([row for _, row in EXAMPLES], inputs, example_labels=[label for label, _ in EXAMPLES])
+        names = sorted({name for _, values in EXAMPLES for name in values}, key=GENERATE_INPUTS.index)
+        gr.Examples([[values.get(name, c[name].value) for name in names] for _, values in EXAMPLES],
+                    [c[name] for name in names], example_labels=[label for label, _ in EXAMPLES])
 
         # Light page events (a few ms) skip the queue: they never wait behind a generation.
         light = dict(queue=False, show_progress="hidden", api_visibility="private")

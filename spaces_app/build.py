@@ -45,7 +45,7 @@ def build_space(out: str | os.PathLike, model: str | os.PathLike | None = None, 
         raise FileExistsError(f"{out} exists and is not empty (pass force=True / --force to replace it)")
     if model is not None and not (Path(model) / "config.json").is_file():
         raise FileNotFoundError(f"{model}: not a model folder (no config.json)")
-    from hf_midi.remote_code.generation import DEFAULT_MODEL
+    from hf_midi.loading import DEFAULT_MODEL
     from hf_midi.utils import atomic_folder
 
     with atomic_folder(out) as tmp:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, FileNotFoundError) as e:
         print(f"build.py: error: {e}", file=sys.stderr)
         return 1
-    from hf_midi.remote_code.generation import DEFAULT_MODEL
+    from hf_midi.loading import DEFAULT_MODEL
 
     has_model = (out / "hf_midi" / "pretrained" / DEFAULT_MODEL / "config.json").is_file()
     print(f"wrote {out}" + ("" if has_model else " (no bundled model: the Space needs HF_MIDI_MODEL)"))

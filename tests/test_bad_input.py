@@ -1,4 +1,4 @@
-"""Bad MIDI input: a clear ``MidiError`` naming the file and the problem, never a crash or a hang.
+"""Bad MIDI input: a clear ``HfMidiError`` naming the file and the problem, never a crash or a hang.
 
 symusic 0.5.9 can corrupt memory on broken files, so every parse that could go wrong runs in a
 child process: a segfault there fails the test instead of killing pytest.
@@ -22,7 +22,8 @@ from conftest import EDGE_FIXTURES, POP909_FIXTURES, ROOT, requires_shared_data
 
 from hf_midi import MidiTokenizer
 from hf_midi.remote_code import codec
-from hf_midi.remote_code.codec import MidiError, MidiReadError, TokenIdError
+from hf_midi.remote_code.codec import MidiReadError, TokenIdError
+from hf_midi.remote_code.errors import HfMidiError
 
 CODEC = ROOT / "hf_midi" / "remote_code" / "codec.py"
 # The child loads codec.py by path: it needs only numpy and symusic, so it starts in a fraction
@@ -36,7 +37,7 @@ CHILD = textwrap.dedent(f"""
         print(json.dumps({{"start": i}}), flush=True)
         try:
             r = {{"i": i, "ids": len(codec.encode(path))}}
-        except codec.MidiError as e:
+        except codec.HfMidiError as e:
             r = {{"i": i, "error": type(e).__name__, "message": str(e)}}
         except Exception as e:
             r = {{"i": i, "error": "UNEXPECTED " + type(e).__name__, "message": repr(e)}}
@@ -105,7 +106,7 @@ def test_bad_bytes_name_the_source_and_the_problem(data, problem, tmp_path):
     with pytest.raises(MidiReadError, match=problem) as e:
         codec.load_score(path)
     assert str(e.value).startswith(f"{path}: ")
-    with pytest.raises(MidiError, match=problem):
+    with pytest.raises(HfMidiError, match=problem):
         MidiTokenizer()(midi=[data])
 
 
@@ -268,16 +269,16 @@ def test_every_pop909_and_asap_file_passes_check_smf(shared_data):
 
 
 def test_one_error_root_and_the_cli_keeps_a_defects_traceback(monkeypatch, capsys, tmp_path):
-    """Every error the package raises on purpose derives from MidiError; the CLI prints those as one line,
+    """Every error the package raises on purpose derives from HfMidiError; the CLI prints those as one line,
     and lets any other exception (a defect, say a numpy ValueError) keep its traceback."""
     import hf_midi.cli as cli
     from hf_midi.data.packed import PackedError
     from hf_midi.data.prepare import PrepareError
     from hf_midi.hub import HubError
     from hf_midi.loading import ModelLoadError
-    from hf_midi.remote_code.codec import MidiError
+    from hf_midi.remote_code.arguments import GenerationError
+    from hf_midi.remote_code.errors import HfMidiError
     from hf_midi.remote_code.fast_generation import FastPathError
-    from hf_midi.remote_code.generation import GenerationError
     from hf_midi.render import RenderError
     from hf_midi.training import TrainingError
     from hf_midi.training.args import ConfigError
@@ -285,7 +286,7 @@ def test_one_error_root_and_the_cli_keeps_a_defects_traceback(monkeypatch, capsy
 
     for error in (PackedError, PrepareError, HubError, ModelLoadError, FastPathError, GenerationError, RenderError,
                   ConfigError, FinetuneError, TrainingError):
-        assert issubclass(error, MidiError), error
+        assert issubclass(error, HfMidiError), error
     assert cli.main(["tokenize", str(tmp_path / "missing.mid")]) == 1  # a named problem: one line
     assert "missing.mid" in capsys.readouterr().err
 

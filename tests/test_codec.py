@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -430,7 +432,18 @@ def test_decode_ids_outside_the_vocabulary_are_errors():
         codec.decode(np.array([-1, 5]))
     with pytest.raises(codec.TokenIdError, match="not an integer"):
         codec.decode([1.5])
-    assert isinstance(codec.TokenIdError("x"), ValueError)
+
+
+def test_ids_outside_the_vocabulary_are_one_line_from_the_command(tmp_path):
+    """The root error reaches the user as one line naming the id and its position, and nothing is written."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("391 60 256 393 392")
+    proc = subprocess.run([sys.executable, "-m", "hf_midi.cli", "detokenize", str(ids), "-o", str(tmp_path / "x.mid")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "hf-midi detokenize: error: token id 393 at position 3 is outside 0..392"]
+    assert not (tmp_path / "x.mid").exists()
 
 
 def test_decoded_times_are_exact_after_a_midi_file(tmp_path):
@@ -561,11 +574,9 @@ def test_encode_decode_is_idempotent_after_one_pass(ids):
 
 def test_seconds_to_steps_rounds_as_times_do():
     """One rounding of seconds to steps: generation's limits and the listener's checks use the codec's rule 2."""
-    from hf_midi.remote_code import generation
     from hf_midi.remote_code.codec import seconds_to_steps
 
     assert [seconds_to_steps(s) for s in (0.125, 0.135, 30.0, 0.004, 0.005)] == [13, 14, 3000, 0, 1]
-    assert generation.seconds_to_steps is seconds_to_steps
     perf = codec.Performance(np.array([0.125]), np.array([0.3]), np.array([60]), np.array([80]),
                              np.empty(0), np.empty(0))
     assert codec.shift_steps(codec.performance_to_ids(perf)).sum() == seconds_to_steps(0.3)
@@ -575,7 +586,8 @@ def test_seconds_to_steps_rounds_as_times_do():
 def test_which_ids_are_never_generated_has_one_answer():
     import torch
 
-    from hf_midi.remote_code.generation import PerformanceGrammarLogitsProcessor, PerformanceState
+    from hf_midi.remote_code.performance_state import PerformanceState
+    from hf_midi.remote_code.processors import PerformanceGrammarLogitsProcessor
     from hf_midi.training.models import generation_config
 
     assert codec.never_generated(393) == [PAD_ID, codec.BOS_ID]

@@ -11,6 +11,7 @@ import torch
 from conftest import save_tiny_model, tiny_model
 
 from hf_midi.evaluation.adherence import find_key, holds, matching_windows, measures, transpose_ids
+from hf_midi.remote_code.arguments import ArgumentError, GenerationError
 from hf_midi.remote_code.codec import (
     BOS_ID,
     EOS_ID,
@@ -32,14 +33,8 @@ from hf_midi.remote_code.controls import (
     parse_pitch,
 )
 from hf_midi.remote_code.fast_generation import fast_sample
-from hf_midi.remote_code.generation import (
-    ArgumentError,
-    GenerationError,
-    PerformanceState,
-    generate_music,
-    music_generation_config,
-    music_processors,
-)
+from hf_midi.remote_code.generation import generate_music, music_generation_config, music_processors
+from hf_midi.remote_code.performance_state import PerformanceState
 
 EVERY = dict(key="D minor", pitch_range=(40, 90), dynamics="mf", density=8, max_polyphony=3, pedal=False)
 
@@ -319,7 +314,7 @@ def test_cli_names_a_bad_control_before_loading_a_model(tmp_path, capsys):
 
     for flags, message in [(["--key", "H major"], "--key must be a note name"),
                            (["--pitch-range", "90-40"], "--pitch-range low 90 is above high 40"),
-                           (["--density", "0"], "--density must be > 0"),
+                           (["--density", "0"], "--density must be a number > 0"),
                            (["--max-polyphony", "0"], "--max-polyphony must be a whole number >= 1"),
                            (["--dynamics", "p", "--velocity-range", "1-50"], "--dynamics and velocity_range")]:
         # the model folder does not exist: an error about it would mean the control was checked too late

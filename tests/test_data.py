@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import POP909_FIXTURES
 
-from hf_midi import MidiError, MidiTokenizer
+from hf_midi import HfMidiError, MidiTokenizer
 from hf_midi.data.augmentation import AugmentConfig, augment_performance, transpose_ids
 from hf_midi.data.cleaning import NO_CLEAN
 from hf_midi.data.prepare import PrepareConfig, prepare_dataset
@@ -276,7 +276,7 @@ def test_resume_with_dataloader_workers(dataset, tok, consumed):
 
 
 def test_bad_arguments(dataset, tok, tmp_path):
-    with pytest.raises(MidiError, match="no split 'dev'.*train"):
+    with pytest.raises(HfMidiError, match="no split 'dev'.*train"):
         MidiBlockStream(dataset, "dev", tok, 64)
     with pytest.raises(ValueError, match="block_size"):
         MidiBlockStream(dataset, "train", tok, 1)
@@ -286,9 +286,9 @@ def test_bad_arguments(dataset, tok, tmp_path):
         MidiBlockStream(dataset, "train", tok, 64, rank=2, world_size=2)
     with pytest.raises(ValueError, match="transpose"):
         AugmentConfig(transpose=(3, -3))
-    with pytest.raises(MidiError, match="sustain='events'"):
+    with pytest.raises(HfMidiError, match="sustain='events'"):
         MidiBlockStream(dataset, "train", MidiTokenizer(sustain="extend"), 64, use_pretokenized=True)
-    with pytest.raises(MidiError, match="cannot be opened"):
+    with pytest.raises(HfMidiError, match="cannot be opened"):
         MidiBlockStream(str(tmp_path / "missing"), "train", tok, 64)
     s = MidiBlockStream(dataset, "train", tok, 64)
     with pytest.raises(ValueError, match="block_size"):

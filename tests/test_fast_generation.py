@@ -9,6 +9,7 @@ from conftest import tiny_model
 from transformers import AutoModelForCausalLM, pipeline
 
 from hf_midi.loading import resolve_model
+from hf_midi.remote_code.arguments import GenerationError
 from hf_midi.remote_code.codec import BOS_ID, EOS_ID, NOTE_OFF, PAD_ID, TIME_SHIFT, VOCAB_SIZE
 from hf_midi.remote_code.fast_generation import (
     FastGPT2,
@@ -18,7 +19,7 @@ from hf_midi.remote_code.fast_generation import (
     resolve_weights,
     unsupported_reason,
 )
-from hf_midi.remote_code.generation import GenerationError, generate_music, music_generation_config
+from hf_midi.remote_code.generation import generate_music, music_generation_config
 
 needs_fbgemm = pytest.mark.skipif(not packed_formats_available(), reason="float16/int8 need fbgemm (x86 torch)")
 

@@ -169,6 +169,8 @@ def test_the_one_command_on_a_small_folder(tiny_ckpt, tmp_path):
     assert "broken.mid" in proc.stderr  # the skipped file is named
     assert result["steps"] == 12 and math.isfinite(result["nll_before"]) and math.isfinite(result["nll_after"])
     assert f"{result['nll_before']:.4f} -> {result['nll_after']:.4f}" in proc.stdout
+    assert result["worse"] == (result["nll_after"] > result["nll_before"])
+    assert ("the held-out NLL got worse" in proc.stderr) == result["worse"]
     assert (out / "model" / "model.safetensors").is_file() and not (out / "model" / "checkpoints").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-written beside OUT
     # The tuned model is a model folder the evaluator scores like any other.
@@ -294,3 +296,24 @@ def test_finetune_hyperparameters_live_in_presets():
     assert (full.learning_rate, full.weight_decay, full.lora) == (3e-4, 0.1, False)
     assert (lora.learning_rate, lora.weight_decay, lora.lora) == (2e-3, 0.0, True)
     assert full.transpose == lora.transpose == [-3, 3] and full.model.dropout == 0.0
+
+
+def test_a_finetune_that_makes_the_model_worse_says_so_and_what_to_try(tiny_ckpt, tmp_path):
+    """A learning rate far too high wrecks the model in a few steps: the job still saves it, and says that
+    the held-out NLL got worse than the starting model's, with what to try."""
+    src = tmp_path / "my_midi"
+    src.mkdir()
+    for f in POP909_FIXTURES[:4]:
+        shutil.copy(f, src / f.name)
+    out = tmp_path / "tuned"
+    proc = subprocess.run([sys.executable, "-m", "hf_midi.cli", "finetune", str(src), str(out), "--model",
+                           str(tiny_ckpt), "--minutes", "5", "--max-steps", "4", "--block-size", "128",
+                           "--batch-size", "4", "--learning-rate", "3", "--quiet", "--val-fraction", "0.25"],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "finetune.json").read_text())
+    assert result["worse"] and result["nll_after"] > result["nll_before"]
+    warning = next(line for line in proc.stderr.splitlines() if "held-out NLL got worse" in line)
+    assert f"({result['nll_before']:.4f} -> {result['nll_after']:.4f}" in warning
+    assert "--learning-rate" in warning and "--lora" in warning and str(tiny_ckpt) in warning
+    assert "worse than the model it started from" in proc.stdout

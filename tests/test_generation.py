@@ -19,6 +19,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from hf_midi.remote_code.arguments import GenerationError, check_generation_args
 from hf_midi.remote_code.codec import (
     BOS_ID,
     EOS_ID,
@@ -33,18 +34,14 @@ from hf_midi.remote_code.codec import (
     ids_to_notes,
     shift_steps,
 )
-from hf_midi.remote_code.generation import (
-    GenerationError,
+from hf_midi.remote_code.generation import cut_events, generate_music, music_generation_config
+from hf_midi.remote_code.performance_state import PerformanceState
+from hf_midi.remote_code.processors import (
     MusicProgressCriteria,
     MusicTimeLimitLogitsProcessor,
     MusicTimeStoppingCriteria,
     PerformanceGrammarLogitsProcessor,
-    PerformanceState,
     SoundAtOnceLogitsProcessor,
-    check_generation_args,
-    cut_events,
-    generate_music,
-    music_generation_config,
 )
 
 
@@ -439,7 +436,7 @@ def test_progress_criteria_reports_slowest_unfinished_row():
 
 # --------------------------------------------------------------------------- the stuck-note guard
 def test_guard_forces_the_note_off_of_a_note_held_too_long():
-    from hf_midi.remote_code.generation import MaxNoteLengthLogitsProcessor
+    from hf_midi.remote_code.processors import MaxNoteLengthLogitsProcessor
 
     one_second = TIME_SHIFT + 99
     held = [BOS_ID, 60, 64, one_second, 128 + 64, one_second]  # 60 held 2 s, 64 released after 1 s
@@ -451,7 +448,7 @@ def test_guard_forces_the_note_off_of_a_note_held_too_long():
 
 
 def test_no_silence_longer_than_the_limit():
-    from hf_midi.remote_code.generation import MaxSilenceLogitsProcessor
+    from hf_midi.remote_code.processors import MaxSilenceLogitsProcessor
 
     one_second = TIME_SHIFT + 99
 
@@ -491,7 +488,7 @@ def test_generation_with_the_silence_guard_keeps_playing():
 
 
 def test_guard_counts_time_across_the_sliding_window_history():
-    from hf_midi.remote_code.generation import MaxNoteLengthLogitsProcessor
+    from hf_midi.remote_code.processors import MaxNoteLengthLogitsProcessor
 
     state = PerformanceState()
     guard = MaxNoteLengthLogitsProcessor(1.5, state)

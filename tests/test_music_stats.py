@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 from conftest import POP909_FIXTURES
 
 from hf_midi.evaluation import music_stats
@@ -48,8 +49,18 @@ def test_windows_cover_a_real_piece():
     span = (notes["end"].max() - notes["start"].min()) / 100
     assert len(windows) == math.ceil((notes["start"].max() - notes["start"].min() + 1) / 3000)
     assert len(windows) >= int(span // 30)
-    total = sum(w["notes_per_second"] for w in windows)
-    assert total > 0
+    # each window's rate, counted again from the decoded score (10 ticks a step): its onsets over the span
+    # from its first onset to its last end, ends clipped to the window
+    score = codec.decode(ids)
+    starts = np.array([nt.start // 10 for t in score.tracks for nt in t.notes])
+    ends = np.array([nt.end // 10 for t in score.tracks for nt in t.notes])
+    first, rates = starts.min(), []
+    for w in range(int((starts.max() - first) // 3000) + 1):
+        inside = (starts - first) // 3000 == w
+        lo = first + 3000 * w
+        span = max(int(np.minimum(ends[inside], lo + 3000).max() - starts[inside].min()), 1)
+        rates.append(inside.sum() / (span / 100))
+    assert [w["notes_per_second"] for w in windows] == pytest.approx(rates)
 
 
 def test_band_report_counts_inside():

@@ -17,17 +17,17 @@ from test_generation import invalid_tokens
 from transformers import LogitsProcessorList, StoppingCriteriaList, pipeline
 
 import hf_midi.loading as loading
-import hf_midi.remote_code.generation as generation
+from hf_midi.remote_code.arguments import GenerationError, model_note_limit
 from hf_midi.remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, decode, encode, ids_to_notes, shift_steps
-from hf_midi.remote_code.generation import (
-    GenerationError,
+from hf_midi.remote_code.errors import HfMidiError
+from hf_midi.remote_code.generation import cut_events
+from hf_midi.remote_code.pipeline_midi_generation import MidiGenerationPipeline
+from hf_midi.remote_code.processors import (
     MusicTimeLimitLogitsProcessor,
     MusicTimeStoppingCriteria,
     PerformanceGrammarLogitsProcessor,
     SoundAtOnceLogitsProcessor,
-    cut_events,
 )
-from hf_midi.remote_code.pipeline_midi_generation import MidiGenerationPipeline
 from hf_midi.remote_code.tokenization_midi import MidiTokenizer
 
 PROMPT = POP909_FIXTURES[0]
@@ -218,7 +218,7 @@ def test_bad_arguments_fail_before_generation(no_generate, kwargs, match):
     (EDGE_FIXTURES / "test-all-gm-percussion.mid", "has no notes"),
 ])
 def test_bad_prompts_fail_before_generation(no_generate, prompt, match):
-    with pytest.raises(generation.MidiError, match=match):
+    with pytest.raises(HfMidiError, match=match):
         no_generate(prompt, seconds=2.0)
 
 
@@ -247,22 +247,22 @@ def test_no_default_model_is_a_clear_error(monkeypatch, tmp_path):
 
     from hf_midi.remote_code.pipeline_midi_generation import register_pipeline_task
 
-    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", tmp_path / "absent")
-    assert generation.default_model_path() is None
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    assert loading.default_model_path() is None
     with pytest.raises(loading.ModelLoadError, match="no default model is installed"):
         loading.load_pipeline(None)
     registry = PipelineRegistry(supported_tasks={}, task_aliases={})
-    register_pipeline_task(registry)
+    register_pipeline_task(registry, default_model=loading.default_model_path())
     assert "default" not in registry.supported_tasks["midi-generation"]
-    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", Path(__file__).parents[1] / "hf_midi/pretrained/base")
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", Path(__file__).parents[1] / "hf_midi/pretrained/base")
     registry = PipelineRegistry(supported_tasks={}, task_aliases={})
-    register_pipeline_task(registry)
+    register_pipeline_task(registry, default_model=loading.default_model_path())
     assert registry.supported_tasks["midi-generation"]["default"]["model"][0].endswith("pretrained/base")
 
 
 def test_the_bundled_model_is_the_default(monkeypatch, model_dir):
-    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", Path(model_dir))
-    assert generation.default_model_path() == Path(model_dir)
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", Path(model_dir))
+    assert loading.default_model_path() == Path(model_dir)
     pipe = pipeline("midi-generation")
     [o] = pipe(seconds=2.0, seed=0)
     assert 0 < o["seconds"] <= 2.0
@@ -362,7 +362,7 @@ def test_bundled_models_by_name_compute_in_float32(monkeypatch, model_dir, tmp_p
 
     root = tmp_path / "pretrained"
     bundle_model(model_dir, root / "small")
-    monkeypatch.setattr(generation, "DEFAULT_MODEL_DIR", root / "base")
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", root / "base")
     bundle_model(model_dir, dtype="bfloat16")  # no out: the default model's folder
     assert (root / "base" / "model.safetensors").is_file()
     assert set(loading.bundled_models()) == {"base", "default", "small"}
@@ -394,7 +394,7 @@ def test_the_stuck_note_guard_defaults_to_the_models_generation_config(tmp_path)
     cfg = json.loads((folder / "generation_config.json").read_text())
     (folder / "generation_config.json").write_text(json.dumps({**cfg, "max_note_seconds": 1.5}))
     pipe = loading.load_pipeline(folder)
-    assert generation.model_note_limit(pipe.model) == 1.5
+    assert model_note_limit(pipe.model) == 1.5
 
     def longest(**kw):
         [o] = pipe(seconds=20.0, seed=0, **kw)
@@ -407,18 +407,36 @@ def test_the_stuck_note_guard_defaults_to_the_models_generation_config(tmp_path)
         pipe(seconds=2.0, max_note_seconds=-1)
 
 
-def test_the_public_names_are_at_the_top():
+def test_the_public_names_are_at_the_top_and_each_has_one_home():
     """`from hf_midi import ...`: the loaders, the generation loop, the fast loop, the streamer and every
-    processor, the same objects as in their rooms."""
-    import hf_midi
-    from hf_midi.remote_code import fast_generation
+    processor, the same objects as in their homes; and each module's ``__all__`` lists only what it
+    defines (no file re-exports another's names, so a caller imports from the name's home)."""
+    import ast
+    import importlib
+    import pkgutil
 
-    for name in ("load_model", "load_pipeline", "generate_music", "fast_sample", "MusicStreamer",
+    import hf_midi
+    import hf_midi.remote_code
+
+    homes = {}
+    for info in pkgutil.iter_modules(hf_midi.remote_code.__path__):
+        module = importlib.import_module(f"hf_midi.remote_code.{info.name}")
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+        for name in getattr(module, "__all__", ()):
+            assert name in defined, f"{info.name}.__all__ lists {name}, which it does not define"
+            homes[name] = module
+    homes |= {name: loading for name in ("load_model", "load_pipeline", "default_model_path")}
+    for name in ("load_model", "load_pipeline", "generate_music", "fast_sample", "MusicStreamer", "HfMidiError",
                  "SoundAtOnceLogitsProcessor", "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor",
                  "PerformanceGrammarLogitsProcessor", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria"):
         assert name in hf_midi.__all__
-        room = fast_generation if name == "fast_sample" else (loading if name.startswith("load") else generation)
-        assert getattr(hf_midi, name) is getattr(room, name)
+    for name in hf_midi.__all__:
+        if name != "__version__":
+            assert getattr(hf_midi, name) is getattr(homes[name], name), name
+    assert hf_midi.MidiError is hf_midi.HfMidiError  # the root's old name, kept
 
 
 def test_a_newcomers_first_calls_print_no_warning_and_no_weights_bar(capfd):

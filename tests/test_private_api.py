@@ -28,9 +28,12 @@ def test_generate_own_sampling_loop_is_where_the_fast_loop_falls_back_to():
 
     model.train()  # dropout on: the fast loop hands over to generate()'s own
     ids = torch.tensor([[391, 60]])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=True,
-                         custom_generate=fast_sample, pad_token_id=390)
-    assert out.shape == (1, 7)
+    drawn = []
+    for loop in ({"custom_generate": fast_sample}, {}):  # handed over, then generate() itself, one seed
+        torch.manual_seed(3)
+        drawn.append(model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, min_new_tokens=5,
+                                    do_sample=True, pad_token_id=390, **loop))
+    assert drawn[0].shape == (1, 7) and torch.equal(drawn[0], drawn[1])
 
 
 def test_parameter_versions_change_on_an_in_place_update():

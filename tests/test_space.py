@@ -131,7 +131,13 @@ def test_make_settings_caps_every_knob(app):
     assert 0 <= s.seed <= app.MAX_SEED
     s = app.make_settings(seconds=0, top_p=0.9, top_k=12, seed="7", variations=0)
     assert (s.seconds, s.top_p, s.top_k, s.seed, s.variations) == (app.MIN_SECONDS, 0.9, 12, 7, 1)
-    assert app.make_settings(seed=None).seed != app.make_settings(seed=None).seed  # drawn each time
+    import random
+
+    draws = []
+    for state in (1, 2, 1):  # a seed is drawn from the random module each time one is not given
+        random.seed(state)
+        draws.append(app.make_settings(seed=None).seed)
+    assert draws[0] == draws[2] != draws[1] and all(0 <= d <= app.MAX_SEED for d in draws)
     with pytest.raises(app.InputError, match="Length must be a number"):
         app.make_settings(seconds="long")
     with pytest.raises(app.InputError, match="Temperature must be a finite number"):
@@ -258,19 +264,32 @@ def test_style_knobs_become_controls_and_bad_ones_are_named(app):
     for style, message in [(dict(key="H major"), "Key: must be a note name"),
                            (dict(pitch_low=90, pitch_high=40), "Pitch range: low 90 is above high 40"),
                            (dict(dynamics="loud"), "Dynamics: must be one of pp"),
-                           (dict(density=-2), "Notes a second: must be > 0"),
+                           (dict(density=-2), "Notes a second: must be a number > 0"),
                            (dict(max_polyphony=2.5), "Keys down at once: must be a whole number"),
                            (dict(pitch_low="x"), "Lowest pitch must be a number")]:
         with pytest.raises(app.InputError, match=re.escape(message)):
             app.make_settings(seconds=4, style=style)
 
 
-def test_every_example_fills_every_input_and_its_style_is_valid(app):
-    for label, row in app.EXAMPLES:
-        assert len(row) == 17, label  # the ten knobs and the seven of Style
-        app.make_controls(*row[10:])  # raises on a bad value
+STYLE = ("key", "pitch_low", "pitch_high", "dynamics", "density", "max_polyphony", "pedal")
+
+
+def test_every_example_names_real_inputs_and_its_style_is_valid(app, pipe):
+    """Examples are keyed by input name: each names inputs of the Generate button, an unnamed input keeps
+    the page's starting value, and each style is valid."""
+    demo = app.build_demo(pipe=pipe)
+    examples = next(b for b in demo.blocks.values() if type(b).__name__ == "Dataset")
+    for label, values in app.EXAMPLES:
+        assert set(values) <= set(app.GENERATE_INPUTS), label
+        app.make_controls(**{k: v for k, v in values.items() if k in STYLE})  # raises on a bad value
     styled = dict(app.EXAMPLES)["D minor, soft, no pedal"]
-    assert app.make_controls(*styled[10:]) == app.MusicControls(key="D minor", dynamics="p", pedal=False)
+    assert app.make_controls(**{k: v for k, v in styled.items() if k in STYLE}) == app.MusicControls(
+        key="D minor", dynamics="p", pedal=False)
+    # the rows the page holds put each named value under its own input
+    headers = [getattr(c, "elem_id", None) or getattr(c, "label", None) for c in examples._components]
+    row = examples.raw_samples[[label for label, _ in app.EXAMPLES].index("D minor, soft, no pedal")]
+    assert row[headers.index("key")] == "D minor" and row[headers.index("dynamics")] == "p"
+    assert row[headers.index("pedal")] is False and row[headers.index("seed")] == 11
 
 
 def test_a_styled_piece_keeps_to_its_style(app, pipe, tmp_path):
@@ -295,9 +314,9 @@ def test_the_model_picker_offers_the_bundled_models_and_loads_on_first_use(app, 
 
 
 def test_page_without_a_model_says_so(app, monkeypatch):
-    import hf_midi.remote_code.generation
+    from hf_midi import loading
 
-    monkeypatch.setattr(hf_midi.remote_code.generation, "default_model_path", lambda: None)
+    monkeypatch.setattr(loading, "default_model_path", lambda: None)
     demo = app.build_demo(model=None)
     blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     assert "No model is available" in blocks["no-model"].value
@@ -414,7 +433,8 @@ def test_eight_concurrent_requests_all_complete(app, pipe, server, tmp_path):
     def request(seed):
         upload = handle_file(str(PROMPT_MIDI)) if seed % 2 else None  # half continue an upload
         source = app.UPLOAD if upload else app.COMPOSE
-        job = client.submit(source, upload, 3, 1, 3, 1.0, 0.95, 0, seed, False, 1, api_name="/generate")
+        job = client.submit(source=source, upload=upload, keep=3, seconds=3, top_p=0.95, seed=seed, new_seed=False,
+                            api_name="/generate")
         return job.result(timeout=240)
 
     with ThreadPoolExecutor(len(seeds)) as pool:
@@ -446,14 +466,14 @@ def test_the_api_takes_the_style_and_the_model(app, pipe, server):
 
     client = Client(server, verbose=False)
     name = Path(pipe.model.name_or_path).name
-    result = client.predict(app.COMPOSE, None, 3, 1, 4, 1.0, 0.95, 0, 9, False, 1, name, "C major", 60, 72, "ff",
-                            6, 2, False, api_name="/generate")
+    result = client.predict(app.COMPOSE, None, 3, "1", 4, 1.0, 0.95, 0, 9, False, 1, name, "C major", 60, 72,
+                            "ff", 6, 2, False, api_name="/generate")
     score = symusic.Score.from_midi(Path(result[5]).read_bytes())
     notes = [n for t in score.tracks for n in t.notes]
     assert notes and all(60 <= n.pitch <= 72 and n.pitch % 12 in (0, 2, 4, 5, 7, 9, 11) and n.velocity >= 105
                          for n in notes)
     with pytest.raises(Exception, match="Pitch range: low 80 is above high 70"):
-        client.predict(app.COMPOSE, None, 3, 1, 4, 1.0, 0.95, 0, 9, False, 1, name, "Any", 80, 70, "Any", 0, 0,
+        client.predict(app.COMPOSE, None, 3, "1", 4, 1.0, 0.95, 0, 9, False, 1, name, "Any", 80, 70, "Any", 0, 0,
                        True, api_name="/generate")
 
 
@@ -463,5 +483,28 @@ def test_bad_upload_through_the_api_is_a_readable_error(app, server):
     client = Client(server, verbose=False)
     bad = handle_file(str(EDGE_FIXTURES / "test-not-a-midi-file.mid"))
     with pytest.raises(Exception) as e:
-        client.predict(app.UPLOAD, bad, 3, 1, 3, 1.0, 0.95, 0, 1, False, 1, api_name="/generate")
+        client.predict(source=app.UPLOAD, upload=bad, keep=3, seconds=3, seed=1, api_name="/generate")
     assert "test-not-a-midi-file.mid: not a MIDI file" in str(e.value)
+
+
+def test_the_api_works_as_gradio_client_lists_it(app, server):
+    """What ``view_api()`` lists is what the endpoint takes: every input optional (``upload`` only matters
+    to continue a file), the variation to continue a string choice that is accepted as listed."""
+    from gradio_client import Client
+
+    client = Client(server, verbose=False)
+    [endpoint] = [e for name, e in client.view_api(return_format="dict", print_info=False)["named_endpoints"].items()
+                  if name == "/generate"]
+    params = {p["parameter_name"]: p for p in endpoint["parameters"]}
+    assert list(params) == [name for name in app.GENERATE_INPUTS]
+    assert all(p["parameter_has_default"] for p in params.values()), [n for n, p in params.items()
+                                                                      if not p["parameter_has_default"]]
+    which = params["which"]["python_type"]["type"]
+    assert which == "Literal['1']", which
+    composed = client.predict(seconds=3, seed=5, new_seed=False, api_name="/generate")  # no upload at all
+    assert composed[2] == 5 and Path(composed[5]).stat().st_size > 0
+    listed = which.removeprefix("Literal[").removesuffix("]").strip("'")
+    cont = client.predict(source=app.LAST, which=listed, seconds=3, seed=6, new_seed=False, api_name="/generate")
+    first = symusic.Score.from_midi(Path(composed[5]).read_bytes(), ttype="second")
+    longer = symusic.Score.from_midi(Path(cont[5]).read_bytes(), ttype="second")
+    assert longer.end() > first.end() + 2  # the last result, continued

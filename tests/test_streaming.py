@@ -12,14 +12,10 @@ import torch
 from conftest import POP909_FIXTURES, ROOT, save_tiny_model
 from transformers import pipeline
 
+from hf_midi.remote_code.arguments import GenerationError
 from hf_midi.remote_code.codec import BOS_ID, EOS_ID, STEPS_PER_SECOND, encode, ids_to_notes
-from hf_midi.remote_code.generation import (
-    GenerationError,
-    MusicChunk,
-    MusicStreamer,
-    generate_music,
-    music_generation_config,
-)
+from hf_midi.remote_code.generation import generate_music, music_generation_config
+from hf_midi.remote_code.streaming import MusicChunk, MusicStreamer
 
 PROMPT = POP909_FIXTURES[0]
 
@@ -170,7 +166,7 @@ def test_bad_stream_requests_fail_before_anything_runs(pipe):
         pipe.stream(seconds=2, num_return_sequences=3)
     with pytest.raises(GenerationError, match="give one prompt, not a list of 2"):
         pipe.stream([PROMPT, PROMPT], seconds=2)
-    with pytest.raises(GenerationError, match="temperature must be > 0"):
+    with pytest.raises(GenerationError, match="temperature must be a number > 0"):
         pipe.stream(seconds=2, temperature=-1)
     with pytest.raises(GenerationError, match="chunk_seconds"):
         pipe.stream(seconds=2, chunk_seconds="soon")

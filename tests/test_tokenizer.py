@@ -125,7 +125,7 @@ def test_text_form_round_trip():
     assert tok.decode(ids) == text
     assert tok(["NOTE_ON_60 TIME_SHIFT_10", "NOTE_OFF_60"], padding=True)["input_ids"] == [
         [BOS_ID, 60, 256, EOS_ID], [BOS_ID, 188, EOS_ID, PAD_ID]]
-    with pytest.raises(codec.MidiError, match="unknown token 'NOTE_ON_128'"):
+    with pytest.raises(codec.HfMidiError, match="unknown token 'NOTE_ON_128'"):
         tok("NOTE_ON_128")
 
 

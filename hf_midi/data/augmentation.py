@@ -33,12 +33,12 @@ class AugmentConfig:
     def __post_init__(self):
         lo, hi = self.transpose
         if int(lo) != lo or int(hi) != hi or lo > hi:
-            raise codec.MidiError(f"AugmentConfig.transpose {self.transpose}: need whole numbers lo <= hi")
+            raise codec.HfMidiError(f"AugmentConfig.transpose {self.transpose}: need whole numbers lo <= hi")
         lo, hi = self.stretch
         if not 0 < lo <= hi:
-            raise codec.MidiError(f"AugmentConfig.stretch {self.stretch}: need 0 < lo <= hi")
+            raise codec.HfMidiError(f"AugmentConfig.stretch {self.stretch}: need 0 < lo <= hi")
         if self.velocity_jitter < 0:
-            raise codec.MidiError(f"AugmentConfig.velocity_jitter {self.velocity_jitter}: must be >= 0")
+            raise codec.HfMidiError(f"AugmentConfig.velocity_jitter {self.velocity_jitter}: must be >= 0")
 
     @property
     def needs_times(self) -> bool:

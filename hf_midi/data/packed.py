@@ -34,14 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..remote_code.codec import BOS_ID, EOS_ID, TIME_SHIFT, VOCAB_SIZE, MidiError
+from ..remote_code.codec import BOS_ID, EOS_ID, TIME_SHIFT, VOCAB_SIZE
+from ..remote_code.errors import HfMidiError
 from ..utils import atomic_folder
 
 FORMAT = "hf_midi.packed/1"  # the format's name, written into every manifest.json and checked on reading
 BYTES_PER_EVENT_XZ = 0.712  # measured (module docstring); sizes a budget before compressing
 
 
-class PackedError(MidiError):
+class PackedError(HfMidiError):
     """A packed corpus that is missing, damaged or of another format; the message names the file."""
 
 

@@ -36,7 +36,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..remote_code.codec import SUSTAIN_MODES, VOCAB_SIZE, MidiError, MidiReadError
+from ..remote_code.codec import SUSTAIN_MODES, VOCAB_SIZE, MidiReadError
+from ..remote_code.errors import HfMidiError
 from ..utils import atomic_folder
 from .cleaning import FIGURE_COLUMNS, NO_CLEAN, CleanConfig, describe, is_no_clean
 
@@ -48,7 +49,7 @@ SCREENED = ("too short", "too sparse", "too dense", "few pitches", "no timing va
 _OPS = ("<=", ">=", "!=", "=", "<", ">")
 
 
-class PrepareError(MidiError):
+class PrepareError(HfMidiError):
     """Bad arguments or inputs to ``prepare_dataset`` (raised before any work starts)."""
 
 

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from ..remote_code import codec
-from ..remote_code.codec import BOS_ID, EOS_ID, PAD_ID, MidiError
+from ..remote_code.codec import BOS_ID, EOS_ID, PAD_ID
+from ..remote_code.errors import HfMidiError
 from .augmentation import AugmentConfig, augment_performance, transpose_ids
 
 logger = logging.getLogger(__name__)
@@ -75,14 +76,14 @@ def _resolve_files(dataset: str, split: str, **load_kwargs) -> tuple[list[str], 
     try:
         builder = load_dataset_builder(str(dataset), **load_kwargs)
     except Exception as e:
-        raise MidiError(f"dataset {dataset}: cannot be opened ({type(e).__name__}: {e})") from None
+        raise HfMidiError(f"dataset {dataset}: cannot be opened ({type(e).__name__}: {e})") from None
     files = (builder.config.data_files or {}).get(split)
     if not files:
         have = sorted((builder.config.data_files or {}).keys())
-        raise MidiError(f"dataset {dataset}: no split {split!r} (it has {', '.join(have) or 'none'})")
+        raise HfMidiError(f"dataset {dataset}: no split {split!r} (it has {', '.join(have) or 'none'})")
     columns = list(builder.info.features) if builder.info.features else []
     if columns and "midi" not in columns and "input_ids" not in columns:
-        raise MidiError(f"dataset {dataset}: neither a 'midi' nor an 'input_ids' column ({', '.join(columns)})")
+        raise HfMidiError(f"dataset {dataset}: neither a 'midi' nor an 'input_ids' column ({', '.join(columns)})")
     return list(files), columns
 
 
@@ -172,13 +173,13 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
     ):
         super().__init__()
         if not isinstance(block_size, int) or block_size < 2:
-            raise MidiError(f"block_size {block_size!r}: must be an int >= 2")
+            raise HfMidiError(f"block_size {block_size!r}: must be an int >= 2")
         if mode not in MODES:
-            raise MidiError(f"mode {mode!r}: must be one of {MODES}")
+            raise HfMidiError(f"mode {mode!r}: must be one of {MODES}")
         if not 0 <= rank < world_size:
-            raise MidiError(f"rank {rank} / world_size {world_size}: need 0 <= rank < world_size")
+            raise HfMidiError(f"rank {rank} / world_size {world_size}: need 0 <= rank < world_size")
         if shuffle_buffer < 0 or piece_shuffle_buffer < 0:
-            raise MidiError("shuffle_buffer and piece_shuffle_buffer must be >= 0")
+            raise HfMidiError("shuffle_buffer and piece_shuffle_buffer must be >= 0")
         if augment is not None and not isinstance(augment, AugmentConfig):
             raise TypeError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
         self.dataset, self.split, self.block_size = str(dataset), split, block_size
@@ -201,18 +202,18 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         has_ids = "input_ids" in features
         if use_pretokenized is False or (use_pretokenized is None and not has_ids):
             if "midi" not in features:
-                raise MidiError(f"dataset {self.dataset}: no 'midi' column to parse")
+                raise HfMidiError(f"dataset {self.dataset}: no 'midi' column to parse")
             return False
         if not has_ids:
-            raise MidiError(f"dataset {self.dataset}: use_pretokenized=True but it has no 'input_ids' column")
+            raise HfMidiError(f"dataset {self.dataset}: use_pretokenized=True but it has no 'input_ids' column")
         if self.augment is not None and self.augment.needs_times:
             if use_pretokenized:
-                raise MidiError("stretch and velocity jitter need the MIDI times: use_pretokenized must not be True")
+                raise HfMidiError("stretch and velocity jitter need the MIDI times: use_pretokenized must not be True")
             return False  # parse the MIDI: stretch happens before quantisation
         made_with = self._peek_sustain()
         if made_with != self.sustain:
             if use_pretokenized:
-                raise MidiError(
+                raise HfMidiError(
                     f"dataset {self.dataset}: its input_ids were made with sustain={made_with!r}, the "
                     f"tokenizer uses sustain={self.sustain!r}"
                 )
@@ -281,7 +282,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         mine, theirs = self._identity(), {k: state.get(k) for k in self._identity()}
         if theirs != mine:
             diff = {k: (theirs[k], mine[k]) for k in mine if theirs[k] != mine[k]}
-            raise MidiError(f"state does not belong to this stream: (saved, now) differ in {diff}")
+            raise HfMidiError(f"state does not belong to this stream: (saved, now) differ in {diff}")
         self.epoch = int(state["epoch"])
         self._rotation = int(state.get("rotation", 0))
         self._resume = {"epoch": self.epoch, "num_workers": int(state["num_workers"]),
@@ -293,7 +294,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
         if r is None or r["epoch"] != self.epoch:
             return 0
         if r["num_workers"] != num_workers:
-            raise MidiError(
+            raise HfMidiError(
                 f"state saved with {r['num_workers']} DataLoader worker(s); resume with the same number "
                 f"(now {num_workers}): the workers' shares of the data depend on it"
             )
@@ -311,7 +312,7 @@ class MidiBlockStream(torch.utils.data.IterableDataset):
             return ids
         try:
             perf = codec.score_to_performance(codec.load_score(midi, path))
-        except MidiError as e:
+        except HfMidiError as e:
             logger.warning("skipping %s", e)
             return None
         if self.augment is not None:

@@ -33,10 +33,10 @@ from ..remote_code.codec import (
     PAD_ID,
     STEPS_PER_SECOND,
     VOCAB_SIZE,
-    MidiError,
     event_family,
     shift_steps,
 )
+from ..remote_code.errors import HfMidiError
 
 
 @dataclass
@@ -151,7 +151,7 @@ def evaluate_model(model, pieces, context: int | None = None, stride: int | None
     context = context or (1024 if recurrent else model.config.n_positions)
     stride = stride or max(1, context // 2)
     if not 0 < stride <= context:
-        raise MidiError(f"stride {stride}: must be in 1..context ({context})")
+        raise HfMidiError(f"stride {stride}: must be in 1..context ({context})")
     scores = Scores()
     todo = [torch.as_tensor(np.asarray(ids), dtype=torch.long) for _, ids in pieces]
     todo = [ids for ids in todo if len(ids) >= 2]

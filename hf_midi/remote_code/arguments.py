@@ -10,35 +10,21 @@ from collections.abc import Callable
 from .codec import (
     MAX_SECONDS,
     VOCAB_SIZE,
-    MidiError,
     seconds_to_steps,
 )
+from .defaults import GENERATION_DEFAULTS, MUSIC_SETTINGS
+from .errors import HfMidiError
 from .fast_generation import WEIGHT_FORMATS
 
 # A token budget when only seconds are given: the densest 10 s of ASAP/POP909 hold ~130 events a
 # second, so a model that stops advancing time cannot run forever.
 MAX_TOKENS_PER_SECOND = 200
 MAX_RETURN_SEQUENCES = 64
-# The stuck-note guard's default (MaxNoteLengthLogitsProcessor) for a model that does not set its own
-# (``max_note_seconds`` in its generation_config.json): None = off. Measured per model in
-# benchmarks/RESULTS.md (expressive-piano model), with and without: the bundled base model sets 6.0.
-DEFAULT_MAX_NOTE_SECONDS: float | None = None
-# The longest silence (no key down, no onset) generation allows; real performances rarely pause longer
-# (a fermata, between movements), and a model that falls silent for longer rarely comes back.
-DEFAULT_MAX_SILENCE_SECONDS = 4.0
-# The two rules of a piece composed to a length, defaults for a model whose generation_config.json does
-# not set them (``sound_at_once``, ``allow_early_end``): the first note sounds at once (no TIME_SHIFT
-# before the first NOTE_ON of a piece composed from scratch), and <eos> is not sampled before the asked
-# seconds. Two thirds of GiantMIDI's recordings begin with silence and many end early: a model trained
-# on them learns both (benchmarks/RESULTS.md, "A click gives music").
-DEFAULT_SOUND_AT_ONCE = True
-DEFAULT_ALLOW_EARLY_END = False
-MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end")  # ours, not generate()'s
 
 Progress = Callable[[float, "float | None"], object]
 
 
-class GenerationError(MidiError):
+class GenerationError(HfMidiError):
     """Bad generation input (arguments, prompt, model folder), raised before any generation starts."""
 
 
@@ -51,6 +37,16 @@ class ArgumentError(GenerationError):
         self.argument, self.problem = argument, problem
 
 
+def positive_number(name: str, value, most: float | None = None, unit: str = "") -> float:
+    """``value`` as a float when it is a finite real number > 0 (and at most ``most``), else
+    ``ArgumentError`` naming ``name``: the one check of a positive number (seconds, strengths, rates)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or not 0 < value <= (math.inf if most is None else most):
+        bound = "" if most is None else f" and at most {most:g}"
+        raise ArgumentError(name, f"must be a number > 0{bound}{unit}, got {value!r}")
+    return float(value)
+
+
 def check_length(seconds, max_new_tokens) -> None:
     """A piece needs a length: seconds of music or a number of tokens (or both)."""
     if seconds is None and max_new_tokens is None:
@@ -59,14 +55,17 @@ def check_length(seconds, max_new_tokens) -> None:
 
 def model_note_limit(model) -> float | None:
     """The guard's default for ``model``: its generation config's ``max_note_seconds``, else
-    ``DEFAULT_MAX_NOTE_SECONDS``."""
-    value = getattr(getattr(model, "generation_config", None), "max_note_seconds", DEFAULT_MAX_NOTE_SECONDS)
+    ``GENERATION_DEFAULTS.max_note_seconds``."""
+    value = model_setting(model, "max_note_seconds")
     return None if value is None else float(value)
 
 
-def model_setting(model, name: str, default):
-    """One of the music settings (``MUSIC_SETTINGS``) from the model's generation config, else ``default``."""
-    return getattr(getattr(model, "generation_config", None), name, default)
+def model_setting(model, name: str):
+    """One of the music settings (``MUSIC_SETTINGS``) from the model's generation config, else its default
+    (``GENERATION_DEFAULTS``)."""
+    if name not in MUSIC_SETTINGS:
+        raise KeyError(f"{name} is not one of the music settings {MUSIC_SETTINGS}")
+    return getattr(getattr(model, "generation_config", None), name, getattr(GENERATION_DEFAULTS, name))
 
 
 def context_length(model) -> int | None:
@@ -89,13 +88,9 @@ def check_generation_args(
     ``40.0`` become ints where an int is meant)."""
     out = {}
 
-    def number(name, value, ok, wanted):
-        if value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-                or not ok(float(value)):
-            raise ArgumentError(name, f"must be {wanted}, got {value!r}")
-        out[name] = float(value)
+    def number(name, value, most=None):
+        if value is not None:
+            out[name] = positive_number(name, value, most)
 
     def integer(name, value, lo, hi):
         if value is None:
@@ -107,16 +102,16 @@ def check_generation_args(
         out[name] = int(value)
 
     check_length(seconds, max_new_tokens)
-    number("seconds", seconds, lambda v: 0 < v <= MAX_SECONDS, f"> 0 and at most {MAX_SECONDS:g}")
+    number("seconds", seconds, MAX_SECONDS)
     if seconds is not None and seconds_to_steps(seconds) < 1:
         raise ArgumentError("seconds", f"must be at least 0.01 (one 10 ms step), got {seconds!r}")
     integer("max_new_tokens", max_new_tokens, 1, int(MAX_SECONDS * MAX_TOKENS_PER_SECOND))
-    number("temperature", temperature, lambda v: 0 < v <= 100, "> 0 (and at most 100)")
+    number("temperature", temperature, 100)
     integer("top_k", top_k, 0, VOCAB_SIZE)  # 0 turns top-k off, as in transformers
-    number("top_p", top_p, lambda v: 0 < v <= 1, "in (0, 1]")
+    number("top_p", top_p, 1)
     integer("num_return_sequences", num_return_sequences, 1, MAX_RETURN_SEQUENCES)
     integer("seed", seed, 0, 2**63 - 1)
-    number("prompt_seconds", prompt_seconds, lambda v: 0 < v <= MAX_SECONDS, f"> 0 and at most {MAX_SECONDS:g}")
+    number("prompt_seconds", prompt_seconds, MAX_SECONDS)
     return out
 
 
@@ -148,8 +143,7 @@ def check_draft(model, draft, window: int | None, rows: int = 1) -> None:
 
 
 __all__ = [
-    "ArgumentError", "DEFAULT_ALLOW_EARLY_END", "DEFAULT_MAX_NOTE_SECONDS", "DEFAULT_MAX_SILENCE_SECONDS",
-    "DEFAULT_SOUND_AT_ONCE", "GenerationError", "MAX_RETURN_SEQUENCES", "MAX_TOKENS_PER_SECOND", "MUSIC_SETTINGS",
-    "Progress", "check_draft", "check_fast_args", "check_generation_args", "check_length", "context_length",
-    "model_note_limit", "model_setting",
+    "ArgumentError", "GenerationError", "MAX_RETURN_SEQUENCES", "MAX_TOKENS_PER_SECOND", "Progress", "check_draft",
+    "check_fast_args", "check_generation_args", "check_length", "context_length", "model_note_limit",
+    "model_setting", "positive_number",
 ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .arguments import ArgumentError
+from .arguments import ArgumentError, positive_number
 from .codec import (
     MAX_SHIFT,
     NOTE_OFF,
@@ -401,10 +401,7 @@ class MusicControls:
         if self.key_strength is not None:
             if self.key is None:
                 raise ArgumentError("key_strength", "needs a key")
-            v = self.key_strength
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-                raise ArgumentError("key_strength", f"must be a number > 0 (nats; None: hard), got {v!r}")
-            set_(self, "key_strength", float(v))
+            set_(self, "key_strength", positive_number("key_strength", self.key_strength, unit=" (nats; None: hard)"))
         if self.pitch_range is not None:
             low, high = _range(self.pitch_range, "pitch_range", 0, 127, parse_pitch)
             if high < PIANO_KEYS[0] or low > PIANO_KEYS[1]:
@@ -427,11 +424,7 @@ class MusicControls:
                                                       "velocities are 2, 6, ..., 126: widen it)")
             set_(self, "velocity_range", (low, high))
         if self.density is not None:
-            v = self.density
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
-                    or not 0 < v <= MAX_DENSITY:
-                raise ArgumentError("density", f"must be > 0 and at most {MAX_DENSITY:g} notes a second, got {v!r}")
-            set_(self, "density", float(v))
+            set_(self, "density", positive_number("density", self.density, MAX_DENSITY, " notes a second"))
         if self.max_polyphony is not None:
             v = self.max_polyphony
             whole = isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and float(v).is_integer())

@@ -40,7 +40,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from .codec import MidiError
+from .errors import HfMidiError
 from .private_api import parameter_versions, sampling_loop
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ _ACTIVATIONS = {
 }
 
 
-class FastPathError(MidiError):
+class FastPathError(HfMidiError):
     """A weight format or model the fast path cannot run (raised before any token is made)."""
 
 
@@ -259,6 +259,28 @@ def _plan(logits_processor, stopping_criteria):
     return processors, criteria, eos
 
 
+def _fallback_reason(model, generation_config, synced_gpus, model_kwargs) -> str | None:
+    """Why the fast loop cannot run this call (``generate()``'s own loop runs it), or None."""
+    reason = unsupported_reason(model)
+    if reason is None and model_kwargs.get("attention_mask") is not None:
+        reason = "an attention mask with padding"
+    if reason is None and generation_config.return_dict_in_generate:
+        reason = "return_dict_in_generate"
+    if reason is None and (generation_config.num_beams or 1) > 1:
+        reason = "beam search"
+    if reason is None and synced_gpus:
+        reason = "synced_gpus"
+    return reason
+
+
+def _pad_id(generation_config, device) -> torch.Tensor | None:
+    """The id written after a row's end (generate()'s ``pad_token_id``; the first of a list), as a tensor."""
+    pad = generation_config.pad_token_id
+    if isinstance(pad, (list, tuple)):
+        pad = pad[0] if pad else None
+    return None if pad is None else torch.tensor(pad, device=device)
+
+
 def fast_sample(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
                 streamer=None, weights: str = "auto", stream=None, **model_kwargs):
     """``model.generate(..., custom_generate=fast_sample)``: generate()'s sampling (or greedy) loop with
@@ -273,15 +295,7 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
     ``stream=`` too (``generate_music`` does). Either one reaching this loop is used."""
     if streamer is None:
         streamer = stream
-    reason = unsupported_reason(model)
-    if reason is None and model_kwargs.get("attention_mask") is not None:
-        reason = "an attention mask with padding"
-    if reason is None and generation_config.return_dict_in_generate:
-        reason = "return_dict_in_generate"
-    if reason is None and (generation_config.num_beams or 1) > 1:
-        reason = "beam search"
-    if reason is None and synced_gpus:
-        reason = "synced_gpus"
+    reason = _fallback_reason(model, generation_config, synced_gpus, model_kwargs)
     if reason is not None:
         if weights not in ("auto", "float32"):  # asked for by name: say why it cannot be had
             raise FastPathError(f"weights={weights!r} needs the fast path, which cannot run here: {reason}")
@@ -297,10 +311,7 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
         raise FastPathError(f"the prompt has {length} tokens; the model's context holds {decoder.positions} "
                             "(continue from its last part)")
     decoder.start(batch, min(max_length, decoder.positions))
-    pad = generation_config.pad_token_id
-    if isinstance(pad, (list, tuple)):
-        pad = pad[0] if pad else None
-    pad = None if pad is None else torch.tensor(pad, device=input_ids.device)
+    pad = _pad_id(generation_config, input_ids.device)
     processors, criteria, eos = _plan(logits_processor, stopping_criteria)
     if eos is not None and pad is None:
         raise ValueError("`stopping_criteria` has an <eos> criterion, so `pad_token_id` must be set")

@@ -12,9 +12,9 @@ their imports):
 - ``controls.py``: ``MusicControls`` and its processors (key, pitch range, velocities, density,
   polyphony, pedal), steering what the new music plays;
 - ``streaming.py``: ``MusicStreamer`` and ``MusicChunk``, for playing while composing;
-- this file: the bundled default's place, the model's generation config for music, and
-  ``generate_music``: one ``generate()`` call, or the sliding window for pieces longer than the
-  model's context. Its names re-export the siblings', so ``from ...generation import X`` keeps working.
+- this file: the model's generation config for music, and ``generate_music``: one ``generate()``
+  call, or the sliding window for pieces longer than the model's context. Each name is imported from
+  its own file.
 
 Loading models by name, folder, Hub id or adapter is ``hf_midi.loading``; the ``hf-midi generate``
 command is in ``hf_midi.cli``.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,39 +34,28 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from .arguments import (  # the siblings' names are re-exported here (see __all__)
-    DEFAULT_ALLOW_EARLY_END,
-    DEFAULT_MAX_NOTE_SECONDS,
-    DEFAULT_MAX_SILENCE_SECONDS,
-    DEFAULT_SOUND_AT_ONCE,
-    MAX_RETURN_SEQUENCES,
+from .arguments import (
     MAX_TOKENS_PER_SECOND,
-    MUSIC_SETTINGS,
-    ArgumentError,
     GenerationError,
     Progress,
     check_draft,
     check_fast_args,
-    check_generation_args,
     check_length,
     context_length,
-    model_note_limit,
-    model_setting,
 )
 from .codec import (
     BOS_ID,
     EOS_ID,
-    MAX_SECONDS,
     PAD_ID,
     TIME_SHIFT,
     VOCAB_SIZE,
-    MidiError,
     keys_down,
     never_generated,
     seconds_to_steps,
     shift_steps,
 )
-from .controls import CONTROL_NAMES, DYNAMICS, MusicControls
+from .controls import MusicControls
+from .defaults import GENERATION_DEFAULTS, MUSIC_SETTINGS
 from .fast_generation import fast_sample
 from .performance_state import PerformanceState, step_counts
 from .processors import (
@@ -79,21 +67,7 @@ from .processors import (
     PerformanceGrammarLogitsProcessor,
     SoundAtOnceLogitsProcessor,
 )
-from .streaming import MusicChunk, MusicStreamer, StreamedNote, _OneStream
-
-# The bundled model that plays when none is named: ``base`` (GPT-2 8 x 512), the one listeners prefer
-# and fast enough to play while it composes on one CPU thread (benchmarks/RESULTS.md, "A click gives
-# music"); ``small`` (4 x 256) is the fast one. In a Hub folder this file travels alone: no such folder there.
-DEFAULT_MODEL = "base"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / DEFAULT_MODEL
-NO_DEFAULT_MODEL = (
-    f"no default model is installed ({DEFAULT_MODEL_DIR} has no config.json); "
-    "pass a model folder or Hub repo id (model=... / --model DIR_OR_REPO_ID)"
-)
-
-def default_model_path() -> Path | None:
-    """The default bundled model (``hf_midi/pretrained/base``), or None when not installed."""
-    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
+from .streaming import _OneStream
 
 
 def quiet_cut(seqs: torch.Tensor, target: int, slack: int) -> int:
@@ -129,8 +103,11 @@ def cut_events(ids, seconds: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the generation loop
 def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> GenerationConfig:
-    """The model's generation config with sampling on; given values override it (None keeps it)."""
-    config = copy.deepcopy(model.generation_config)
+    """The model's generation config with sampling on; given values override it (None keeps it). The
+    music settings (``MUSIC_SETTINGS``, read with ``model_setting``) are left out: they are ours, not
+    ``generate()``'s."""
+    settings = {k: v for k, v in model.generation_config.to_dict().items() if k not in MUSIC_SETTINGS}
+    config = GenerationConfig.from_dict(settings)
     config.do_sample = True
     for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
         if value is not None:
@@ -139,9 +116,6 @@ def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> 
         if getattr(config, name, None) is None:
             setattr(config, name, value)
     config.num_return_sequences = 1  # rows are expanded by the caller
-    for name in MUSIC_SETTINGS:  # ours (model_setting), not generate()'s
-        if hasattr(config, name):
-            delattr(config, name)
     vocab = getattr(model.config, "vocab_size", VOCAB_SIZE)
     if vocab > VOCAB_SIZE:  # rows that pad the embedding are no token: decoding would reject them
         padding_rows = never_generated(vocab)[2:]  # (its first two, <pad> and <bos>, the grammar forbids)
@@ -151,8 +125,9 @@ def music_generation_config(model, temperature=None, top_k=None, top_p=None) -> 
 
 def music_processors(state: PerformanceState | None = None, seconds: float | None = None, grammar: bool = True,
                      max_note_seconds: float | None = None,
-                     max_silence_seconds: float | None = DEFAULT_MAX_SILENCE_SECONDS,
-                     sound_at_once: bool = DEFAULT_SOUND_AT_ONCE, allow_early_end: bool = DEFAULT_ALLOW_EARLY_END,
+                     max_silence_seconds: float | None = GENERATION_DEFAULTS.max_silence_seconds,
+                     sound_at_once: bool = GENERATION_DEFAULTS.sound_at_once,
+                     allow_early_end: bool = GENERATION_DEFAULTS.allow_early_end,
                      controls: MusicControls | None = None,
                      ) -> tuple[LogitsProcessorList, StoppingCriteriaList]:
     """The music's processors and criteria for one ``generate()`` call, sharing ``state`` (a new one, counting
@@ -206,7 +181,7 @@ def _padded(rows: list[torch.Tensor], prompt: int) -> torch.Tensor:
 def generate_music(
     model,
     input_ids: torch.LongTensor,
-    seconds: float | None = 30.0,
+    seconds: float | None = GENERATION_DEFAULTS.seconds,
     max_new_tokens: int | None = None,
     grammar: bool = True,
     generation_config: GenerationConfig | None = None,
@@ -219,9 +194,9 @@ def generate_music(
     weights: str = "auto",
     streamer: BaseStreamer | None = None,
     assistant_model=None,
-    max_silence_seconds: float | None = DEFAULT_MAX_SILENCE_SECONDS,
-    sound_at_once: bool = DEFAULT_SOUND_AT_ONCE,
-    allow_early_end: bool = DEFAULT_ALLOW_EARLY_END,
+    max_silence_seconds: float | None = GENERATION_DEFAULTS.max_silence_seconds,
+    sound_at_once: bool = GENERATION_DEFAULTS.sound_at_once,
+    allow_early_end: bool = GENERATION_DEFAULTS.allow_early_end,
     controls: MusicControls | None = None,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
@@ -334,15 +309,4 @@ def _last_report(tracker: MusicProgressCriteria, new: torch.Tensor, seconds) -> 
         tracker.report(int(torch.where((new == EOS_ID).any(1), tracker.limit, elapsed).min()))
 
 
-__all__ = [
-    "CONTROL_NAMES", "DYNAMICS", "MusicControls",
-    "DEFAULT_ALLOW_EARLY_END", "DEFAULT_MAX_NOTE_SECONDS", "DEFAULT_MAX_SILENCE_SECONDS", "DEFAULT_MODEL",
-    "DEFAULT_MODEL_DIR", "DEFAULT_SOUND_AT_ONCE", "MAX_RETURN_SEQUENCES", "MAX_SECONDS", "MAX_TOKENS_PER_SECOND",
-    "MUSIC_SETTINGS", "NO_DEFAULT_MODEL", "ArgumentError", "GenerationError", "MaxNoteLengthLogitsProcessor",
-    "MaxSilenceLogitsProcessor", "MidiError", "MusicChunk", "MusicProgressCriteria", "MusicStreamer",
-    "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria", "PerformanceGrammarLogitsProcessor",
-    "PerformanceState", "Progress", "SoundAtOnceLogitsProcessor", "StreamedNote", "check_draft", "check_fast_args",
-    "check_generation_args", "check_length", "context_length", "cut_events", "default_model_path", "fast_sample",
-    "generate_music", "model_note_limit", "model_setting", "music_generation_config", "music_processors", "quiet_cut",
-    "seconds_to_steps", "step_counts",
-]
+__all__ = ["cut_events", "generate_music", "music_generation_config", "music_processors", "quiet_cut"]

@@ -191,4 +191,4 @@ class MusicRNNForCausalLM(MusicRNNPreTrainedModel, GenerationMixin):
         return tuple(s.index_select(1, beam_idx.to(s.device)) for s in rnn_state)
 
 
-__all__ = ["MusicRNNCausalLMOutput", "MusicRNNConfig", "MusicRNNForCausalLM", "MusicRNNPreTrainedModel"]
+__all__ = ["MusicRNNCausalLMOutput", "MusicRNNForCausalLM", "MusicRNNPreTrainedModel"]

@@ -20,7 +20,6 @@ can be copied into a Hub folder as custom code with the files it imports.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from contextlib import contextmanager
@@ -31,36 +30,35 @@ import symusic
 import torch
 from transformers import Pipeline
 
+from .arguments import (
+    GenerationError,
+    check_draft,
+    check_fast_args,
+    check_generation_args,
+    check_length,
+    context_length,
+    model_note_limit,
+    model_setting,
+    positive_number,
+)
 from .codec import (
     BOS_ID,
     NOTE_OFF,
     PAD_ID,
     STEPS_PER_SECOND,
     TICKS_PER_STEP,
+    drum_note,
     load_score,
     performance_to_ids,
     score_to_performance,
     shift_steps,
 )
-from .generation import (
-    DEFAULT_ALLOW_EARLY_END,
-    DEFAULT_MAX_SILENCE_SECONDS,
-    DEFAULT_SOUND_AT_ONCE,
-    GenerationError,
-    MusicControls,
-    MusicStreamer,
-    check_draft,
-    check_fast_args,
-    check_generation_args,
-    check_length,
-    context_length,
-    cut_events,
-    generate_music,
-    model_note_limit,
-    model_setting,
-    music_generation_config,
-)
+from .controls import MusicControls
+from .defaults import GENERATION_DEFAULTS
+from .generation import cut_events, generate_music, music_generation_config
 from .private_api import optional_pipeline_components
+from .streaming import MusicStreamer
+from .threads import check_threads, set_threads
 
 logger = logging.getLogger(__name__)
 _DEFAULT = object()  # tells "seconds not given" from seconds=None
@@ -100,7 +98,10 @@ class MidiGenerationPipeline(Pipeline):
     - ``streamer``: a ``transformers`` streamer (``MusicStreamer``) for one sequence; ``stream()`` is
       the iterator built on it;
     - ``assistant_model``: a draft model of the same vocabulary (assisted generation, one sequence,
-      ``generate()``'s own loop; see ``generate_music``).
+      ``generate()``'s own loop; see ``generate_music``);
+    - ``threads``: torch CPU threads while composing: ``"auto"`` (default) the count that decodes this
+      model fastest here, measured once a process in a fraction of a second (never more than torch was
+      set to: a process that set one thread keeps one); a number; None: torch as it is.
 
     Returns one dict per sequence: ``score`` (``symusic.Score``), ``midi`` (bytes), ``token_ids``
     (with ``<bos>``/``<eos>`` when the prompt is returned; only the new ids otherwise) and
@@ -133,14 +134,14 @@ class MidiGenerationPipeline(Pipeline):
         progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None, streamer=None,
         assistant_model=None, max_silence_seconds=_DEFAULT, sound_at_once=None, allow_early_end=None,
         key=None, key_strength=None, pitch_range=None, velocity_range=None, dynamics=None, density=None,
-        max_polyphony=None, pedal=None,
+        max_polyphony=None, pedal=None, threads=_DEFAULT,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         controls = MusicControls(key=key, key_strength=key_strength, pitch_range=pitch_range,
                                  velocity_range=velocity_range, dynamics=dynamics, density=density,
                                  max_polyphony=max_polyphony, pedal=pedal)
         checked = check_generation_args(
-            seconds=30.0 if seconds is _DEFAULT else seconds, max_new_tokens=max_new_tokens,
+            seconds=GENERATION_DEFAULTS.seconds if seconds is _DEFAULT else seconds, max_new_tokens=max_new_tokens,
             temperature=temperature, top_k=top_k, top_p=top_p,
             num_return_sequences=1 if num_return_sequences is None else num_return_sequences,
             seed=seed, prompt_seconds=prompt_seconds,
@@ -179,15 +180,14 @@ class MidiGenerationPipeline(Pipeline):
         for name, value in (("max_note_seconds", max_note_seconds), ("max_silence_seconds", max_silence_seconds)):
             if value is _DEFAULT:
                 continue
-            if value is not None and not (  # None turns the guard off
-                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                    and value > 0):
-                raise GenerationError(f"{name} must be a number > 0 or None, got {value!r}")
-            forward[name] = value
+            forward[name] = None if value is None else positive_number(name, value, unit=" or None")  # None: off
+        if threads is not _DEFAULT:
+            forward["threads"] = check_threads(threads)
         postprocess = {} if return_prompt is None else {"return_prompt": bool(return_prompt)}
         return preprocess, forward, postprocess
 
-    def stream(self, prompt=None, chunk_seconds: float = 0.5, first_chunk_seconds: float | None = None, **kwargs):
+    def stream(self, prompt=None, chunk_seconds: float = GENERATION_DEFAULTS.chunk_seconds,
+               first_chunk_seconds: float | None = None, **kwargs):
         """Compose one piece and yield it as it is decided: ``MusicChunk``s (``hf_midi.remote_code.generation``),
         one every ``chunk_seconds`` of music (0: at every time shift; the first of new music after
         ``first_chunk_seconds``, default the same), the prompt's music first.
@@ -267,7 +267,7 @@ class MidiGenerationPipeline(Pipeline):
             events = cut_events(events, prompt_seconds)
         if not (events < NOTE_OFF).any():
             where = f" in its first {prompt_seconds:g} s" if prompt_seconds is not None else ""
-            raise GenerationError(f"{source}: has no notes{where}")
+            raise GenerationError(f"{source}: has no notes{where}{drum_note(score)}")
         ids = np.concatenate(([BOS_ID], events))
         window = context_length(self.model)
         if window is not None and len(ids) > window:
@@ -282,20 +282,21 @@ class MidiGenerationPipeline(Pipeline):
         return {"input_ids": torch.tensor(ids[None], dtype=torch.long),
                 "prompt_steps": int(shift_steps(events).sum())}
 
-    def _forward(self, model_inputs, seconds=30.0, max_new_tokens=None, temperature=None, top_k=None,
-                 top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None, stop_event=None,
-                 max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None, assistant_model=None,
-                 max_silence_seconds=DEFAULT_MAX_SILENCE_SECONDS, sound_at_once=None, allow_early_end=None,
-                 controls=None):
+    def _forward(self, model_inputs, seconds=GENERATION_DEFAULTS.seconds, max_new_tokens=None, temperature=None,
+                 top_k=None, top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None,
+                 stop_event=None, max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None,
+                 assistant_model=None, max_silence_seconds=GENERATION_DEFAULTS.max_silence_seconds,
+                 sound_at_once=None, allow_early_end=None, controls=None, threads=GENERATION_DEFAULTS.threads):
         check_length(seconds, max_new_tokens)
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
         if max_note_seconds is _DEFAULT:
             max_note_seconds = model_note_limit(self.model)
         if sound_at_once is None:
-            sound_at_once = bool(model_setting(self.model, "sound_at_once", DEFAULT_SOUND_AT_ONCE))
+            sound_at_once = bool(model_setting(self.model, "sound_at_once"))
         if allow_early_end is None:
-            allow_early_end = bool(model_setting(self.model, "allow_early_end", DEFAULT_ALLOW_EARLY_END))
+            allow_early_end = bool(model_setting(self.model, "allow_early_end"))
         config = music_generation_config(self.model, temperature=temperature, top_k=top_k, top_p=top_p)
+        set_threads(self.model, threads, weights if fast else "float32")  # after every check: a bad call costs nothing
         if seed is not None:
             torch.manual_seed(seed)
         sequences = generate_music(
@@ -364,27 +365,26 @@ def continuation_score(score: symusic.Score, cut_steps: int) -> symusic.Score:
     return out
 
 
-def register_pipeline_task(registry=None) -> None:
-    """Register ``"midi-generation"`` (``PIPELINE_REGISTRY.register_pipeline``); its default model is the
-    bundled one when this copy has it (``pipeline("midi-generation")`` with no model then loads it)."""
+def register_pipeline_task(registry=None, default_model=None) -> None:
+    """Register ``"midi-generation"`` (``PIPELINE_REGISTRY.register_pipeline``). ``default_model``, a local
+    model folder, is what ``pipeline("midi-generation")`` with no model loads (hf_midi passes its bundled
+    model; a Hub folder's copy of this file knows no such folder and registers none)."""
     from transformers import AutoModelForCausalLM
-
-    from .generation import default_model_path
 
     if registry is None:
         from transformers.pipelines import PIPELINE_REGISTRY as registry
     if (registry.supported_tasks.get("midi-generation") or {}).get("impl") is MidiGenerationPipeline:
         return  # once: registering again only makes transformers warn that it overwrites the task
-    bundled = default_model_path()
+    bundled = None if default_model is None else os.fspath(default_model)
     registry.register_pipeline(
         "midi-generation", pipeline_class=MidiGenerationPipeline, pt_model=_model_class(AutoModelForCausalLM),
-        default={"model": (str(bundled), None)} if bundled is not None else None, type="multimodal",
+        default={"model": (bundled, None)} if bundled is not None else None, type="multimodal",
     )
     if bundled is not None:
         # pipeline("midi-generation") with no model loads the bundled one, a local folder shipped with this
         # code: transformers' warning against a default model in production is about Hub models that
         # may change under you, not this one, so the first call a newcomer makes prints nothing.
-        logging.getLogger("transformers.pipelines").addFilter(_BundledDefault(str(bundled)))
+        logging.getLogger("transformers.pipelines").addFilter(_BundledDefault(bundled))
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from transformers import (
     StoppingCriteria,
 )
 
-from .arguments import GenerationError, Progress
+from .arguments import Progress, positive_number
 from .codec import (
     EOS_ID,
     MAX_SHIFT,
@@ -75,9 +75,7 @@ class _TimeGuard(LogitsProcessor):
     argument = "seconds"
 
     def __init__(self, seconds: float, state: PerformanceState | None = None):
-        if not (math.isfinite(seconds) and seconds > 0):
-            raise GenerationError(f"{self.argument} must be > 0, got {seconds}")
-        self.limit = seconds_to_steps(seconds)
+        self.limit = seconds_to_steps(positive_number(self.argument, seconds))
         self.state = state if state is not None else PerformanceState()
         if not self.state.track_onsets:
             self.state.track_onsets = True

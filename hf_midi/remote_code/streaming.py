@@ -23,6 +23,7 @@ from .codec import (
     bin_velocity,
     seconds_to_steps,
 )
+from .defaults import GENERATION_DEFAULTS
 
 
 # --------------------------------------------------------------------------- streaming
@@ -80,7 +81,7 @@ class MusicStreamer(BaseStreamer):
     ``timeout``: seconds the iterator waits for a chunk before raising ``queue.Empty`` (None: forever).
     """
 
-    def __init__(self, chunk_seconds: float = 0.5, timeout: float | None = None,
+    def __init__(self, chunk_seconds: float = GENERATION_DEFAULTS.chunk_seconds, timeout: float | None = None,
                  first_chunk_seconds: float | None = None):
         for name, value in (("chunk_seconds", chunk_seconds), ("first_chunk_seconds", first_chunk_seconds)):
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):

@@ -25,18 +25,18 @@ from typing import Any, Literal
 import yaml
 
 from ..loading import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS
-from ..remote_code.codec import MidiError
+from ..remote_code.errors import HfMidiError
 from ..utils import locate
 
 # The presets ship inside the package (package data), so a wheel install has them too.
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
-class ConfigError(MidiError):
+class ConfigError(HfMidiError):
     """A bad training configuration; the message names the field (and the file) at fault."""
 
 
-class TrainingError(MidiError):
+class TrainingError(HfMidiError):
     """The run cannot go on (a non-finite loss, a checkpoint that does not fit); the message says why."""
 
 

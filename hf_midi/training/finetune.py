@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from ..loading import DEFAULT_LORA_ALPHA, DEFAULT_LORA_RANK
-from ..remote_code.codec import MidiError
+from ..remote_code.errors import HfMidiError
 
 
-class FinetuneError(MidiError):
+class FinetuneError(HfMidiError):
     """A bad fine-tuning input (folder, model, adapter), raised before any training starts."""
 
 
@@ -114,6 +114,32 @@ def score(model, dataset: Path, context: int, progress: bool) -> dict:
         return evaluate_model(model, pieces, context=context, batch_size=8, progress=progress)
 
 
+def _check_job(src: Path, out: Path, overwrite: bool, val_fraction: float, minutes: float) -> None:
+    """The job's folders and numbers, checked before any model loads."""
+    if not src.is_dir():
+        raise FinetuneError(f"{src}: not a folder of MIDI files")
+    if out.exists() and not overwrite:
+        raise FinetuneError(f"{out}: already exists (pass --overwrite to replace it)")
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise FinetuneError(f"{out}: the output folder must not be inside the MIDI folder {src}")
+    if not 0 < val_fraction < 1:
+        raise FinetuneError(f"--val-fraction {val_fraction}: must be between 0 and 1")
+    if minutes <= 0:
+        raise FinetuneError(f"--minutes {minutes}: must be > 0")
+
+
+def worse_advice(before: float, after: float, model, learning_rate: float, lora: bool) -> str:
+    """What to say when fine-tuning made the held-out NLL worse: the model was saved, but it predicts the
+    held-out files less well than the one it started from."""
+    tries = [f"a lower --learning-rate (e.g. {learning_rate / 4:.2g}, a quarter of {learning_rate:.2g})"]
+    if not lora:
+        tries.append("--lora (fewer weights move)")
+    tries += ["more files", "fewer --minutes on a small folder (it learns the training files by heart)"]
+    return (f"finetune: warning: the held-out NLL got worse ({before:.4f} -> {after:.4f} nats/event): the saved "
+            f"model predicts your held-out files less well than {model}, which it started from. Try "
+            f"{'; '.join(tries)}; or keep using {model}.")
+
+
 def finetune(folder, out, model="small", minutes: float = 20.0, lora: bool = False,
              lora_rank: int = DEFAULT_LORA_RANK, lora_alpha: float = DEFAULT_LORA_ALPHA,
              learning_rate: float | None = None, block_size: int | None = None,
@@ -132,16 +158,7 @@ def finetune(folder, out, model="small", minutes: float = 20.0, lora: bool = Fal
     from .trainer import train
 
     src, out = Path(folder), Path(out)
-    if not src.is_dir():
-        raise FinetuneError(f"{src}: not a folder of MIDI files")
-    if out.exists() and not overwrite:
-        raise FinetuneError(f"{out}: already exists (pass --overwrite to replace it)")
-    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise FinetuneError(f"{out}: the output folder must not be inside the MIDI folder {src}")
-    if not 0 < val_fraction < 1:
-        raise FinetuneError(f"--val-fraction {val_fraction}: must be between 0 and 1")
-    if minutes <= 0:
-        raise FinetuneError(f"--minutes {minutes}: must be > 0")
+    _check_job(src, out, overwrite, val_fraction, minutes)
     if threads:
         torch.set_num_threads(threads)
     start_model, tokenizer = load_model(model)  # a missing or foreign model fails here, before any work
@@ -185,13 +202,15 @@ def finetune(folder, out, model="small", minutes: float = 20.0, lora: bool = Fal
         after = score(tuned, work / "data", context, progress)
         log(f"finetune: NLL on the held-out files after {train_s / 60:.1f} min: {after['nll']:.4f} nats/event "
             f"(before {before['nll']:.4f}, {after['nll'] - before['nll']:+.4f})")
+        if after["nll"] > before["nll"]:
+            log(worse_advice(before["nll"], after["nll"], model, lr, lora))
         steps = [json.loads(x) for x in (work / "model" / "logs" / "metrics.jsonl").read_text().splitlines() if x]
         result = {"folder": str(src), "model": str(model), "lora": lora, "minutes": minutes,
                   "train_s": round(train_s, 1),
                   "steps": steps[-1]["step"] if steps else 0, "block_size": block, "batch_size": batch,
                   "learning_rate": lr, "files": info["files"], "skipped": len(info["skipped"]),
                   "train_tokens": train_tokens, "nll_before": before["nll"], "nll_after": after["nll"],
-                  "tokens_scored": after["tokens"]}
+                  "worse": after["nll"] > before["nll"], "tokens_scored": after["tokens"]}
         (work / "finetune.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
 
@@ -204,9 +223,11 @@ def run_finetune(args: argparse.Namespace) -> int:
                       overwrite=args.overwrite, progress=not args.quiet, clean=not args.no_clean,
                       log=lambda m: print(m, file=sys.stderr))
     kind = "LoRA adapter" if args.lora else "model"
+    if result["worse"]:
+        kind += ", worse than the model it started from on the held-out files: see the warning above"
     print(f"wrote {args.out}/model ({kind}): held-out NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f} "
           f"nats/event; generate with: hf-midi generate --model {args.out}/model --seconds 30 -o song.mid")
     return 0
 
 
-__all__ = ["FinetuneError", "configure_finetune", "finetune", "prepare_folder", "run_finetune"]
+__all__ = ["FinetuneError", "configure_finetune", "finetune", "prepare_folder", "run_finetune", "worse_advice"]

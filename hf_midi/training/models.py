@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from ..remote_code.codec import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, never_generated
+from ..remote_code.defaults import GENERATION_DEFAULTS, generation_config_for
 from ..utils import fsync_files
 from .args import ConfigError, ModelArguments, RunArguments, load_config, model_arguments
 
@@ -19,7 +21,7 @@ def model_config(m: ModelArguments):
     vocab = math.ceil(VOCAB_SIZE / m.vocab_multiple) * m.vocab_multiple
     special = {"bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID}
     if m.architecture == "musicrnn":
-        from ..remote_code.modeling_musicrnn import MusicRNNConfig
+        from ..remote_code.configuration_musicrnn import MusicRNNConfig
 
         return MusicRNNConfig(
             vocab_size=vocab, embedding_size=m.embedding_size or m.hidden_size, hidden_size=m.hidden_size,
@@ -55,22 +57,14 @@ def build_model(preset_or_dict: str | dict | ModelArguments = "tiny"):
     return AutoModelForCausalLM.from_config(config, attn_implementation=m.attn_implementation)
 
 
-def generation_config(model_config, max_new_tokens: int = 1024):
-    """Sampling defaults shipped in generation_config.json: ids the model must never emit (padding
-    rows of the embedding, <pad>, <bos>) are suppressed; the two rules of a piece composed to a length
-    (the first note at once, no end before the asked seconds) are on."""
-    from transformers import GenerationConfig
-
-    from ..remote_code.generation import DEFAULT_ALLOW_EARLY_END, DEFAULT_SOUND_AT_ONCE
-
-    never = never_generated(model_config.vocab_size)
-    config = GenerationConfig(
-        bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, decoder_start_token_id=BOS_ID,
-        do_sample=True, temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=max_new_tokens,
-        suppress_tokens=never,
-    )
-    config.sound_at_once, config.allow_early_end = DEFAULT_SOUND_AT_ONCE, DEFAULT_ALLOW_EARLY_END
-    return config
+def generation_config(model_config, max_new_tokens: int | None = None):
+    """The generation config shipped beside a trained model: generation's defaults
+    (``GENERATION_DEFAULTS``, their one home), ids the model must never emit (padding rows of the
+    embedding, <pad>, <bos>) suppressed. ``max_new_tokens`` overrides the default cap."""
+    defaults = GENERATION_DEFAULTS if max_new_tokens is None else replace(GENERATION_DEFAULTS,
+                                                                          max_new_tokens=max_new_tokens)
+    return generation_config_for(model_config.vocab_size, BOS_ID, EOS_ID, PAD_ID,
+                                 never_generated(model_config.vocab_size), defaults)
 
 
 def start_from(args: RunArguments, accelerator):
@@ -89,7 +83,7 @@ def start_from(args: RunArguments, accelerator):
     return model, tokenizer
 
 
-def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_generation_config: bool = False,
+def export(accelerator, model, tokenizer, out: Path, keep_generation_config: bool = False,
            adapter_base: str | None = None) -> None:
     """``save_pretrained`` of model + generation config + Hub-ready tokenizer into ``out``: written in a
     hidden folder, fsynced, then each file renamed in, config.json last (a folder with a config is whole;
@@ -113,7 +107,7 @@ def export(accelerator, model, tokenizer, out: Path, max_new_tokens: int, keep_g
         # torch.compile's wrapper names every key "_orig_mod.<key>"; the saved model must not know it ran compiled.
         state_dict = {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
         if not keep_generation_config:
-            unwrapped.generation_config = generation_config(unwrapped.config, max_new_tokens)
+            unwrapped.generation_config = generation_config(unwrapped.config)
         unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         last = "config.json"
     tokenizer.save_pretrained(tmp)

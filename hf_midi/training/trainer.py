@@ -36,7 +36,8 @@ from torch.nn import functional as F
 
 from ..data.packed import PackedError
 from ..loading import ModelLoadError
-from ..remote_code.codec import PAD_ID, VOCAB_SIZE, MidiError
+from ..remote_code.codec import PAD_ID, VOCAB_SIZE
+from ..remote_code.errors import HfMidiError
 from .args import ConfigError, RunArguments, TrainingError, parse_args, to_flat_dict
 from .batches import fingerprint, make_batches
 from .checkpoints import CHECKPOINTS, checkpoints, load_checkpoint, resolve_resume, save_checkpoint, truncate_metrics
@@ -277,7 +278,7 @@ def train(args: RunArguments) -> Path:
     peak = peak_tflops(args, accelerator.device)
     prepare_output(args, accelerator, out, position[0], probe(args, accelerator, steps, flops_tok, peak))
     _Run(args, accelerator, steps, out, read_eval, flops_tok, peak).loop(*position)
-    export(accelerator, model, tokenizer, out, max_new_tokens=1024, keep_generation_config=bool(args.init_from),
+    export(accelerator, model, tokenizer, out, keep_generation_config=bool(args.init_from),
            adapter_base=adapter_base)
     accelerator.end_training()
     return out
@@ -459,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"train.py: config error: {e}", file=sys.stderr)
         return 2
-    except (TrainingError, MidiError, PackedError, ModelLoadError) as e:  # a missing split is a MidiError
+    except (TrainingError, HfMidiError, PackedError, ModelLoadError) as e:  # a missing split is a HfMidiError
         print(f"train.py: error: {e}", file=sys.stderr)
         return 1
     return 0

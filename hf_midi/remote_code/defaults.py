@@ -1,0 +1,73 @@
+"""Generation's defaults: their one home.
+
+``GENERATION_DEFAULTS`` is what every face reads when a value is not given: ``generate_music``, the
+pipeline (its call and ``stream()``), ``hf-midi generate``, the Space, and the generation config
+exported beside a trained model (``generation_config_for``). A model's own ``generation_config.json``
+overrides the sampling values and the music settings for that model (the bundled ``base`` sets
+``top_p`` 0.98, measured for it: benchmarks/RESULTS.md "Sampling settings"); these are the values for a
+model that sets none. This file travels to the Hub with the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """The defaults of a piece composed when an argument is not given."""
+
+    # Seconds of new music a click gives: long enough to hear a piece take shape, short enough to
+    # compose ahead of playback on one CPU thread.
+    seconds: float = 30.0
+    # Sampling, for a model whose generation_config.json sets none (the bundled models set their own).
+    temperature: float = 1.0
+    top_k: int = 0  # off, as in transformers
+    top_p: float = 0.95
+    # The cap a plain ``model.generate()`` gets from an exported generation config (transformers stops at
+    # 20 new tokens without one): about 15 s of dense piano. ``generate_music`` budgets by seconds instead.
+    max_new_tokens: int = 2048
+    # The stuck-note guard (MaxNoteLengthLogitsProcessor) for a model that sets no ``max_note_seconds``:
+    # None = off. The bundled models set 6 (benchmarks/RESULTS.md, with and without).
+    max_note_seconds: float | None = None
+    # The longest silence (no key down, no onset) allowed: real performances rarely pause longer (a
+    # fermata, between movements), and a model that falls silent for longer rarely comes back.
+    max_silence_seconds: float | None = 4.0
+    # The two rules of a piece composed to a length: the first note sounds at once (no TIME_SHIFT
+    # before the first NOTE_ON of a piece from scratch), and <eos> is not sampled before the asked
+    # seconds. Two thirds of GiantMIDI's recordings begin with silence and many end early: a model
+    # trained on them learns both (benchmarks/RESULTS.md, "A click gives music").
+    sound_at_once: bool = True
+    allow_early_end: bool = False
+    # Music a streamed chunk holds (pipe.stream, the Space's live audio).
+    chunk_seconds: float = 0.5
+    # torch CPU threads while composing: "auto" measures the fastest count once a process (threads.py;
+    # never more than torch was set to), a number sets it, None leaves torch as it is.
+    threads: str | int | None = "auto"
+
+
+GENERATION_DEFAULTS = GenerationDefaults()
+# The settings that are ours, not generate()'s: read from a model's generation config by name.
+MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end")
+
+
+def generation_config_for(vocab_size: int, bos_id: int, eos_id: int, pad_id: int, never: list[int],
+                          defaults: GenerationDefaults = GENERATION_DEFAULTS):
+    """The ``GenerationConfig`` shipped beside a newly trained model: sampling and the music settings
+    from ``defaults``, the special ids set, and ``never`` (ids the model must never emit: padding rows
+    of the embedding, ``<pad>``, ``<bos>``) suppressed."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(
+        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, decoder_start_token_id=bos_id,
+        do_sample=True, temperature=defaults.temperature, top_p=defaults.top_p, top_k=defaults.top_k,
+        max_new_tokens=defaults.max_new_tokens, suppress_tokens=list(never),
+    )
+    for name in MUSIC_SETTINGS:
+        value = getattr(defaults, name)
+        if value is not None:
+            setattr(config, name, value)
+    return config
+
+
+__all__ = ["GENERATION_DEFAULTS", "MUSIC_SETTINGS", "GenerationDefaults", "generation_config_for"]
