@@ -28,6 +28,8 @@ from typing import Union
 import numpy as np
 import symusic
 
+from .errors import HfMidiError
+
 # ------------------------------------------------------------- vocabulary (docs/vocabulary.md, "The 393 ids")
 NOTE_ON = 0  # ids 0..127
 NOTE_OFF = 128  # ids 128..255
@@ -91,13 +93,7 @@ def bin_velocity(b) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- errors
-class MidiError(ValueError):
-    """The root of every error hf_midi raises on purpose: bad MIDI or token ids, bad arguments, a model,
-    folder or corpus that cannot be used, a training setup that cannot run. ``hf-midi`` prints these as
-    one line; anything else is a defect and keeps its traceback. A ``ValueError``."""
-
-
-class MidiReadError(MidiError):
+class MidiReadError(HfMidiError):
     """A MIDI file or buffer could not be read: missing, not MIDI, truncated or corrupt."""
 
     def __init__(self, source: str, problem: str):
@@ -105,7 +101,7 @@ class MidiReadError(MidiError):
         super().__init__(f"{source}: {problem}")
 
 
-class TokenIdError(MidiError):
+class TokenIdError(HfMidiError):
     """Token ids that are not in the vocabulary."""
 
 
@@ -316,6 +312,12 @@ def load_score(midi: MidiLike, source: str | None = None) -> symusic.Score:
     return score
 
 
+def drum_note(score: symusic.Score) -> str:
+    """What to add when a score has no piano notes: `` (drum tracks are ignored)`` when it has drum notes
+    (rule 1 drops them), else nothing. The CLI, the pipeline and the Space say it the same way."""
+    return " (drum tracks are ignored)" if any(t.is_drum and len(t.notes) for t in score.tracks) else ""
+
+
 # --------------------------------------------------------------------------- score -> performance
 @dataclass(frozen=True)
 class Performance:
@@ -427,7 +429,7 @@ def stretch(perf: Performance, factor: float) -> Performance:
     """Scale every time by ``factor`` (before quantisation, so nothing drifts)."""
     f = float(factor)
     if not f > 0:
-        raise MidiError(f"stretch factor must be > 0, got {factor}")
+        raise HfMidiError(f"stretch factor must be > 0, got {factor}")
     return replace(
         perf, onset=perf.onset * f, offset=perf.offset * f, pedal_down=perf.pedal_down * f,
         pedal_up=perf.pedal_up * f,
@@ -497,7 +499,7 @@ _EVENT_ID = np.concatenate((
 def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray:
     """Rules 2-8: quantise, apply the pedal mode and same-pitch rules, emit event ids."""
     if sustain not in SUSTAIN_MODES:
-        raise MidiError(f"sustain must be one of {SUSTAIN_MODES}, got {sustain!r}")
+        raise HfMidiError(f"sustain must be one of {SUSTAIN_MODES}, got {sustain!r}")
     if perf.num_notes == 0:
         return np.empty(0, dtype=np.int64)
     n = perf.num_notes
@@ -505,7 +507,7 @@ def performance_to_ids(perf: Performance, sustain: str = "events") -> np.ndarray
     end = np.maximum(end, start + 1)
     last = int(end.max())
     if start.min() < 0 or last >= _MAX_STEP:
-        raise MidiError(f"note times must lie in 0..{_MAX_STEP // 100} s, got {start.min() / 100} s "
+        raise HfMidiError(f"note times must lie in 0..{_MAX_STEP // 100} s, got {start.min() / 100} s "
                          f"to {last / 100} s")
 
     # Rule 3: pedal intervals in steps; one still down closes at the last note's end step.
@@ -726,9 +728,9 @@ def decode(ids) -> symusic.Score:
 __all__ = [
     "BOS_ID", "DECODE_TPQ", "EOS_ID", "FAMILIES", "MAX_SECONDS", "MAX_SHIFT", "NOTE_OFF", "NOTE_ON", "NUM_EVENTS",
     "PAD_ID", "STEPS_PER_SECOND", "SUSTAIN_MODES", "SUSTAIN_OFF", "SUSTAIN_ON", "TIME_SHIFT",
-    "VELOCITY", "VOCAB_SIZE", "MidiError", "MidiLike", "MidiReadError", "Performance",
+    "VELOCITY", "VOCAB_SIZE", "MidiLike", "MidiReadError", "Performance",
     "TokenIdError", "bin_velocity", "check_ids", "check_smf", "decode", "encode", "event_family",
-    "ids_to_notes", "jitter_velocity", "load_score", "performance_to_ids", "score_to_performance",
+    "drum_note", "ids_to_notes", "jitter_velocity", "load_score", "performance_to_ids", "score_to_performance",
     "keys_down", "never_generated", "seconds_to_steps", "shift_steps", "stretch", "token_names", "transpose",
     "velocity_bin",
 ]

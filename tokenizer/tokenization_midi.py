@@ -26,12 +26,12 @@ from .codec import (
     EOS_ID,
     SUSTAIN_MODES,
     VOCAB_SIZE,
-    MidiError,
     TokenIdError,
     decode,
     encode,
     token_names,
 )
+from .errors import HfMidiError
 
 VOCAB_FILE = "vocab.json"
 
@@ -71,14 +71,14 @@ class MidiTokenizer(PreTrainedTokenizer):
         **kwargs,
     ):
         if sustain not in SUSTAIN_MODES:
-            raise MidiError(f"sustain must be one of {SUSTAIN_MODES}, got {sustain!r}")
+            raise HfMidiError(f"sustain must be one of {SUSTAIN_MODES}, got {sustain!r}")
         names = token_names()
         if vocab_file is not None:
             # The vocabulary is fixed by the codec (docs/vocabulary.md); a saved vocab.json must agree with it.
             with open(vocab_file, encoding="utf-8") as f:
                 saved = json.load(f)
             if saved != {n: i for i, n in enumerate(names)}:
-                raise MidiError(f"{vocab_file}: vocabulary differs from the codec's 393 tokens")
+                raise HfMidiError(f"{vocab_file}: vocabulary differs from the codec's 393 tokens")
         self.sustain = sustain
         self._id_to_token = names
         self._token_to_id = {n: i for i, n in enumerate(names)}  # set before super().__init__
@@ -109,7 +109,7 @@ class MidiTokenizer(PreTrainedTokenizer):
         try:
             return self._token_to_id[token]
         except KeyError:
-            raise MidiError(f"unknown token {token!r}: not in the performance vocabulary") from None
+            raise HfMidiError(f"unknown token {token!r}: not in the performance vocabulary") from None
 
     def _convert_id_to_token(self, index: int) -> str:
         if not 0 <= int(index) < VOCAB_SIZE:
@@ -148,7 +148,7 @@ class MidiTokenizer(PreTrainedTokenizer):
             ids = ids.detach().cpu().numpy()
         ids = np.asarray(ids)
         if ids.ndim > 1 and ids.shape[0] != 1 or ids.ndim > 2:
-            raise MidiError(
+            raise HfMidiError(
                 f"decode_midi takes one sequence of ids, got shape {ids.shape}; decode each row"
             )
         return decode(ids.reshape(-1))
@@ -166,7 +166,7 @@ class MidiTokenizer(PreTrainedTokenizer):
         if midi is None:
             return super().__call__(text, *args, **kwargs)
         if text is not None or args:
-            raise MidiError("pass either text or midi=, not both")
+            raise HfMidiError("pass either text or midi=, not both")
         return self._call_midi(midi, **kwargs)
 
     def _call_midi(
