@@ -42,6 +42,11 @@ EXTRAS = {"accelerate": "train", "datasets": "train", "pyarrow": "train", "peft"
           "gradio": "space", "matplotlib": "space"}
 
 
+# Commands that cannot run without an extra: its modules are imported before the command does any work.
+NEEDS = {"prepare": ("datasets", "pyarrow"), "evaluate": ("datasets", "pyarrow"),
+         "finetune": ("accelerate", "datasets", "pyarrow")}
+
+
 def missing_extra(error: ModuleNotFoundError) -> str | None:
     """The extra that brings the module ``error`` could not import, or None when no extra does."""
     return EXTRAS.get((error.name or "").split(".")[0])
@@ -296,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
+        for module in NEEDS.get(args.command, ()):
+            importlib.import_module(module)
         return int(getattr(importlib.import_module(COMMANDS[args.command][0]), f"run_{args.command}")(args) or 0)
     except ModuleNotFoundError as e:  # an optional dependency: name the extra that brings it, in one line
         extra = missing_extra(e)

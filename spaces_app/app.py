@@ -27,8 +27,14 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import gradio as gr
 import numpy as np
+
+try:
+    import gradio as gr
+except ModuleNotFoundError as e:  # run as a script without the extra: one line, not a traceback
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"spaces_app/app.py needs the 'space' extra (no module named {e.name!r}): pip install -e '.[space]'")
 
 # In a deployed Space this is the copy of hf_midi beside app.py (python puts the script's folder
 # first on sys.path); in a checkout, the installed package. main() logs which.

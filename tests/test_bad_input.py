@@ -25,14 +25,16 @@ from hf_midi.remote_code import codec
 from hf_midi.remote_code.codec import MidiReadError, TokenIdError
 from hf_midi.remote_code.errors import HfMidiError
 
-CODEC = ROOT / "hf_midi" / "remote_code" / "codec.py"
-# The child loads codec.py by path: it needs only numpy and symusic, so it starts in a fraction
-# of the time `import hf_midi` (transformers) takes.
+REMOTE_CODE = ROOT / "hf_midi" / "remote_code"
+# The child loads the remote-code folder by path and its codec (which imports only the errors' root): it
+# needs only numpy and symusic, so it starts in a fraction of the time `import hf_midi` (transformers) takes.
 CHILD = textwrap.dedent(f"""
-    import importlib.util, json, sys
-    spec = importlib.util.spec_from_file_location("hf_midi_codec", {str(CODEC)!r})
-    codec = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(codec)
+    import importlib, importlib.util, json, sys
+    spec = importlib.util.spec_from_file_location("hf_midi_rc", {str(REMOTE_CODE / "__init__.py")!r},
+                                                  submodule_search_locations=[{str(REMOTE_CODE)!r}])
+    sys.modules["hf_midi_rc"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules["hf_midi_rc"])
+    codec = importlib.import_module("hf_midi_rc.codec")
     for i, path in enumerate(json.load(sys.stdin)):
         print(json.dumps({{"start": i}}), flush=True)
         try:

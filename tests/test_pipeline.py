@@ -460,3 +460,28 @@ def test_a_newcomers_first_calls_print_no_warning_and_no_weights_bar(capfd):
 
     with weights_bar("someone/some-model"):  # not a folder here: a download, the bar stays on
         assert hf_logging.is_progress_bar_enabled()
+
+
+def test_every_face_reads_generation_defaults_from_their_one_home(tmp_path):
+    """The CLI, generate_music, the pipeline (its call and stream()), the Space and the generation config
+    exported beside a trained model take their defaults from GENERATION_DEFAULTS."""
+    import inspect
+
+    from hf_midi import cli
+    from hf_midi.remote_code.defaults import GENERATION_DEFAULTS as d
+    from hf_midi.remote_code.generation import generate_music
+    from hf_midi.training.models import build_model, generation_config
+
+    args = cli.build_parser("generate").parse_args(["generate", "-o", "x.mid"])
+    assert (args.seconds, args.threads) == (d.seconds, d.threads)
+    for fn, names in ((generate_music, ("seconds", "max_silence_seconds", "sound_at_once", "allow_early_end")),
+                      (MidiGenerationPipeline._forward, ("seconds", "max_silence_seconds", "threads")),
+                      (MidiGenerationPipeline.stream, ("chunk_seconds",))):
+        params = inspect.signature(fn).parameters
+        assert all(params[n].default == getattr(d, n) for n in names), fn.__name__
+    gc = generation_config(build_model("tiny").config)
+    assert (gc.top_p, gc.top_k, gc.temperature, gc.max_new_tokens) == (d.top_p, d.top_k, d.temperature,
+                                                                      d.max_new_tokens)
+    assert (gc.sound_at_once, gc.allow_early_end) == (d.sound_at_once, d.allow_early_end)
+    space = (ROOT / "spaces_app" / "app.py").read_text(encoding="utf-8")
+    assert "gr.Slider(MIN_SECONDS, MAX_SECONDS, value=GENERATION_DEFAULTS.seconds" in space

@@ -373,7 +373,7 @@ def test_space_requirements_cover_the_package(app):
             assert reqs[name].replace(" ", "") == dep.replace(" ", "")
     assert "torch==" in reqs["torch"]  # a pinned CPU wheel; an open range pulls CUDA builds
     assert "soundfont" in (SPACE_DIR / "packages.txt").read_text()
-    files = [x for _, row in app.EXAMPLES for x in row if isinstance(x, str) and x.endswith(".mid")]
+    files = [x for _, values in app.EXAMPLES for x in values.values() if isinstance(x, str) and x.endswith(".mid")]
     assert len(files) == 2 and all(Path(f).is_file() for f in files)  # the examples the page offers
 
 

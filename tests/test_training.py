@@ -329,7 +329,7 @@ def test_a_compiled_model_exports_plain_keys(tmp_path):
     model = training.build_model("tiny")
     compiled = torch.compile(model)
     assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
-    training.export(Accelerator(cpu=True), compiled, MidiTokenizer(), tmp_path, max_new_tokens=16)
+    training.export(Accelerator(cpu=True), compiled, MidiTokenizer(), tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     for name, p in model.named_parameters():
         assert torch.equal(p, loaded.get_parameter(name)), name
