@@ -107,6 +107,18 @@ def download_midi(page, n: int = 1) -> symusic.Score:
     return symusic.Score.from_midi(body, ttype="second")
 
 
+def test_before_the_first_piece_the_page_shows_where_it_will_come(page):
+    """The output column is not empty before the first click: the hint, and the first variation's player,
+    roll and MIDI places, empty."""
+    page.get_by_role("button", name="Generate").wait_for()  # the page has loaded
+    shot(page, "before-the-first-piece")
+    assert "Press Generate" in page.locator("#status").inner_text()
+    assert page.locator("#variation-1").first.is_visible() and not page.locator("#variation-2").first.is_visible()
+    for place in ("#audio-1", "#roll-1", "#midi-1"):
+        assert page.locator(place).first.is_visible(), place
+    assert page.locator("#audio-1 audio[src]").count() == 0  # nothing composed yet
+
+
 def test_compose_then_continue_the_result(page):
     set_number(page, "seconds", 5)
     page.get_by_role("button", name="Generate").click()
@@ -176,7 +188,7 @@ def test_bad_uploads_show_a_message_not_a_traceback(page):
     toast.wait_for()
     assert toast.get_by_test_id("toast-text").inner_text().strip() == (
         "test-not-a-midi-file.mid: not a MIDI file (it does not start with 'MThd')")
-    assert not page.locator("#variation-1").is_visible()  # nothing was made
+    assert page.locator("#audio-1 audio[src]").count() == 0  # nothing was made (the empty slot stays)
     page.wait_for_timeout(800)  # the toast slides in
     shot(page, "bad-upload")
     assert "Traceback" not in page.content()
@@ -227,4 +239,4 @@ def test_a_bad_style_through_the_page_is_shown(page):
     page.get_by_role("button", name="Generate").click()
 
     expect(page.get_by_text("Pitch range: low 90 is above high 40")).to_be_visible()
-    assert not page.locator("#variation-1").is_visible()
+    assert page.locator("#audio-1 audio[src]").count() == 0  # nothing was made
