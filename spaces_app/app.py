@@ -40,8 +40,8 @@ except ModuleNotFoundError as e:  # run as a script without the extra: one line,
 # first on sys.path); in a checkout, the installed package. main() logs which.
 import hf_midi
 from hf_midi.remote_code.arguments import ArgumentError
-from hf_midi.remote_code.codec import NUM_EVENTS, drum_note, load_score, score_to_performance
-from hf_midi.remote_code.controls import CONTROL_NAMES, DYNAMICS, PIANO_KEYS, MusicControls
+from hf_midi.remote_code.codec import NUM_EVENTS, PIANO_KEYS, drum_note, load_score, score_to_performance
+from hf_midi.remote_code.controls import CONTROL_NAMES, DYNAMICS, MusicControls
 from hf_midi.remote_code.defaults import GENERATION_DEFAULTS
 from hf_midi.remote_code.errors import HfMidiError
 

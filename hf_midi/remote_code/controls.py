@@ -30,6 +30,7 @@ from .codec import (
     MAX_SHIFT,
     NOTE_OFF,
     NUM_VELOCITY_BINS,
+    PIANO_KEYS,
     SUSTAIN_ON,
     TIME_SHIFT,
     VELOCITY,
@@ -44,7 +45,6 @@ SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 # A minor key allows the natural minor scale and the raised seventh (harmonic minor's leading tone).
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10, 11)
-PIANO_KEYS = (21, 108)  # A0..C8, MIDI pitches
 # Velocity ranges of the dynamic markings (MIDI velocities, inclusive), split evenly between the
 # values notation programs commonly give them (pp 33, p 49, mp 64, mf 80, f 96, ff 112). A decoded
 # velocity is a bin's centre (4b - 2), so each range holds four of the 32 bins (pp six, ff six).

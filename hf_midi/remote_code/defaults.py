@@ -39,6 +39,9 @@ class GenerationDefaults:
     # trained on them learns both (benchmarks/RESULTS.md, "A click gives music").
     sound_at_once: bool = True
     allow_early_end: bool = False
+    # Only what the encoder could have written (CanonicalOrderLogitsProcessor): one order within a step,
+    # no blips, no key the piano lacks. Off for a model whose generation config does not turn it on.
+    canonical_order: bool = False
     # Music a streamed chunk holds (pipe.stream, the Space's live audio).
     chunk_seconds: float = 0.5
     # torch CPU threads while composing: "auto" measures the fastest count once a process (threads.py;
@@ -48,7 +51,7 @@ class GenerationDefaults:
 
 GENERATION_DEFAULTS = GenerationDefaults()
 # The settings that are ours, not generate()'s: read from a model's generation config by name.
-MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end")
+MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end", "canonical_order")
 
 
 def generation_config_for(vocab_size: int, bos_id: int, eos_id: int, pad_id: int, never: list[int],

@@ -47,6 +47,7 @@ from .codec import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
+    PIANO_KEYS,
     TIME_SHIFT,
     VOCAB_SIZE,
     keys_down,
@@ -59,6 +60,7 @@ from .defaults import GENERATION_DEFAULTS, MUSIC_SETTINGS
 from .fast_generation import fast_sample
 from .performance_state import PerformanceState, step_counts
 from .processors import (
+    CanonicalOrderLogitsProcessor,
     MaxNoteLengthLogitsProcessor,
     MaxSilenceLogitsProcessor,
     MusicProgressCriteria,
@@ -129,11 +131,14 @@ def music_processors(state: PerformanceState | None = None, seconds: float | Non
                      sound_at_once: bool = GENERATION_DEFAULTS.sound_at_once,
                      allow_early_end: bool = GENERATION_DEFAULTS.allow_early_end,
                      controls: MusicControls | None = None,
+                     canonical_order: bool = GENERATION_DEFAULTS.canonical_order,
                      ) -> tuple[LogitsProcessorList, StoppingCriteriaList]:
     """The music's processors and criteria for one ``generate()`` call, sharing ``state`` (a new one, counting
     time from the end of the prompt, by default): what ``generate_music`` runs, for a plain
     ``model.generate(ids, logits_processor=processors, stopping_criteria=criteria)``. ``controls``
-    (``MusicControls``): their processors go after the grammar and the guards, before the time limit."""
+    (``MusicControls``): their processors go after the grammar and the guards, before the time limit.
+    ``canonical_order``: ``CanonicalOrderLogitsProcessor`` last (it yields where the others corner a row),
+    its keys the piano's, widened to a ``pitch_range`` control's."""
     state = state if state is not None else PerformanceState()
     processors, criteria = LogitsProcessorList(), StoppingCriteriaList()
     if grammar:
@@ -149,6 +154,11 @@ def music_processors(state: PerformanceState | None = None, seconds: float | Non
     if seconds is not None:
         processors.append(MusicTimeLimitLogitsProcessor(seconds, state, allow_early_end))
         criteria.append(MusicTimeStoppingCriteria(seconds, state))
+    if canonical_order:
+        low, high = PIANO_KEYS
+        if controls is not None and controls.pitch_range is not None:
+            low, high = min(low, controls.pitch_range[0]), max(high, controls.pitch_range[1])
+        processors.append(CanonicalOrderLogitsProcessor(state, keys=(low, high)))
     return processors, criteria
 
 
@@ -198,6 +208,7 @@ def generate_music(
     sound_at_once: bool = GENERATION_DEFAULTS.sound_at_once,
     allow_early_end: bool = GENERATION_DEFAULTS.allow_early_end,
     controls: MusicControls | None = None,
+    canonical_order: bool = GENERATION_DEFAULTS.canonical_order,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -212,6 +223,7 @@ def generate_music(
     a prompt with notes has had its first). ``allow_early_end``: let the model end a piece (``<eos>``)
     before ``seconds``; False: each row lasts ``seconds`` (the token budget aside).
     ``controls``: ``MusicControls`` (key, register, dynamics, density, polyphony, pedal) for the new music.
+    ``canonical_order``: only what the encoder could have written (``CanonicalOrderLogitsProcessor``).
     ``fast``: ``generate()`` with ``custom_generate=fast_sample`` (the same sampling, a lean forward;
     models it does not cover take ``generate()``'s own loop); ``weights``: its format (``float32``: the
     tokens of ``fast=False`` under one seed; ``float16``/``int8``: fbgemm's CPU kernels; ``auto``: float16
@@ -228,7 +240,7 @@ def generate_music(
 
     state = PerformanceState(start=input_ids.shape[1])
     processors, criteria = music_processors(state, seconds, grammar, max_note_seconds, max_silence_seconds,
-                                            sound_at_once, allow_early_end, controls)
+                                            sound_at_once, allow_early_end, controls, canonical_order)
     tracker = MusicProgressCriteria(seconds, progress, stop_event, state)
     if progress is not None or stop_event is not None:
         criteria.append(tracker)

@@ -40,6 +40,14 @@ def _tables(device: torch.device) -> dict[str, torch.Tensor]:
             "velocity": (ids >= VELOCITY) & (ids < SUSTAIN_ON),
             # [forbid SUSTAIN_ON, forbid SUSTAIN_OFF] for a pedal that is up (0) / down (1)
             "pedal_forbid": torch.tensor([[False, True], [True, False]]),
+            # Where an id stands in the encoder's order within one step (SPEC rule 7): NOTE_OFFs (1), then
+            # SUSTAIN_OFF (2), SUSTAIN_ON (3), then the onsets with their velocities (4); a TIME_SHIFT
+            # begins a new step (-1); the special ids change nothing (0).
+            "phase": torch.where(ids < NOTE_OFF, 4, torch.where(ids < TIME_SHIFT, 1, torch.where(
+                ids < VELOCITY, -1, torch.where(ids < SUSTAIN_ON, 4, torch.where(
+                    ids == SUSTAIN_OFF, 2, torch.where(ids == SUSTAIN_ON, 3, 0)))))),
+            "on_pitch": torch.where(ids < NOTE_OFF, ids, -1),
+            "off_pitch": torch.where((ids >= NOTE_OFF) & (ids < TIME_SHIFT), ids - NOTE_OFF, -1),
         }.items()}
     return _TABLES[device]
 
@@ -71,7 +79,10 @@ class PerformanceState:
     since ``start``; with ``track_pitch_classes`` (set by ``KeyProfileLogitsProcessor``) ``pitch_time``
     (B, 12) steps each pitch class has sounded (keys down, summed over its pitches) since ``start``; with
     ``track_onsets`` (set by ``MaxNoteLengthLogitsProcessor``) also ``clock`` (B,) steps since the
-    first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON.
+    first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON. Within the current step (since
+    the last TIME_SHIFT; the encoder's order, SPEC rule 7): ``phase`` (B,) how far the step has come (0
+    nothing yet, 1 NOTE_OFFs, 2 SUSTAIN_OFF, 3 SUSTAIN_ON, 4 onsets), ``off_top`` and ``on_top`` (B,) the
+    highest pitch ended and struck in it (-1: none).
     """
 
     def __init__(self, start: int | None = None, lag: int = 0):
@@ -162,6 +173,13 @@ class PerformanceState:
                 if len(n["pitch"]):
                     self.pitch_time[r] = torch.from_numpy(np.bincount(
                         n["pitch"] % 12, weights=(n["end"] - n["start"]), minlength=12)).float()
+        # The current step: the ids after each row's last TIME_SHIFT.
+        is_shift = (ids >= TIME_SHIFT) & (ids < VELOCITY)
+        after = pos > torch.where(is_shift, pos, -1).amax(1, keepdim=True)
+        table = self._table
+        self.phase = torch.where(after, table["phase"][ids.clamp(0, VOCAB_SIZE)].clamp(min=0), 0).amax(1)
+        self.on_top = torch.where(after, table["on_pitch"][ids.clamp(0, VOCAB_SIZE)], -1).amax(1)
+        self.off_top = torch.where(after, table["off_pitch"][ids.clamp(0, VOCAB_SIZE)], -1).amax(1)
         self.last = ids[:, -1].clone()
         self._row_index = torch.arange(rows, device=ids.device)
         self._rows, self._length, self._seen = rows, input_ids.shape[1], input_ids
@@ -187,6 +205,11 @@ class PerformanceState:
             if self.track_pitch_classes:  # the keys down before this token sound for its steps
                 self.pitch_time += steps[:, None] * ((~self._silent[:, :128]).float() @ self._pc_matrix)
         self.velocity = torch.where(t["velocity"][i], token, self.velocity)
+        phase = t["phase"][i]
+        new_step = phase < 0
+        self.phase = torch.where(new_step, 0, torch.maximum(self.phase, phase))
+        self.on_top = torch.where(new_step, -1, torch.maximum(self.on_top, t["on_pitch"][i]))
+        self.off_top = torch.where(new_step, -1, torch.maximum(self.off_top, t["off_pitch"][i]))
         self.last = token
 
 

@@ -85,6 +85,9 @@ class MidiGenerationPipeline(Pipeline):
     - ``sound_at_once``: the first note sounds at once, no silence before it (``SoundAtOnceLogitsProcessor``);
       ``allow_early_end``: the model may end a piece before ``seconds``; defaults: the model's generation
       config (``sound_at_once``, ``allow_early_end``), else on and off;
+    - ``canonical_order``: only what the encoder could have written, one order within each 10-ms step, no
+      blips, no key the piano lacks (``CanonicalOrderLogitsProcessor``); default: the model's generation
+      config, else off;
     - the controls (``MusicControls``; each None by default: left to the model), steering the new music
       only: ``key`` (``"D minor"`` or a set of pitch classes) and ``key_strength`` (None: hard; nats: a
       soft bias), ``pitch_range=(low, high)``, ``velocity_range=(low, high)`` or ``dynamics`` (``"pp"`` ...
@@ -134,7 +137,7 @@ class MidiGenerationPipeline(Pipeline):
         progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None, streamer=None,
         assistant_model=None, max_silence_seconds=_DEFAULT, sound_at_once=None, allow_early_end=None,
         key=None, key_strength=None, pitch_range=None, velocity_range=None, dynamics=None, density=None,
-        max_polyphony=None, pedal=None, threads=_DEFAULT,
+        max_polyphony=None, pedal=None, threads=_DEFAULT, canonical_order=None,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         controls = MusicControls(key=key, key_strength=key_strength, pitch_range=pitch_range,
@@ -172,7 +175,8 @@ class MidiGenerationPipeline(Pipeline):
             forward["seconds"] = checked.get("seconds")  # None turns the time limit off
         if controls:
             forward["controls"] = controls
-        for name, value in (("sound_at_once", sound_at_once), ("allow_early_end", allow_early_end)):
+        for name, value in (("sound_at_once", sound_at_once), ("allow_early_end", allow_early_end),
+                            ("canonical_order", canonical_order)):
             if value is not None:
                 if not isinstance(value, bool):
                     raise GenerationError(f"{name} must be True or False, got {value!r}")
@@ -286,7 +290,8 @@ class MidiGenerationPipeline(Pipeline):
                  top_k=None, top_p=None, seed=None, num_return_sequences=1, grammar=True, progress=None,
                  stop_event=None, max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None,
                  assistant_model=None, max_silence_seconds=GENERATION_DEFAULTS.max_silence_seconds,
-                 sound_at_once=None, allow_early_end=None, controls=None, threads=GENERATION_DEFAULTS.threads):
+                 sound_at_once=None, allow_early_end=None, controls=None, threads=GENERATION_DEFAULTS.threads,
+                 canonical_order=None):
         check_length(seconds, max_new_tokens)
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
         if max_note_seconds is _DEFAULT:
@@ -295,6 +300,8 @@ class MidiGenerationPipeline(Pipeline):
             sound_at_once = bool(model_setting(self.model, "sound_at_once"))
         if allow_early_end is None:
             allow_early_end = bool(model_setting(self.model, "allow_early_end"))
+        if canonical_order is None:
+            canonical_order = bool(model_setting(self.model, "canonical_order"))
         config = music_generation_config(self.model, temperature=temperature, top_k=top_k, top_p=top_p)
         set_threads(self.model, threads, weights if fast else "float32")  # after every check: a bad call costs nothing
         if seed is not None:
@@ -304,7 +311,7 @@ class MidiGenerationPipeline(Pipeline):
             generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
             fast=bool(fast), weights=weights, streamer=streamer, assistant_model=assistant_model,
             max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once, allow_early_end=allow_early_end,
-            controls=controls,
+            controls=controls, canonical_order=canonical_order,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}

@@ -18,7 +18,9 @@ from .codec import (
     EOS_ID,
     MAX_SHIFT,
     NOTE_OFF,
+    NOTE_ON,
     PAD_ID,
+    PIANO_KEYS,
     STEPS_PER_SECOND,
     SUSTAIN_ON,
     TIME_SHIFT,
@@ -66,6 +68,62 @@ class PerformanceGrammarLogitsProcessor(LogitsProcessor):
         scores[:, VELOCITY:SUSTAIN_ON].masked_fill_(after_velocity[s.last.clamp(max=VOCAB_SIZE)][:, None], ninf)
         scores[:, SUSTAIN_ON:PAD_ID].masked_fill_(t["pedal_forbid"][s.pedal], ninf)
         return scores
+
+
+class CanonicalOrderLogitsProcessor(LogitsProcessor):
+    """Allows only what the encoder could have written, so that the model stays in the order it learned.
+
+    The encoder writes one step's events in one order (SPEC rules 5-8): the NOTE_OFFs in ascending pitch,
+    then SUSTAIN_OFF, then SUSTAIN_ON (at most one pedal change a step: touching intervals merge, empty ones
+    vanish), then the onsets in ascending pitch, each after a VELOCITY only when the velocity changes (and
+    the piece's first onset always after one); a note sounds at least one step, so no NOTE_OFF of a note
+    struck in the same step, and a NOTE_ON never re-strikes a sounding key (the encoder ends it first); a
+    VELOCITY is always followed by its NOTE_ON; a TIME_SHIFT shorter than 1 s is the last of a gap (the
+    next event is not a shift); nothing trails the last event (no ``<eos>`` after a TIME_SHIFT). And no key
+    outside ``keys`` (the piano's, 21-108; None: any pitch). The model can still sample anything else
+    (``PerformanceGrammarLogitsProcessor`` only rules out what decoding ignores): a NOTE_ON and its NOTE_OFF
+    in one instant, a blip no encoded piece holds.
+
+    It yields where it would corner a row: when the processors before it (a guard, a control) leave only
+    tokens it forbids, that row keeps their choice. Put it after them (``music_processors`` does).
+    """
+
+    def __init__(self, state: PerformanceState | None = None, keys: tuple[int, int] | None = PIANO_KEYS):
+        self.state = state if state is not None else PerformanceState()
+        self.keys = keys
+        self._tables: dict | None = None
+
+    def _constant(self, device: torch.device) -> dict:
+        if self._tables is None or self._tables["pitch"].device != device:
+            pitch = torch.arange(128, device=device)
+            outside = torch.zeros(128, dtype=torch.bool, device=device)
+            if self.keys is not None:
+                outside = (pitch < self.keys[0]) | (pitch > self.keys[1])
+            self._tables = {"pitch": pitch, "outside": outside,
+                            "velocity": torch.arange(VELOCITY, SUSTAIN_ON, device=device)}
+        return self._tables
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        c = self._constant(scores.device)
+        last = s.last
+        after_velocity = ((last >= VELOCITY) & (last < SUSTAIN_ON))[:, None]  # (B, 1)
+        after_shift = ((last >= TIME_SHIFT) & (last < VELOCITY))[:, None]
+        short_shift = ((last >= TIME_SHIFT) & (last < TIME_SHIFT + MAX_SHIFT - 1))[:, None]
+        late = (s.phase >= 2)[:, None]  # past the step's NOTE_OFFs and pedal change
+        forbid = torch.zeros_like(scores, dtype=torch.bool)
+        forbid[:, NOTE_ON:NOTE_OFF] = (c["pitch"] <= s.on_top[:, None]) | s.sounding | c["outside"] | (
+            s.velocity > SUSTAIN_ON)[:, None]  # no velocity yet: the first onset comes after one
+        forbid[:, NOTE_OFF:TIME_SHIFT] = late | (c["pitch"] <= s.off_top[:, None]) | after_velocity
+        forbid[:, TIME_SHIFT:VELOCITY] = short_shift | after_velocity
+        forbid[:, VELOCITY:SUSTAIN_ON] = c["velocity"] == s.velocity[:, None]  # a velocity changes, or is not written
+        forbid[:, SUSTAIN_ON:PAD_ID] = late | after_velocity
+        forbid[:, EOS_ID] = (after_velocity | after_shift)[:, 0]
+        masked = scores.masked_fill(forbid, -math.inf)
+        cornered = torch.isneginf(masked).all(1) & ~torch.isneginf(scores).all(1)
+        if bool(cornered.any()):
+            masked[cornered] = scores[cornered]
+        return masked
 
 
 class _TimeGuard(LogitsProcessor):
@@ -229,7 +287,7 @@ class MusicProgressCriteria(StoppingCriteria):
 
 
 __all__ = [
-    "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "MusicProgressCriteria",
-    "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria", "PerformanceGrammarLogitsProcessor",
-    "SoundAtOnceLogitsProcessor",
+    "CanonicalOrderLogitsProcessor", "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor",
+    "MusicProgressCriteria", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
+    "PerformanceGrammarLogitsProcessor", "SoundAtOnceLogitsProcessor",
 ]
