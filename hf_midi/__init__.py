@@ -22,6 +22,7 @@ from .remote_code.errors import HfMidiError, MidiError
 from .remote_code.fast_generation import fast_sample
 from .remote_code.generation import generate_music, music_processors
 from .remote_code.processors import (
+    CanonicalOrderLogitsProcessor,
     MaxNoteLengthLogitsProcessor,
     MaxSilenceLogitsProcessor,
     MusicTimeLimitLogitsProcessor,
@@ -62,6 +63,7 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "CanonicalOrderLogitsProcessor",
     "KeyProfileLogitsProcessor", "MaxPolyphonyLogitsProcessor", "MusicControls", "NoPedalLogitsProcessor",
     "NoteDensityLogitsProcessor", "PitchSetLogitsProcessor", "VelocityRangeLogitsProcessor", "music_processors",
     "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "HfMidiError", "MidiError", "MidiReadError",

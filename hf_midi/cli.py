@@ -152,6 +152,10 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-early-end", action=argparse.BooleanOptionalAction, default=None,
                    help="let the model end a piece before --seconds (default: the model's generation config, "
                         "allow_early_end; off for the bundled models, so a piece lasts as long as asked)")
+    p.add_argument("--canonical-order", action=argparse.BooleanOptionalAction, default=None,
+                   help="only what the encoder could have written: one order within each 10-ms step, no blips, no "
+                        "key the piano lacks (default: the model's generation config, canonical_order; off unless "
+                        "it sets it)")
     style = p.add_argument_group("style", "steer the new music (each off by default; a prompt is kept as it is)")
     style.add_argument("--key", default=None, metavar="KEY",
                        help="play in a key: 'D minor', 'F# major', 'Bb minor' (a minor key allows the raised "
@@ -242,7 +246,8 @@ def run_generate(args: argparse.Namespace) -> int:
             return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
             fast=not args.slow, weights=args.weights, threads=args.threads, **controls,
             **{name: value for name, value in (("sound_at_once", args.sound_at_once),
-                                               ("allow_early_end", args.allow_early_end)) if value is not None},
+                                               ("allow_early_end", args.allow_early_end),
+                                               ("canonical_order", args.canonical_order)) if value is not None},
             **{name: None if value == "off" else value
                for name, value in (("max_note_seconds", args.max_note_seconds),
                                    ("max_silence_seconds", args.max_silence_seconds)) if value is not None},

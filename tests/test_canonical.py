@@ -73,6 +73,38 @@ def test_it_yields_where_the_processors_before_it_corner_a_row():
     assert torch.isfinite(out[0, TIME_SHIFT + 3]) and torch.isfinite(out).sum() == 1
 
 
+def order_faults(events: list[int], keys=(21, 108)) -> list[int]:
+    """Positions where ``events`` break the encoder's order (SPEC rules 5-8), checked token by token
+    without the processor: the oracle the processor is held to."""
+    faults, sounding, velocity, last = [], set(), None, None
+    phase, off_top, on_top = 0, -1, -1
+    for i, t in enumerate(events):
+        after_velocity = last is not None and VELOCITY <= last < SUSTAIN_ON
+        if TIME_SHIFT <= t < VELOCITY:
+            ok = not after_velocity and not (last is not None and TIME_SHIFT <= last < VELOCITY - 1)
+            phase, off_top, on_top = 0, -1, -1
+        elif NOTE_OFF <= t < TIME_SHIFT:
+            p = t - NOTE_OFF
+            ok = phase <= 1 and p > off_top and p in sounding and not after_velocity
+            phase, off_top = 1, p
+            sounding.discard(p)
+        elif t in (SUSTAIN_OFF, SUSTAIN_ON):
+            ok = phase <= 1 and not after_velocity
+            phase = 2 if t == SUSTAIN_OFF else 3
+        elif VELOCITY <= t < SUSTAIN_ON:
+            ok, velocity, phase = t != velocity, t, 4
+        elif t < NOTE_OFF:
+            ok = velocity is not None and t > on_top and t not in sounding and keys[0] <= t <= keys[1]
+            phase, on_top = 4, t
+            sounding.add(t)
+        else:
+            ok = True
+        if not ok:
+            faults.append(i)
+        last = t
+    return faults
+
+
 def run_pieces(rows: list[np.ndarray], trust_appends: bool = False) -> list[tuple[int, int, int]]:
     """Step the grammar and the canonical order through every token of each row, batched; returns
     (row, position, token) of each token they would have forbidden. ``trust_appends``: the state
@@ -103,6 +135,7 @@ def encoded(paths) -> list[np.ndarray]:
 
 def test_every_token_of_the_fixture_pieces_is_allowed():
     rows = encoded(POP909_FIXTURES)
+    assert all(order_faults(r[1:-1].tolist()) == [] for r in rows)  # the oracle agrees: encoded is canonical
     assert run_pieces(rows) == []
     # and the trusting path (the one generate() takes) agrees on the first of them
     assert run_pieces(rows[:2], trust_appends=True) == []
@@ -111,6 +144,7 @@ def test_every_token_of_the_fixture_pieces_is_allowed():
 def test_a_blip_is_what_the_plain_grammar_allows_and_the_order_does_not():
     blip = [BOS_ID, V, 57, 53, NOTE_OFF + 53]  # NOTE_ON 57, NOTE_ON 53, NOTE_OFF 53: one instant
     assert run_pieces([np.array(blip)]) == [(0, 3, 53), (0, 4, NOTE_OFF + 53)]
+    assert order_faults(blip[1:]) == [2, 3]
 
 
 @pytest.mark.parametrize("controls", [{}, dict(key="D minor", pitch_range=(40, 90), dynamics="mf", density=8,
@@ -133,11 +167,13 @@ def test_random_walks_with_the_order_are_never_cornered_and_mostly_canonical(con
             scores = p(ids, scores)
         assert torch.isfinite(scores).any(1).all()
         ids = torch.cat([ids, torch.multinomial(torch.softmax(scores, -1), 1, generator=gen)], 1)
-    exact = 0
+    faults = tokens = 0
     for row in ids[:, 1:].tolist():
-        events = [t for t in row if t < PAD_ID]
-        exact += codec.encode(codec.decode(events)).tolist() == events
-    assert exact >= 6, exact  # (a guard or the polyphony limit may force a NOTE_OFF out of order now and then)
+        events = row[:row.index(EOS_ID)] if EOS_ID in row else row
+        faults += len(order_faults(events, keys=processors[-1].keys))
+        tokens += len(events)
+    # random logits: where a guard or a control forced a token, the order yields (rarely)
+    assert faults <= tokens // 100, (faults, tokens)
 
 
 def test_the_fast_loop_gives_generate_s_tokens_with_the_order(tmp_path):
@@ -151,8 +187,7 @@ def test_the_fast_loop_gives_generate_s_tokens_with_the_order(tmp_path):
                                    canonical_order=True)
     assert torch.equal(out[True], out[False])
     for row in out[True].tolist():
-        events = [t for t in row if t < PAD_ID]
-        assert codec.encode(codec.decode(events)).tolist() == events  # canonical: it round-trips exactly
+        assert order_faults([t for t in row[1:] if t < PAD_ID]) == []
 
 
 def _test_split(folder: Path, split_csv: str) -> list[Path]:
@@ -178,3 +213,25 @@ def test_every_token_of_every_test_split_piece_is_allowed(shared_data):
         for start in range(0, len(rows), 64):  # batches of similar length
             bad = run_pieces(rows[start:start + 64], trust_appends=True)
             assert bad == [], (name, bad[:5])
+
+
+def test_the_setting_reaches_every_face(tmp_path):
+    """canonical_order from the model's generation config (the pipeline's default), the pipeline's keyword
+    and `hf-midi generate --canonical-order`: the pieces keep the order; off, a random model's do not."""
+    import json
+
+    from hf_midi import cli
+    from hf_midi.loading import load_pipeline
+
+    folder = save_tiny_model(tmp_path / "m", seed=2)
+    pipe = load_pipeline(folder)
+    pieces = {flag: pipe(seconds=3.0, seed=4, canonical_order=flag, threads=1)[0] for flag in (False, True)}
+    assert order_faults(pieces[True]["token_ids"][1:-1]) == []
+    assert order_faults(pieces[False]["token_ids"][1:-1]) != []  # a random model leaves the order at once
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "canonical_order": True}))
+    [by_config] = load_pipeline(folder)(seconds=3.0, seed=4, threads=1)
+    assert by_config["token_ids"] == pieces[True]["token_ids"]
+    assert cli.main(["generate", "--model", str(folder), "--seconds", "3", "--seed", "4", "--threads", "1",
+                     "--no-canonical-order", "-o", str(tmp_path / "off.mid")]) == 0
+    assert (tmp_path / "off.mid").read_bytes() == pieces[False]["midi"]

@@ -89,6 +89,7 @@ class PerformanceState:
         self.start, self.lag = start, lag
         self.track_onsets = False  # clock/onset cost a step's work: kept only for the note guard
         self.track_pitch_classes = False  # pitch_time: kept only for the key's profile
+        self.in_order = False  # set by CanonicalOrderLogitsProcessor: the guards keep the encoder's order
         self.history: torch.Tensor | None = None  # (B, H) ids before a sliding window's context
         # (VOCAB_SIZE + 1,) bool, set by VelocityRangeLogitsProcessor: the VELOCITY ids after which
         # another VELOCITY may come (those outside its range); None: after none (the grammar's rule)

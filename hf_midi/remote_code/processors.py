@@ -90,6 +90,7 @@ class CanonicalOrderLogitsProcessor(LogitsProcessor):
 
     def __init__(self, state: PerformanceState | None = None, keys: tuple[int, int] | None = PIANO_KEYS):
         self.state = state if state is not None else PerformanceState()
+        self.state.in_order = True  # the note guard then ends held notes in the order too
         self.keys = keys
         self._tables: dict | None = None
 
@@ -112,11 +113,19 @@ class CanonicalOrderLogitsProcessor(LogitsProcessor):
         short_shift = ((last >= TIME_SHIFT) & (last < TIME_SHIFT + MAX_SHIFT - 1))[:, None]
         late = (s.phase >= 2)[:, None]  # past the step's NOTE_OFFs and pedal change
         forbid = torch.zeros_like(scores, dtype=torch.bool)
-        forbid[:, NOTE_ON:NOTE_OFF] = (c["pitch"] <= s.on_top[:, None]) | s.sounding | c["outside"] | (
-            s.velocity > SUSTAIN_ON)[:, None]  # no velocity yet: the first onset comes after one
+        strike = ~((c["pitch"] <= s.on_top[:, None]) | s.sounding | c["outside"])  # (B, 128) the order's onsets
+        # no velocity yet: the first onset comes after one
+        forbid[:, NOTE_ON:NOTE_OFF] = ~strike | (s.velocity > SUSTAIN_ON)[:, None]
         forbid[:, NOTE_OFF:TIME_SHIFT] = late | (c["pitch"] <= s.off_top[:, None]) | after_velocity
         forbid[:, TIME_SHIFT:VELOCITY] = short_shift | after_velocity
-        forbid[:, VELOCITY:SUSTAIN_ON] = c["velocity"] == s.velocity[:, None]  # a velocity changes, or is not written
+        # A velocity changes, or is not written; and it comes only where its onset can follow: where the
+        # processors before this one allow some onset the order allows (a full polyphony, a key or range
+        # control may leave none), unless they hold the onsets back for a velocity (a velocity control
+        # whose range the current velocity is outside).
+        onset = (strike & ~torch.isneginf(scores[:, NOTE_ON:NOTE_OFF])).any(1)
+        if s.velocity_repeat_ok is not None:
+            onset |= s.velocity_repeat_ok.to(scores.device)[s.velocity.clamp(max=VOCAB_SIZE)]
+        forbid[:, VELOCITY:SUSTAIN_ON] = (c["velocity"] == s.velocity[:, None]) | ~onset[:, None]
         forbid[:, SUSTAIN_ON:PAD_ID] = late | after_velocity
         forbid[:, EOS_ID] = (after_velocity | after_shift)[:, 0]
         masked = scores.masked_fill(forbid, -math.inf)
@@ -147,10 +156,18 @@ class MaxNoteLengthLogitsProcessor(_TimeGuard):
     """
 
     argument = "max_note_seconds"
+    _pitches: torch.Tensor | None = None
+
+    def _pitch(self, device: torch.device) -> torch.Tensor:
+        if self._pitches is None or self._pitches.device != device:
+            self._pitches = torch.arange(128, device=device)
+        return self._pitches
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         s = self.state.sync(input_ids)
         held = s.sounding & (s.clock[:, None] - s.onset[:, :128] >= self.limit)  # (B, 128)
+        if s.in_order:  # the canonical order: the step's NOTE_OFFs ascend; the rest wait for the next step
+            held &= (self._pitch(scores.device) > s.off_top[:, None]) & (s.phase <= 1)[:, None]
         rows = held.any(1)
         if bool(rows.any()):
             allowed = torch.zeros_like(scores, dtype=torch.bool)
