@@ -81,3 +81,58 @@ def test_real_windows_of_real_music_and_the_report():
     assert report["broken"] <= 2  # pop songs: no silence, plenty of notes
     assert set(report["broken_pieces"]) == {i for i, r in enumerate(results) if r["broken"]}
     assert real_windows(pieces, 1e5) == []  # nothing that long
+
+
+# --------------------------------------------------------------------------- degenerate modes
+def notes_of(onsets, duration=20):
+    """(start step, pitch) pairs as ids_to_notes would give them."""
+    start = np.array([s for s, _ in onsets], np.int64)
+    return {"start": start, "end": start + duration, "pitch": np.array([p for _, p in onsets], np.int64)}
+
+
+def test_hammering_is_counted_and_its_longest_stretch_measured():
+    from hf_midi.evaluation.listener import degenerate, degenerate_figures
+
+    # C4 re-struck every 0.2 s for 2 s (11 strikes: 10 re-strikes), then a scale one note each 0.5 s
+    hammer = [(20 * i, 60) for i in range(11)] + [(300 + 50 * i, 62 + i) for i in range(10)]
+    f = degenerate_figures(notes_of(hammer), 10.0)
+    assert f["restrike_share"] == pytest.approx(10 / 21)
+    assert f["longest_hammering"] == pytest.approx(2.0)
+    assert "hammering" in degenerate(notes_of(hammer), 10.0)["modes"]
+    # the same notes 0.4 s apart are no re-strike
+    calm = [(40 * i, 60) for i in range(11)]
+    assert degenerate_figures(notes_of(calm), 10.0)["restrike_share"] == 0.0
+
+
+def test_blips_drones_and_lone_openings():
+    from hf_midi.evaluation.listener import degenerate, degenerate_figures
+
+    varied = [(25 * i, 48 + (i * 7) % 24) for i in range(80)]  # 20 s, every pitch class
+    assert degenerate(notes_of(varied), 20.0)["modes"] == []
+    blips = notes_of(varied, duration=1)
+    assert degenerate_figures(blips, 20.0)["blip_share"] == 1.0 and "blips" in degenerate(blips, 20.0)["modes"]
+    drone = [(25 * i, (50, 57)[i % 2]) for i in range(80)]  # two pitches for 20 s
+    f = degenerate_figures(notes_of(drone), 20.0)
+    assert f["fewest_pitch_classes"] == 2 and "drone" in degenerate(notes_of(drone), 20.0)["modes"]
+    lone = [(0, 62)] + [(430 + 25 * i, 48 + (i * 7) % 24) for i in range(60)]  # D4 alone for 4.3 s
+    f = degenerate_figures(notes_of(lone), 20.0)
+    assert f["opening_gap"] == pytest.approx(4.3) and "lone opening" in degenerate(notes_of(lone), 20.0)["modes"]
+
+
+@pytest.mark.data
+def test_the_degenerate_limits_are_real_musics_percentiles(shared_data):
+    """DegenerateLimits holds the 95th percentiles (the 5th for pitch classes) of random 30-s windows of
+    GiantMIDI test and POP909 test, as benchmarks/calibrate_degenerate.py computes them."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    from hf_midi.evaluation.listener import DegenerateLimits
+
+    spec = importlib.util.spec_from_file_location("calibrate", ROOT / "benchmarks" / "calibrate_degenerate.py")
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    bands = calibrate.calibrate(calibrate.test_windows(shared_data, 30.0, 0), 30.0)
+    limits = DegenerateLimits()
+    for key, band in bands.items():
+        assert getattr(limits, key) == band[5 if key == "fewest_pitch_classes" else 95], key

@@ -81,6 +81,78 @@ def listen(notes: dict, seconds: float, limits: ListenerLimits = ListenerLimits(
             **{k: round(float(v), 3) for k, v in fig.items()}}
 
 
+@dataclass(frozen=True)
+class DegenerateLimits:
+    """Where each degenerate-mode check draws its line: the 95th percentile (the 5th for distinct pitch
+    classes, where fewer is worse) of random 30-s windows of real music, GiantMIDI test and POP909 test
+    together (``benchmarks/calibrate_degenerate.py`` computes them; ``tests/test_listener.py`` checks them
+    against the data)."""
+
+    restrike_share: float = 0.3603  # onsets re-striking a pitch struck in the last 0.3 s
+    longest_hammering: float = 3.7025  # seconds of the longest stretch of such re-strikes
+    blip_share: float = 0.0691  # notes of one 10-ms step (transcribed performances hold many)
+    fewest_pitch_classes: float = 5.0  # distinct pitch classes struck in the sparest 10 s (the 5th percentile)
+    opening_gap: float = 0.585  # seconds from the first onset to the next one
+
+
+RESTRIKE_SECONDS = 0.3
+DRONE_WINDOW_SECONDS = 10.0
+DEGENERATE = ("hammering", "long hammering", "blips", "drone", "lone opening")
+
+
+def degenerate_figures(notes: dict, seconds: float | None = None) -> dict:
+    """The figures behind the degenerate-mode checks of one piece (``notes`` as ``ids_to_notes`` gives them,
+    in 10-ms steps): ``restrike_share``, ``longest_hammering`` (s), ``blip_share``, ``fewest_pitch_classes``
+    (over the piece's whole 10-s windows, up to ``seconds``), ``opening_gap`` (s)."""
+    start = np.asarray(notes["start"], np.int64)
+    end = np.asarray(notes["end"], np.int64)
+    pitch = np.asarray(notes["pitch"], np.int64)
+    if not len(start):
+        return {"restrike_share": 0.0, "longest_hammering": 0.0, "blip_share": 0.0, "fewest_pitch_classes": 0.0,
+                "opening_gap": float(seconds or 0.0)}
+    order = np.lexsort((pitch, start))
+    s, p = start[order], pitch[order]
+    by_pitch = np.lexsort((s, p))  # each pitch's onsets in time order
+    ps, pp = s[by_pitch], p[by_pitch]
+    gap = np.diff(ps)
+    again = (pp[1:] == pp[:-1]) & (gap <= seconds_to_steps(RESTRIKE_SECONDS))
+    # the stretches of hammering: the union of [previous strike, re-strike] of every re-strike
+    a, b = ps[:-1][again], ps[1:][again]
+    longest = 0
+    if len(a):
+        k = np.argsort(a, kind="stable")
+        a, b = a[k], np.maximum.accumulate(b[k])
+        breaks = np.flatnonzero(a[1:] > b[:-1]) + 1
+        starts, ends = a[np.r_[0, breaks]], b[np.r_[breaks - 1, len(b) - 1]]
+        longest = int((ends - starts).max())
+    horizon = seconds_to_steps(seconds) if seconds is not None else int(max(end.max(), s[-1] + 1))
+    width = seconds_to_steps(DRONE_WINDOW_SECONDS)
+    classes = [len(set((p[(s >= w) & (s < w + width)] % 12).tolist())) for w in range(0, max(horizon - width, 0) + 1,
+                                                                                       width)]
+    later = s[s > s[0]]
+    return {
+        "restrike_share": float(again.sum() / len(s)),
+        "longest_hammering": longest / STEPS_PER_SECOND,
+        "blip_share": float(((end - start) <= 1).mean()),
+        "fewest_pitch_classes": float(min(classes)) if classes else float(len(set((p % 12).tolist()))),
+        "opening_gap": float((later[0] - s[0]) if len(later) else horizon - s[0]) / STEPS_PER_SECOND,
+    }
+
+
+def degenerate(notes: dict, seconds: float | None = None, limits: DegenerateLimits = DegenerateLimits()) -> dict:
+    """The degenerate modes of one piece beyond real music's 95th percentile (``DEGENERATE`` names them),
+    with the figures (``degenerate_figures``)."""
+    f = degenerate_figures(notes, seconds)
+    checks = {
+        "hammering": f["restrike_share"] > limits.restrike_share,
+        "long hammering": f["longest_hammering"] > limits.longest_hammering,
+        "blips": f["blip_share"] > limits.blip_share,
+        "drone": f["fewest_pitch_classes"] < limits.fewest_pitch_classes,
+        "lone opening": f["opening_gap"] > limits.opening_gap,
+    }
+    return {"modes": [name for name in DEGENERATE if checks[name]], **{k: round(v, 4) for k, v in f.items()}}
+
+
 def _pedal_steps(times: np.ndarray, values: np.ndarray, horizon: int) -> int:
     """Steps in [0, horizon) with the pedal down, from CC64 changes (value >= 64: down)."""
     down_at, total = None, 0
@@ -133,4 +205,7 @@ def listener_report(results: list[dict]) -> dict:
             "broken_pieces": {i: r["faults"] for i, r in enumerate(results) if r["broken"]}}
 
 
-__all__ = ["FAULTS", "PEDAL_HELD", "ListenerLimits", "listen", "listen_ids", "listener_report", "real_windows"]
+__all__ = [
+    "DEGENERATE", "DRONE_WINDOW_SECONDS", "DegenerateLimits", "FAULTS", "PEDAL_HELD", "RESTRIKE_SECONDS",
+    "ListenerLimits", "degenerate", "degenerate_figures", "listen", "listen_ids", "listener_report", "real_windows",
+]
