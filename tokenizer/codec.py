@@ -45,6 +45,7 @@ VOCAB_SIZE = 393
 
 STEPS_PER_SECOND = 100  # one step is 10 ms
 MAX_SHIFT = 100  # the longest TIME_SHIFT, in steps (1 s)
+PIANO_KEYS = (21, 108)  # A0..C8: the MIDI pitches a piano has
 MAX_SECONDS = 3600.0  # the longest piece generation accepts: one hour of music; more is taken as a typo
 NUM_VELOCITY_BINS = 32
 DEFAULT_VELOCITY = 64  # used by decode before any VELOCITY token
@@ -727,7 +728,7 @@ def decode(ids) -> symusic.Score:
 
 __all__ = [
     "BOS_ID", "DECODE_TPQ", "EOS_ID", "FAMILIES", "MAX_SECONDS", "MAX_SHIFT", "NOTE_OFF", "NOTE_ON", "NUM_EVENTS",
-    "PAD_ID", "STEPS_PER_SECOND", "SUSTAIN_MODES", "SUSTAIN_OFF", "SUSTAIN_ON", "TIME_SHIFT",
+    "PAD_ID", "PIANO_KEYS", "STEPS_PER_SECOND", "SUSTAIN_MODES", "SUSTAIN_OFF", "SUSTAIN_ON", "TIME_SHIFT",
     "VELOCITY", "VOCAB_SIZE", "MidiLike", "MidiReadError", "Performance",
     "TokenIdError", "bin_velocity", "check_ids", "check_smf", "decode", "encode", "event_family",
     "drum_note", "ids_to_notes", "jitter_velocity", "load_score", "performance_to_ids", "score_to_performance",
