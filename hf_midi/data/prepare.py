@@ -207,6 +207,21 @@ def _robust_map(
             results.append(fn(*t))
             progress(1)
         return results
+    # A signal only marks the job while the pools run: an exception raised inside concurrent.futures'
+    # waits can leave a pool that never shuts down (seen under load: SIGTERM, then a hang). It is
+    # raised at the next result, a few milliseconds later (_check_signal), and once the pools are shut.
+    _quiet_signals.append(True)
+    try:
+        results = _pooled(fn, tasks, num_workers, on_crash, progress)
+    finally:
+        _quiet_signals.pop()
+    _check_signal()
+    return results
+
+
+def _pooled(fn: Callable, tasks: list, num_workers: int, on_crash: Callable, progress: Callable[[int], None]
+            ) -> list:
+    """``_robust_map``'s pools (see there)."""
     results: list = [None] * len(tasks)
     done = [False] * len(tasks)
     start = 0
@@ -774,13 +789,15 @@ def configure_prepare(p: argparse.ArgumentParser) -> None:
 
 
 _signalled: list[int] = []
+_quiet_signals: list[bool] = []  # non-empty while the process pools run: a signal is only recorded
 
 
 def _on_signal(signum, frame):
     # Python drops an exception raised while it runs some internal callbacks (at fork, say), so the
     # signal is also remembered and checked again at every step of the job (`_check_signal`).
     _signalled.append(signum)
-    raise KeyboardInterrupt
+    if not _quiet_signals:
+        raise KeyboardInterrupt
 
 
 def _check_signal() -> None:
