@@ -8,8 +8,9 @@ each way, to measure the limit on the decoded notes. Per setting: the share of n
 (blips: a NOTE_ON and its NOTE_OFF in one instant; ASAP performances: 95th percentile 1.2 % of notes under
 20 ms), pitches off the piano's keys, notes a second, the share of onsets re-striking a pitch struck in the
 last 0.3 s, the order's faults in the ids (``order_faults``: what the encoder could not have written), the
-listener's broken count, the most keys sounding at once under ``max_polyphony=3`` (pedal aside), and
-events a second of composing (one thread, side by side). The last line is one JSON object.
+listener's broken count, the degenerate-mode checks (``hf_midi.evaluation.listener.degenerate``), the most
+keys sounding at once under ``max_polyphony=3`` (pedal aside), and events a second of composing (one thread,
+side by side). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hf_midi.evaluation.listener import listen_ids, listener_report
+from hf_midi.evaluation.listener import DEGENERATE, degenerate, listen_ids, listener_report
 from hf_midi.loading import load_pipeline
 from hf_midi.remote_code.codec import (
     NOTE_OFF,
@@ -81,7 +82,8 @@ def piece_figures(ids: list[int], seconds: float) -> dict:
     delta = np.concatenate((np.ones(len(start)), -np.ones(len(end))))
     keys = np.cumsum(delta[np.lexsort((delta, times))]) if len(times) else np.zeros(1)
     listened = listen_ids(ids, seconds)
-    return {"notes": int(len(start)), "blips": int(((end - start) <= 1).sum()),
+    return {"degenerate": degenerate(n, seconds)["modes"], "notes": int(len(start)),
+            "blips": int(((end - start) <= 1).sum()),
             "off_piano": int(((pitch < PIANO_KEYS[0]) | (pitch > PIANO_KEYS[1])).sum()),
             "restrikes": int(restrike), "order_faults": order_faults(events), "tokens": len(events),
             "max_keys": int(keys.max()), "notes_per_second": listened["notes_per_second"], "listened": listened}
@@ -113,6 +115,9 @@ def summary(figures: list[dict]) -> dict:
         "listener": {k: v for k, v in listener_report([f["listened"] for f in figures]).items()
                      if k != "broken_pieces"},
         "max_keys": max(f["max_keys"] for f in figures),
+        # pieces beyond real 30-s windows' 95th percentile on each degenerate-mode check
+        "degenerate": {m: sum(m in f["degenerate"] for f in figures) for m in DEGENERATE},
+        "degenerate_pieces": sum(bool(f["degenerate"]) for f in figures),
     }
 
 
