@@ -23,7 +23,8 @@ from .fast_generation import fast_sample
 logger = logging.getLogger(__name__)
 # A few decoding steps: enough to time, short enough that three trials cost well under a second.
 TRIAL_STEPS = 16
-_CHOSEN: dict[tuple, tuple[int, dict[int, float]]] = {}
+_CHOSEN: dict[tuple, tuple[int, dict[int, float]]] = {}  # model shape -> (threads, seconds a token)
+_MOST: list[int] = []  # torch's thread count when first asked: the most a choice may take
 
 
 class _Deadline(StoppingCriteria):
@@ -50,7 +51,9 @@ def _decode(model, steps: int, weights: str, deadline: float) -> tuple[int, floa
 def candidate_threads() -> list[int]:
     """1, 2, 4, ... up to torch's thread count when this was first asked (one a core unless the process
     set another): a process that set one thread keeps one."""
-    most = _CHOSEN.setdefault(("most",), (torch.get_num_threads(), {}))[0]
+    if not _MOST:
+        _MOST.append(torch.get_num_threads())
+    most = _MOST[0]
     return sorted({1, most} | {n for n in (2, 4, 8, 16) if n < most})
 
 
