@@ -79,17 +79,20 @@ class PerformanceState:
     since ``start``; with ``track_pitch_classes`` (set by ``KeyProfileLogitsProcessor``) ``pitch_time``
     (B, 12) steps each pitch class has sounded (keys down, summed over its pitches) since ``start``; with
     ``track_onsets`` (set by ``MaxNoteLengthLogitsProcessor``) also ``clock`` (B,) steps since the
-    first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON. Within the current step (since
-    the last TIME_SHIFT; the encoder's order, SPEC rule 7): ``phase`` (B,) how far the step has come (0
-    nothing yet, 1 NOTE_OFFs, 2 SUSTAIN_OFF, 3 SUSTAIN_ON, 4 onsets), ``off_top`` and ``on_top`` (B,) the
-    highest pitch ended and struck in it (-1: none).
+    first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON. With ``in_order`` (set by
+    ``CanonicalOrderLogitsProcessor``), within the current step (since the last TIME_SHIFT; the encoder's
+    order, SPEC rule 7): ``phase`` (B,) how far the step has come (0 nothing yet, 1 NOTE_OFFs, 2
+    SUSTAIN_OFF, 3 SUSTAIN_ON, 4 onsets), ``off_top`` and ``on_top`` (B,) the highest pitch ended and
+    struck in it (-1: none).
     """
 
     def __init__(self, start: int | None = None, lag: int = 0):
         self.start, self.lag = start, lag
         self.track_onsets = False  # clock/onset cost a step's work: kept only for the note guard
         self.track_pitch_classes = False  # pitch_time: kept only for the key's profile
-        self.in_order = False  # set by CanonicalOrderLogitsProcessor: the guards keep the encoder's order
+        # set by CanonicalOrderLogitsProcessor: phase/on_top/off_top are kept (a step's work, only then) and
+        # the note guard keeps the encoder's order
+        self.in_order = False
         self.history: torch.Tensor | None = None  # (B, H) ids before a sliding window's context
         # (VOCAB_SIZE + 1,) bool, set by VelocityRangeLogitsProcessor: the VELOCITY ids after which
         # another VELOCITY may come (those outside its range); None: after none (the grammar's rule)
@@ -174,13 +177,13 @@ class PerformanceState:
                 if len(n["pitch"]):
                     self.pitch_time[r] = torch.from_numpy(np.bincount(
                         n["pitch"] % 12, weights=(n["end"] - n["start"]), minlength=12)).float()
-        # The current step: the ids after each row's last TIME_SHIFT.
-        is_shift = (ids >= TIME_SHIFT) & (ids < VELOCITY)
-        after = pos > torch.where(is_shift, pos, -1).amax(1, keepdim=True)
-        table = self._table
-        self.phase = torch.where(after, table["phase"][ids.clamp(0, VOCAB_SIZE)].clamp(min=0), 0).amax(1)
-        self.on_top = torch.where(after, table["on_pitch"][ids.clamp(0, VOCAB_SIZE)], -1).amax(1)
-        self.off_top = torch.where(after, table["off_pitch"][ids.clamp(0, VOCAB_SIZE)], -1).amax(1)
+        if self.in_order:  # the current step: the ids after each row's last TIME_SHIFT
+            is_shift = (ids >= TIME_SHIFT) & (ids < VELOCITY)
+            after = pos > torch.where(is_shift, pos, -1).amax(1, keepdim=True)
+            table, col = self._table, ids.clamp(0, VOCAB_SIZE)
+            self.phase = torch.where(after, table["phase"][col].clamp(min=0), 0).amax(1)
+            self.on_top = torch.where(after, table["on_pitch"][col], -1).amax(1)
+            self.off_top = torch.where(after, table["off_pitch"][col], -1).amax(1)
         self.last = ids[:, -1].clone()
         self._row_index = torch.arange(rows, device=ids.device)
         self._rows, self._length, self._seen = rows, input_ids.shape[1], input_ids
@@ -206,11 +209,12 @@ class PerformanceState:
             if self.track_pitch_classes:  # the keys down before this token sound for its steps
                 self.pitch_time += steps[:, None] * ((~self._silent[:, :128]).float() @ self._pc_matrix)
         self.velocity = torch.where(t["velocity"][i], token, self.velocity)
-        phase = t["phase"][i]
-        new_step = phase < 0
-        self.phase = torch.where(new_step, 0, torch.maximum(self.phase, phase))
-        self.on_top = torch.where(new_step, -1, torch.maximum(self.on_top, t["on_pitch"][i]))
-        self.off_top = torch.where(new_step, -1, torch.maximum(self.off_top, t["off_pitch"][i]))
+        if self.in_order:
+            phase = t["phase"][i]
+            new_step = phase < 0
+            self.phase = torch.where(new_step, 0, torch.maximum(self.phase, phase))
+            self.on_top = torch.where(new_step, -1, torch.maximum(self.on_top, t["on_pitch"][i]))
+            self.off_top = torch.where(new_step, -1, torch.maximum(self.off_top, t["off_pitch"][i]))
         self.last = token
 
 

@@ -90,7 +90,9 @@ class CanonicalOrderLogitsProcessor(LogitsProcessor):
 
     def __init__(self, state: PerformanceState | None = None, keys: tuple[int, int] | None = PIANO_KEYS):
         self.state = state if state is not None else PerformanceState()
-        self.state.in_order = True  # the note guard then ends held notes in the order too
+        if not self.state.in_order:  # the step's order is tracked from now on (the next sync rebuilds)
+            self.state.in_order = True
+            self.state.set_history(self.state.history)
         self.keys = keys
         self._tables: dict | None = None
 
