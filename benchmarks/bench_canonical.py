@@ -25,67 +25,24 @@ import numpy as np
 import torch
 
 from hf_midi.evaluation.listener import DEGENERATE, degenerate, listen_ids, listener_report
+from hf_midi.evaluation.music_stats import order_faults
 from hf_midi.loading import load_pipeline
-from hf_midi.remote_code.codec import (
-    NOTE_OFF,
-    PIANO_KEYS,
-    SUSTAIN_OFF,
-    SUSTAIN_ON,
-    TIME_SHIFT,
-    VELOCITY,
-    ids_to_notes,
-)
-
-
-def order_faults(events: list[int]) -> int:
-    """Tokens the encoder could not have written here (SPEC rules 5-8), counted without the processor."""
-    faults, sounding, velocity, last = 0, set(), None, None
-    phase, off_top, on_top = 0, -1, -1
-    for t in events:
-        after_velocity = last is not None and VELOCITY <= last < SUSTAIN_ON
-        if TIME_SHIFT <= t < VELOCITY:
-            ok = not after_velocity and not (last is not None and TIME_SHIFT <= last < VELOCITY - 1)
-            phase, off_top, on_top = 0, -1, -1
-        elif NOTE_OFF <= t < TIME_SHIFT:
-            p = t - NOTE_OFF
-            ok = phase <= 1 and p > off_top and not after_velocity
-            phase, off_top = 1, p
-            sounding.discard(p)
-        elif t in (SUSTAIN_OFF, SUSTAIN_ON):
-            ok, phase = phase <= 1 and not after_velocity, 2 if t == SUSTAIN_OFF else 3
-        elif VELOCITY <= t < SUSTAIN_ON:
-            ok, velocity, phase = t != velocity, t, 4
-        elif t < NOTE_OFF:
-            ok = velocity is not None and t > on_top and t not in sounding and PIANO_KEYS[0] <= t <= PIANO_KEYS[1]
-            phase, on_top = 4, t
-            sounding.add(t)
-        else:
-            ok = True
-        faults += not ok
-        last = t
-    return faults
+from hf_midi.remote_code.codec import PAD_ID, PIANO_KEYS, ids_to_notes
 
 
 def piece_figures(ids: list[int], seconds: float) -> dict:
-    events = [t for t in ids if t < 390]
+    events = [t for t in ids if t < PAD_ID]
     n = ids_to_notes(np.asarray(ids))
     start, end, pitch = n["start"], n["end"], n["pitch"]
-    order = np.argsort(start, kind="stable")
-    restrike = 0
-    last_struck: dict[int, int] = {}
-    for i in order.tolist():
-        p, s = int(pitch[i]), int(start[i])
-        restrike += p in last_struck and s - last_struck[p] <= 30
-        last_struck[p] = s
     # keys sounding at once (the pedal aside): +1 at each start, -1 at each end
     times = np.concatenate((start, end))
     delta = np.concatenate((np.ones(len(start)), -np.ones(len(end))))
     keys = np.cumsum(delta[np.lexsort((delta, times))]) if len(times) else np.zeros(1)
-    listened = listen_ids(ids, seconds)
-    return {"degenerate": degenerate(n, seconds)["modes"], "notes": int(len(start)),
+    listened, modes = listen_ids(ids, seconds), degenerate(n, seconds)
+    return {"degenerate": modes["modes"], "restrike_share": modes["restrike_share"], "notes": int(len(start)),
             "blips": int(((end - start) <= 1).sum()),
             "off_piano": int(((pitch < PIANO_KEYS[0]) | (pitch > PIANO_KEYS[1])).sum()),
-            "restrikes": int(restrike), "order_faults": order_faults(events), "tokens": len(events),
+            "order_faults": len(order_faults(events)), "tokens": len(events),
             "max_keys": int(keys.max()), "notes_per_second": listened["notes_per_second"], "listened": listened}
 
 
@@ -110,7 +67,7 @@ def summary(figures: list[dict]) -> dict:
         "off_piano_notes": sum(f["off_piano"] for f in figures),
         "pieces_off_piano": sum(f["off_piano"] > 0 for f in figures),
         "notes_per_second_median": round(float(np.median([f["notes_per_second"] for f in figures])), 2),
-        "restrike_share_median": round(float(np.median([f["restrikes"] / max(f["notes"], 1) for f in figures])), 4),
+        "restrike_share_median": round(float(np.median([f["restrike_share"] for f in figures])), 4),
         "order_faults": sum(f["order_faults"] for f in figures), "tokens": sum(f["tokens"] for f in figures),
         "listener": {k: v for k, v in listener_report([f["listened"] for f in figures]).items()
                      if k != "broken_pieces"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,19 +38,27 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-# The optional modules each extra brings (pyproject.toml): a command that needs one says which extra to install.
-EXTRAS = {"accelerate": "train", "datasets": "train", "pyarrow": "train", "peft": "train", "tensorboard": "train",
-          "gradio": "space", "matplotlib": "space"}
-
-
 # Commands that cannot run without an extra: its modules are imported before the command does any work.
 NEEDS = {"prepare": ("datasets", "pyarrow"), "evaluate": ("datasets", "pyarrow"),
          "finetune": ("accelerate", "datasets", "pyarrow")}
 
 
+def extras() -> dict[str, str]:
+    """{module: extra} for the optional dependencies of the user-facing extras (``train``, ``space``), read
+    from the installed package's metadata (pyproject.toml is their home; their modules bear their names)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        wanted = requires("hf-midi") or []
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return {}
+    found = (re.match(r"([A-Za-z0-9_.-]+)[^;]*;\s*extra\s*==\s*[\"'](\w+)[\"']", r) for r in wanted)
+    return {m.group(1).lower().replace("-", "_"): m.group(2) for m in found if m and m.group(2) in ("train", "space")}
+
+
 def missing_extra(error: ModuleNotFoundError) -> str | None:
     """The extra that brings the module ``error`` could not import, or None when no extra does."""
-    return EXTRAS.get((error.name or "").split(".")[0])
+    return extras().get((error.name or "").split(".")[0])
 
 
 def configure_tokenize(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,14 @@ EDGE_FIXTURES = FIXTURES / "edge"
 # CI clones main with shared/ beside it; HF_MIDI_SHARED_DATA points elsewhere if needed.
 SHARED_DATA = Path(os.environ.get("HF_MIDI_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+
+def split_files(folder: Path, split_csv: str, split: str = "test") -> list[Path]:
+    """The files of one split of a shared corpus, as its split file lists them."""
+    import csv
+
+    with open(folder / split_csv, newline="") as f:
+        return [folder / r["path"] for r in csv.DictReader(f) if r["split"] == split]
+
 requires_shared_data = pytest.mark.skipif(
     not (SHARED_DATA / "pop909").is_dir(),
     reason=f"needs the shared MIDI corpora at {SHARED_DATA} (absent here; CI has them)",

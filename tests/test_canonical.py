@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from conftest import POP909_FIXTURES, requires_shared_data, save_tiny_model
+from conftest import POP909_FIXTURES, requires_shared_data, save_tiny_model, split_files
 
+from hf_midi.evaluation.music_stats import order_faults
 from hf_midi.remote_code import codec
 from hf_midi.remote_code.codec import BOS_ID, EOS_ID, NOTE_OFF, PAD_ID, SUSTAIN_OFF, SUSTAIN_ON, TIME_SHIFT, VELOCITY
 from hf_midi.remote_code.controls import MusicControls
@@ -71,38 +69,6 @@ def test_it_yields_where_the_processors_before_it_corner_a_row():
     scores[0, TIME_SHIFT + 3] = 0.0  # another processor left only a time shift, which the order forbids
     out = CanonicalOrderLogitsProcessor(state)(ids, scores)
     assert torch.isfinite(out[0, TIME_SHIFT + 3]) and torch.isfinite(out).sum() == 1
-
-
-def order_faults(events: list[int], keys=(21, 108)) -> list[int]:
-    """Positions where ``events`` break the encoder's order (SPEC rules 5-8), checked token by token
-    without the processor: the oracle the processor is held to."""
-    faults, sounding, velocity, last = [], set(), None, None
-    phase, off_top, on_top = 0, -1, -1
-    for i, t in enumerate(events):
-        after_velocity = last is not None and VELOCITY <= last < SUSTAIN_ON
-        if TIME_SHIFT <= t < VELOCITY:
-            ok = not after_velocity and not (last is not None and TIME_SHIFT <= last < VELOCITY - 1)
-            phase, off_top, on_top = 0, -1, -1
-        elif NOTE_OFF <= t < TIME_SHIFT:
-            p = t - NOTE_OFF
-            ok = phase <= 1 and p > off_top and p in sounding and not after_velocity
-            phase, off_top = 1, p
-            sounding.discard(p)
-        elif t in (SUSTAIN_OFF, SUSTAIN_ON):
-            ok = phase <= 1 and not after_velocity
-            phase = 2 if t == SUSTAIN_OFF else 3
-        elif VELOCITY <= t < SUSTAIN_ON:
-            ok, velocity, phase = t != velocity, t, 4
-        elif t < NOTE_OFF:
-            ok = velocity is not None and t > on_top and t not in sounding and keys[0] <= t <= keys[1]
-            phase, on_top = 4, t
-            sounding.add(t)
-        else:
-            ok = True
-        if not ok:
-            faults.append(i)
-        last = t
-    return faults
 
 
 def run_pieces(rows: list[np.ndarray], trust_appends: bool = False) -> list[tuple[int, int, int]]:
@@ -190,18 +156,13 @@ def test_the_fast_loop_gives_generate_s_tokens_with_the_order(tmp_path):
         assert order_faults([t for t in row[1:] if t < PAD_ID]) == []
 
 
-def _test_split(folder: Path, split_csv: str) -> list[Path]:
-    with open(folder / split_csv, newline="") as f:
-        return [folder / r["path"] for r in csv.DictReader(f) if r["split"] == "test"]
-
-
 @pytest.mark.data
 @pytest.mark.slow
 @requires_shared_data
 def test_every_token_of_every_test_split_piece_is_allowed(shared_data):
     """POP909, GiantMIDI and ASAP test splits, encoded: the order never forbids a token of any of them."""
     for name, csv_name in (("pop909", "split.csv"), ("asap", "split_by_piece.csv"), ("giantmidi", "split.csv")):
-        paths = _test_split(shared_data / name, csv_name)
+        paths = split_files(shared_data / name, csv_name)
         assert paths, name
         rows = []
         for p in paths:

@@ -3,16 +3,14 @@ of the contract on random scores and real files, and the decoding rules on hand-
 
 from __future__ import annotations
 
-import csv
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import symusic
-from conftest import POP909_FIXTURES, requires_shared_data
+from conftest import POP909_FIXTURES, requires_shared_data, split_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -504,16 +502,11 @@ def test_start_and_end_within_five_ms_of_the_source():
     assert 0 < moved < len(d["start"]) // 10
 
 
-def _test_split(folder: Path, split_csv: str) -> list[Path]:
-    with open(folder / split_csv, newline="") as f:
-        return [folder / r["path"] for r in csv.DictReader(f) if r["split"] == "test"]
-
-
 @pytest.mark.data
 @pytest.mark.slow
 @requires_shared_data
 def test_round_trip_on_every_test_split_file(shared_data):
-    files = _test_split(shared_data / "pop909", "split.csv") + _test_split(shared_data / "asap", "split_by_piece.csv")
+    files = split_files(shared_data / "pop909", "split.csv") + split_files(shared_data / "asap", "split_by_piece.csv")
     assert len(files) == 90 + 121
     for path in files:
         score = codec.load_score(path)

@@ -152,18 +152,25 @@ def test_an_adapter_made_elsewhere_finds_the_bundled_base(tmp_path):
     assert adapter_base(tmp_path) == bundled_models()["small"]
 
 
-def test_the_one_command_on_a_small_folder(tiny_ckpt, tmp_path):
+def run_finetune(model, tmp_path, files, steps: int, learning_rate: str):
+    """`hf-midi finetune` of ``model`` on a folder of ``files`` (a few steps); the process and OUT."""
     src = tmp_path / "my_midi"
     src.mkdir()
-    for f in POP909_FIXTURES:
-        shutil.copy(f, src / f.name)
-    shutil.copy(EDGE_FIXTURES / "test-not-a-midi-file.mid", src / "broken.mid")  # reported, skipped
+    for f in files:
+        shutil.copy(f, src / ("broken.mid" if f.name.startswith("test-") else f.name))
     out = tmp_path / "tuned"
     proc = subprocess.run([sys.executable, "-m", "hf_midi.cli", "finetune", str(src), str(out), "--model",
-                           str(tiny_ckpt), "--minutes", "5", "--max-steps", "12", "--block-size", "128",
-                           "--batch-size", "4", "--learning-rate", "1e-3", "--quiet", "--val-fraction", "0.25"],
+                           str(model), "--minutes", "5", "--max-steps", str(steps), "--block-size", "128",
+                           "--batch-size", "4", "--learning-rate", learning_rate, "--quiet", "--val-fraction", "0.25"],
                           capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+def test_the_one_command_on_a_small_folder(tiny_ckpt, tmp_path):
+    # the broken file is reported and skipped
+    proc, out = run_finetune(tiny_ckpt, tmp_path, [*POP909_FIXTURES, EDGE_FIXTURES / "test-not-a-midi-file.mid"],
+                             12, "1e-3")
     result = json.loads((out / "finetune.json").read_text())
     assert result["files"] == {"train": 7, "validation": 2} and result["skipped"] == 1
     assert "broken.mid" in proc.stderr  # the skipped file is named
@@ -301,16 +308,7 @@ def test_finetune_hyperparameters_live_in_presets():
 def test_a_finetune_that_makes_the_model_worse_says_so_and_what_to_try(tiny_ckpt, tmp_path):
     """A learning rate far too high wrecks the model in a few steps: the job still saves it, and says that
     the held-out NLL got worse than the starting model's, with what to try."""
-    src = tmp_path / "my_midi"
-    src.mkdir()
-    for f in POP909_FIXTURES[:4]:
-        shutil.copy(f, src / f.name)
-    out = tmp_path / "tuned"
-    proc = subprocess.run([sys.executable, "-m", "hf_midi.cli", "finetune", str(src), str(out), "--model",
-                           str(tiny_ckpt), "--minutes", "5", "--max-steps", "4", "--block-size", "128",
-                           "--batch-size", "4", "--learning-rate", "3", "--quiet", "--val-fraction", "0.25"],
-                          capture_output=True, text=True, env=ENV, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, out = run_finetune(tiny_ckpt, tmp_path, POP909_FIXTURES[:4], 4, "3")
     result = json.loads((out / "finetune.json").read_text())
     assert result["worse"] and result["nll_after"] > result["nll_before"]
     warning = next(line for line in proc.stderr.splitlines() if "held-out NLL got worse" in line)

@@ -13,7 +13,16 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..remote_code.codec import STEPS_PER_SECOND, ids_to_notes
+from ..remote_code.codec import (
+    NOTE_OFF,
+    PIANO_KEYS,
+    STEPS_PER_SECOND,
+    SUSTAIN_OFF,
+    SUSTAIN_ON,
+    TIME_SHIFT,
+    VELOCITY,
+    ids_to_notes,
+)
 
 STATS = ("notes_per_second", "mean_polyphony", "pitch_range", "pitch_class_entropy", "velocity_std",
          "duration_p95")
@@ -123,5 +132,38 @@ def inside_all(samples: Iterable[dict[str, float]], report: dict[str, dict[str, 
     return float(np.mean(ok))
 
 
+def order_faults(events, keys: tuple[int, int] = PIANO_KEYS) -> list[int]:
+    """Positions in ``events`` (event ids, no special tokens) where the encoder's order breaks (SPEC rules
+    5-8): what ``codec.encode`` could not have written there. Checked token by token, apart from
+    ``CanonicalOrderLogitsProcessor``, so it can judge it: an encoded piece has none."""
+    faults, sounding, velocity, last = [], set(), None, None
+    phase, off_top, on_top = 0, -1, -1
+    for i, t in enumerate(int(x) for x in events):
+        after_velocity = last is not None and VELOCITY <= last < SUSTAIN_ON
+        if TIME_SHIFT <= t < VELOCITY:  # a gap's remainder is its last shift
+            ok = not after_velocity and not (last is not None and TIME_SHIFT <= last < VELOCITY - 1)
+            phase, off_top, on_top = 0, -1, -1
+        elif NOTE_OFF <= t < TIME_SHIFT:  # the step's NOTE_OFFs first, ascending, of sounding keys
+            p = t - NOTE_OFF
+            ok = phase <= 1 and p > off_top and p in sounding and not after_velocity
+            phase, off_top = 1, p
+            sounding.discard(p)
+        elif t in (SUSTAIN_OFF, SUSTAIN_ON):  # then at most one pedal change
+            ok = phase <= 1 and not after_velocity
+            phase = 2 if t == SUSTAIN_OFF else 3
+        elif VELOCITY <= t < SUSTAIN_ON:  # a velocity only when it changes
+            ok, velocity, phase = t != velocity, t, 4
+        elif t < NOTE_OFF:  # then the onsets, ascending, after a velocity, of silent keys on the keyboard
+            ok = velocity is not None and t > on_top and t not in sounding and keys[0] <= t <= keys[1]
+            phase, on_top = 4, t
+            sounding.add(t)
+        else:
+            ok = True
+        if not ok:
+            faults.append(i)
+        last = t
+    return faults
+
+
 __all__ = ["STATS", "STUCK_SECONDS", "band_report", "ids_stats", "inside_all", "long_notes", "note_stats",
-           "window_stats"]
+           "order_faults", "window_stats"]
