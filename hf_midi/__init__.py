@@ -7,7 +7,7 @@ MusicStreamer, MusicControls, SoundAtOnceLogitsProcessor, ...``. ``import hf_mid
 peft, gradio) are imported only where used.
 """
 
-from .loading import default_model_path, load_model, load_pipeline
+from .loading import bundled_critic_path, default_model_path, load_model, load_pipeline
 from .remote_code.codec import MidiReadError, TokenIdError
 from .remote_code.controls import (
     KeyProfileLogitsProcessor,
@@ -18,6 +18,7 @@ from .remote_code.controls import (
     PitchSetLogitsProcessor,
     VelocityRangeLogitsProcessor,
 )
+from .remote_code.critic import MusicCritic
 from .remote_code.errors import HfMidiError, MidiError
 from .remote_code.fast_generation import fast_sample
 from .remote_code.generation import generate_music, music_processors
@@ -57,7 +58,7 @@ def _register() -> None:
     AutoConfig.register("musicrnn", MusicRNNConfig, exist_ok=True)
     AutoModelForCausalLM.register(MusicRNNConfig, MusicRNNForCausalLM, exist_ok=True)
     AutoTokenizer.register(MusicRNNConfig, tokenizer_class=MidiTokenizer, exist_ok=True)
-    register_pipeline_task(default_model=default_model_path())
+    register_pipeline_task(default_model=default_model_path(), default_critic=bundled_critic_path())
 
 
 _register()
@@ -67,7 +68,7 @@ __all__ = [
     "KeyProfileLogitsProcessor", "MaxPolyphonyLogitsProcessor", "MusicControls", "NoPedalLogitsProcessor",
     "NoteDensityLogitsProcessor", "PitchSetLogitsProcessor", "VelocityRangeLogitsProcessor", "music_processors",
     "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "HfMidiError", "MidiError", "MidiReadError",
-    "MidiTokenizer",
+    "MidiTokenizer", "MusicCritic",
     "MusicChunk", "MusicStreamer", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
     "PerformanceGrammarLogitsProcessor", "SoundAtOnceLogitsProcessor", "TokenIdError", "__version__", "fast_sample",
     "generate_music", "load_model", "load_pipeline",

@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "hf-midi export runs/mine/model hub/mine --merge"),
     "push": ("hf_midi.hub", "upload a Hub-ready folder to the Hugging Face Hub",
              "hf-midi push hub/mine user/my-piano-model"),
+    "critic": ("hf_midi.evaluation.critic_training", "train the critic that search while composing listens to",
+               "hf-midi critic ../shared/data runs/critic --models base small"),
 }
 
 
@@ -165,6 +167,14 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
                    help="only what the encoder could have written: one order within each 10-ms step, no blips, no "
                         "key the piano lacks (default: the model's generation config, canonical_order; off unless "
                         "it sets it)")
+    search = p.add_argument_group("search", "compose in chunks, K candidates each, the critic choosing what is heard")
+    search.add_argument("--candidates", type=_candidates, default=None, metavar="K",
+                        help="candidates a chunk (1: no search; default: the model's generation config, candidates)")
+    search.add_argument("--select", choices=("best", "sample"), default=None,
+                        help="keep the critic's best candidate, or draw one by its scores (default: the model's)")
+    search.add_argument("--critic", default=None, metavar="DIR",
+                        help="a critic folder (critic.json + critic.safetensors; default: the model's, else the "
+                             "bundled one)")
     style = p.add_argument_group("style", "steer the new music (each off by default; a prompt is kept as it is)")
     style.add_argument("--key", default=None, metavar="KEY",
                        help="play in a key: 'D minor', 'F# major', 'Bb minor' (a minor key allows the raised "
@@ -196,6 +206,16 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soundfont", default=None, help="SoundFont for --wav (default: HF_MIDI_SOUNDFONT or "
                    "/usr/share/sounds/sf2)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+def _candidates(text: str) -> int:
+    from .remote_code.arguments import GenerationError
+    from .remote_code.search import check_candidates
+
+    try:
+        return check_candidates(int(text))
+    except (ValueError, GenerationError):
+        raise argparse.ArgumentTypeError(f"an integer from 1 to 64, got {text!r}") from None
 
 
 def numbered(path: str | None, index: int, count: int) -> Path | None:
@@ -235,6 +255,13 @@ def run_generate(args: argparse.Namespace) -> int:
         raise GenerationError("--prompt-seconds needs --prompt")
     prompt = load_score(args.prompt, source=f"--prompt {args.prompt}") if args.prompt else None
     soundfont = find_soundfont(args.soundfont) if args.wav else None
+    search = {name: value for name, value in (("candidates", args.candidates), ("select", args.select))
+              if value is not None}
+    if args.critic is not None:
+        from .remote_code.critic import MusicCritic
+
+        # a missing or foreign file: said before the model loads
+        search["critic"] = MusicCritic.from_pretrained(args.critic)
     pipe = load_pipeline(args.model, device=args.device)
     bar = tqdm(total=args.seconds, unit="s", desc="music", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s "
                "[{elapsed}<{remaining}{postfix}]", file=sys.stderr)
@@ -253,7 +280,7 @@ def run_generate(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
             top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
             return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
-            fast=not args.slow, weights=args.weights, threads=args.threads, **controls,
+            fast=not args.slow, weights=args.weights, threads=args.threads, **controls, **search,
             **{name: value for name, value in (("sound_at_once", args.sound_at_once),
                                                ("allow_early_end", args.allow_early_end),
                                                ("canonical_order", args.canonical_order)) if value is not None},

@@ -102,7 +102,7 @@ LSTM_FILE = "modeling_musicrnn.py"
 _RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.(\w+)\s+import", re.MULTILINE)
 # Files a trained folder may hold besides the weights; anything else (checkpoints, logs) stays behind.
 _MODEL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "vocab.json",
-                "special_tokens_map.json")
+                "special_tokens_map.json", "critic.json", "critic.safetensors")
 
 
 def code_closure(*entries: str) -> list[str]:
@@ -134,6 +134,21 @@ def _weight_files(model_dir: Path) -> list[Path]:
     raise HubError(f"{model_dir}: no model.safetensors (or sharded index) to export")
 
 
+def _add_critic(folder: Path) -> None:
+    """A folder whose generation config searches (``candidates`` > 1) but holds no critic gets the bundled one,
+    so that the search travels with it to the Hub (where no bundled critic is at hand)."""
+    from .loading import bundled_critic_path
+    from .remote_code.critic import CRITIC_CONFIG, CRITIC_WEIGHTS
+
+    if (folder / CRITIC_CONFIG).is_file():
+        return
+    settings = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+    bundled = bundled_critic_path()
+    if int(settings.get("candidates", 1) or 1) > 1 and bundled is not None:
+        for name in (CRITIC_CONFIG, CRITIC_WEIGHTS):
+            shutil.copyfile(bundled / name, folder / name)
+
+
 def export_model_folder(
     model_dir: str | os.PathLike, out: str | os.PathLike, card: str | os.PathLike | None = None
 ) -> Path:
@@ -159,6 +174,7 @@ def export_model_folder(
         for f in [*weights, *(model_dir / n for n in _MODEL_FILES if (model_dir / n).is_file())]:
             shutil.copyfile(f, tmp / f.name)
         add_tokenizer_code(tmp)
+        _add_critic(tmp)
         config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
         entries = [PIPELINE_FILE]
         if config.get("model_type") == "musicrnn":

@@ -48,6 +48,12 @@ def default_model_path() -> Path | None:
     return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
 
 
+def bundled_critic_path() -> Path | None:
+    """The bundled critic's folder (the default model's: ``critic.json`` + ``critic.safetensors`` beside its
+    weights; ``small`` holds a copy), or None when not installed: what searches for a model with none of its own."""
+    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "critic.json").is_file() else None
+
+
 class ModelLoadError(HfMidiError):
     """A model reference that cannot be used (missing, not a model folder, no tokenizer, foreign vocabulary,
     an adapter without its base); the message names the reference. Not a ``GenerationError``: nothing was

@@ -73,6 +73,10 @@ LIVE_GAIN = 1.6  # the synthesizer's raw peak is ~0.3-0.5 for piano; the finishe
 
 # The "Style" group: "Any" leaves a choice to the model; the pitch sliders span the piano's keys.
 ANY = "Any"
+# "Quality": candidates the critic chooses from for each chunk (search while composing). "Model's choice" is
+# the model's own generation config (the bundled models: benchmarks/RESULTS.md, "Music a listener keeps").
+MODEL_QUALITY = "Model's choice"
+QUALITY = {"Quick (1)": 1, MODEL_QUALITY: None, "Careful (8)": 8}
 KEYS = [f"{tonic} {mode}" for tonic in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
         for mode in ("major", "minor")]
 PIANO_LOW, PIANO_HIGH = PIANO_KEYS
@@ -200,6 +204,7 @@ class Settings:
     variations: int
     prompt_seconds: float | None  # None: the whole prompt
     controls: MusicControls = MusicControls()  # the "Style" group: what the new music may play
+    candidates: int | None = None  # the "Quality" choice: K candidates a chunk; None: the model's own setting
 
 
 def _number(value, what: str) -> float:
@@ -221,6 +226,7 @@ def make_settings(
     variations=1,
     prompt_seconds=None,
     style: dict | None = None,
+    quality=MODEL_QUALITY,
 ) -> Settings:
     """Clamp every knob into its range (API callers can send anything); a random seed for None.
     ``style``: the "Style" group's values (``make_controls``)."""
@@ -238,7 +244,16 @@ def make_settings(
         if prompt_seconds is None
         else min(max(_number(prompt_seconds, "Prompt length"), 1.0), MAX_PROMPT_SECONDS),
         controls=make_controls(**(style or {})),
+        candidates=_quality(quality),
     )
+
+
+def _quality(quality) -> int | None:
+    if quality in (None, ""):
+        return None
+    if quality not in QUALITY:
+        raise InputError(f"Quality must be one of {', '.join(QUALITY)}, got {quality!r}.")
+    return QUALITY[quality]
 
 
 def make_controls(key=ANY, pitch_low=PIANO_LOW, pitch_high=PIANO_HIGH, dynamics=ANY, density=0, max_polyphony=0,
@@ -284,7 +299,10 @@ def _pipe_arguments(settings: Settings, prompt: bytes | None) -> dict:
         top_p=1.0 if settings.top_p is None else settings.top_p,
         seed=settings.seed,
         return_prompt=True,
-        threads=1,  # one thread a request (build_demo): requests queue, and 2 threads ran 4-35x slower under load
+        # one thread a request (build_demo): requests queue, and 2 threads ran 4-35x slower under load; a search
+        # (K candidates a chunk) takes both cores of the Space's machine, one request at a time (the queue's limit)
+        threads=1 if settings.candidates == 1 else 2,
+        **({} if settings.candidates is None else {"candidates": settings.candidates}),
         **{name: value for name, value in vars(settings.controls).items() if name in CONTROL_NAMES},
     )
 
@@ -495,7 +513,7 @@ class Studio:
     def compose(self, source=COMPOSE, upload=None, keep=DEFAULT_PROMPT_SECONDS, last=(), which="1",
                 seconds=GENERATION_DEFAULTS.seconds, temperature=GENERATION_DEFAULTS.temperature, top_p=1.0, top_k=0,
                 seed=0, new_seed=True, variations=1, model=None, key=ANY, pitch_low=PIANO_LOW, pitch_high=PIANO_HIGH,
-                dynamics=ANY, density=0, max_polyphony=0, pedal=True, request: gr.Request = None,
+                dynamics=ANY, density=0, max_polyphony=0, pedal=True, quality=MODEL_QUALITY, request: gr.Request = None,
                 progress=gr.Progress()):  # noqa: B008 (gradio injects the tracker here)
         """The Generate button: yields the page's outputs while a lone variation plays, then the pieces. Every
         input has a default (the API lists them as optional: ``upload`` is needed only to continue a file)."""
@@ -506,7 +524,7 @@ class Studio:
             style = dict(key=key, pitch_low=pitch_low, pitch_high=pitch_high, dynamics=dynamics, density=density,
                          max_polyphony=max_polyphony, pedal=pedal)
             settings = make_settings(seconds, temperature, top_p, top_k, None if new_seed else seed,
-                                     variations, keep if source == UPLOAD else None, style=style)
+                                     variations, keep if source == UPLOAD else None, style=style, quality=quality)
             pipe = self.pipe(model)
             prompt = None
             if source == UPLOAD:
@@ -610,6 +628,8 @@ def _input_column(studio: Studio) -> dict:
         c["max_polyphony"] = gr.Slider(0, MAX_POLYPHONY_SLIDER, value=0, step=1,
                                        label="Keys down at once, at most (0: any)", elem_id="max-polyphony")
         c["pedal"] = gr.Checkbox(value=True, label="Sustain pedal", elem_id="pedal")
+    c["quality"] = gr.Radio(list(QUALITY), value=MODEL_QUALITY, label="Quality", elem_id="quality",
+                            info="candidates a critic chooses from, every 2 s of music: more is better and slower")
     with gr.Accordion("Sampling", open=False, elem_id="sampling"):
         c["temperature"] = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE,
                                      value=studio.setting("temperature", GENERATION_DEFAULTS.temperature),
@@ -649,7 +669,7 @@ def _output_column() -> tuple:
 # that sends only the first eleven gets the defaults of the rest).
 GENERATE_INPUTS = ("source", "upload", "keep", "which", "seconds", "temperature", "top_p", "top_k", "seed",
                    "new_seed", "variations", "model", "key", "pitch_low", "pitch_high", "dynamics", "density",
-                   "max_polyphony", "pedal")
+                   "max_polyphony", "pedal", "quality")
 
 
 def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:

@@ -85,6 +85,10 @@ def test_generate_several_from_a_prompt(model_dir, tmp_path):
     (["--prompt", "missing.mid"], "--prompt missing.mid: no such file"),
     (["--prompt", str(POP909_FIXTURES[0]), "--prompt-seconds", "1"], "has no notes in its first 1 s"),
     (["--threads", "0"], "--threads: expected a number of threads >= 1 or auto, got '0'"),
+    (["--candidates", "0"], "--candidates: an integer from 1 to 64, got '0'"),
+    (["--candidates", "two"], "--candidates: an integer from 1 to 64, got 'two'"),
+    (["--select", "worst"], "--select: invalid choice: 'worst'"),
+    (["--critic", "no-critic-here"], "critic no-critic-here: critic.json is missing"),
 ])
 def test_bad_arguments_fail_cleanly_and_write_nothing(model_dir, tmp_path, capsys, args, message):
     out = tmp_path / "out.mid"
@@ -96,6 +100,28 @@ def test_bad_arguments_fail_cleanly_and_write_nothing(model_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())
+
+
+def test_generate_searches_with_a_critic(model_dir, tmp_path, capsys):
+    import torch
+
+    from hf_midi.remote_code.critic import MusicCritic
+
+    torch.manual_seed(0)
+    MusicCritic().save_pretrained(tmp_path / "critic")
+    out = tmp_path / "out.mid"
+    rc = cli.main(["generate", "--model", model_dir, "--seconds", "4", "--seed", "1", "--candidates", "3",
+                   "--select", "sample", "--critic", str(tmp_path / "critic"), "-o", str(out)])
+    assert rc == 0
+    score = symusic.Score(out, ttype="second")
+    assert 0 < score.end() <= 4.0 + 1e-6
+    again = tmp_path / "again.mid"  # the search is reproducible under a seed too
+    assert cli.main(["generate", "--model", model_dir, "--seconds", "4", "--seed", "1", "--candidates", "3",
+                     "--select", "sample", "--critic", str(tmp_path / "critic"), "-o", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()
+    plain = tmp_path / "plain.mid"
+    assert cli.main(["generate", "--model", model_dir, "--seconds", "4", "--seed", "1", "-o", str(plain)]) == 0
+    assert plain.read_bytes() != out.read_bytes()
 
 
 def test_model_folder_problems(tmp_path, capsys, monkeypatch):

@@ -196,3 +196,25 @@ def test_bundle_model_trims_positions_and_keeps_logits(tmp_path):
     with pytest.raises(HubError, match="context must be"):
         bundle_model(trained, tmp_path / "bad", context=n + 1)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_searching_folder_takes_its_critic_to_the_hub(tmp_path):
+    """The critic travels with a folder whose generation config searches: its own, else the bundled one; a folder
+    that does not search takes none."""
+    import json
+
+    from conftest import save_tiny_model
+
+    from hf_midi.loading import bundled_critic_path
+    from hf_midi.remote_code.critic import CRITIC_CONFIG, CRITIC_WEIGHTS, MusicCritic
+
+    plain = save_tiny_model(tmp_path / "plain")
+    assert not (export_model_folder(plain, tmp_path / "out-plain") / CRITIC_CONFIG).exists()
+    searching = save_tiny_model(tmp_path / "searching")
+    config = json.loads((searching / "generation_config.json").read_text())
+    (searching / "generation_config.json").write_text(json.dumps(config | {"candidates": 4}))
+    out = export_model_folder(searching, tmp_path / "out-searching")
+    if bundled_critic_path() is not None:
+        assert (out / CRITIC_WEIGHTS).read_bytes() == (bundled_critic_path() / CRITIC_WEIGHTS).read_bytes()
+        assert MusicCritic.from_pretrained(out).training_report
+    assert "critic.py" in {p.name for p in out.iterdir()} and "search.py" in {p.name for p in out.iterdir()}

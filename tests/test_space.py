@@ -253,6 +253,31 @@ def test_stop_ends_a_streamed_piece(app, pipe):
     assert items[-1].done and items[-1].piece["seconds"] < 30
 
 
+def test_quality_sets_the_candidates_the_critic_chooses_from(app, pipe, tmp_path):
+    assert app.make_settings(quality=app.MODEL_QUALITY).candidates is None  # the model's own setting
+    settings = {q: app.make_settings(seconds=4, seed=6, quality=q) for q in app.QUALITY}
+    assert [s.candidates for s in settings.values()] == list(app.QUALITY.values())
+    with pytest.raises(app.InputError, match="Quality must be one of"):
+        app.make_settings(quality="Perfect")
+    critic_dir = tmp_path / "with-critic"
+    import shutil
+
+    import torch
+
+    from hf_midi.remote_code.critic import MusicCritic
+
+    shutil.copytree(pipe.model.name_or_path, critic_dir)
+    torch.manual_seed(0)
+    MusicCritic().save_pretrained(critic_dir)
+    searching = app.load_pipeline(str(critic_dir))
+    careful = [q for q, k in app.QUALITY.items() if k and k > 1][0]
+    report = []
+    searching(**app._pipe_arguments(settings[careful], None), search_report=report)
+    assert report and all(len(r["scores"]) == app.QUALITY[careful] for r in report)
+    [piece] = app.make_music(searching, settings[careful], out_root=tmp_path / "out")
+    assert abs(midi_seconds(piece.data) - 4) < 0.05
+
+
 def test_style_knobs_become_controls_and_bad_ones_are_named(app):
     s = app.make_settings(seconds=4, seed=1, style=dict(key="D minor", pitch_low=48, pitch_high=84, dynamics="p",
                                                         density=5, max_polyphony=3, pedal=False))

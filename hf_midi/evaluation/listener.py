@@ -192,7 +192,8 @@ def real_windows(pieces, seconds: float, seed: int = 0) -> list[dict]:
         ptime = np.concatenate(([0] if down else [], d["pedal_time"][during] - t0)).astype(np.int64)
         pval = np.concatenate(([127] if down else [], d["pedal_value"][during])).astype(np.int64)
         out.append({"start": d["start"][inside] - t0, "end": np.minimum(d["end"][inside], t0 + width) - t0,
-                    "pitch": d["pitch"][inside], "pedal_time": ptime, "pedal_value": pval, "end_step": width})
+                    "pitch": d["pitch"][inside], "velocity": d["velocity"][inside], "pedal_time": ptime,
+                    "pedal_value": pval, "end_step": width})
     return out
 
 

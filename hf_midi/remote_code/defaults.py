@@ -42,6 +42,15 @@ class GenerationDefaults:
     # Only what the encoder could have written (CanonicalOrderLogitsProcessor): one order within a step,
     # no blips, no key the piano lacks. Off for a model whose generation config does not turn it on.
     canonical_order: bool = False
+    # Search while composing (search.py): K candidates for each chunk of music, in one batch, the one the
+    # critic scores highest kept ("best") or one drawn by the critic's weights ("sample"). 1: off, as for a
+    # model whose generation config sets none; the bundled models set their own (benchmarks/RESULTS.md).
+    candidates: int = 1
+    select: str = "best"
+    search_seconds: float = 2.0  # music a chunk of the search holds
+    first_search_seconds: float = 1.0  # the first chunk: short, so that the first sound comes at once
+    critic_seconds: float = 12.0  # the stretch the critic scores, ending with the candidate
+    logprob_share: float = 0.0  # weight of the candidate's mean log-probability a token beside the critic
     # Music a streamed chunk holds (pipe.stream, the Space's live audio).
     chunk_seconds: float = 0.5
     # torch CPU threads while composing: "auto" measures the fastest count once a process (threads.py;
@@ -51,7 +60,7 @@ class GenerationDefaults:
 
 GENERATION_DEFAULTS = GenerationDefaults()
 # The settings that are ours, not generate()'s: read from a model's generation config by name.
-MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end", "canonical_order")
+MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end", "canonical_order", "candidates", "select")
 
 
 def generation_config_for(vocab_size: int, bos_id: int, eos_id: int, pad_id: int, never: list[int],

@@ -164,6 +164,8 @@ class FastGPT2:
         self.kv = None  # (layers, 2, batch, heads, capacity, head_dim): keys and values, written at once
         self.layer_kv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.length = 0
+        self.ids: torch.Tensor | None = None  # (batch, length) the ids whose keys and values the cache holds
+        self.shared = 0  # positions every row of the cache holds alike
 
     @staticmethod
     def signature(model) -> tuple:
@@ -189,7 +191,50 @@ class FastGPT2:
         if self.kv is None or self.kv.shape != shape or self.kv.is_inference() != torch.is_inference_mode_enabled():
             self.kv = torch.empty(shape, dtype=self.dtype, device=self.device)
             self.layer_kv = [(kv, kv[0], kv[1]) for kv in self.kv]
-        self.length = 0
+        self.length, self.ids, self.shared = 0, None, 0
+
+    def resume(self, input_ids: torch.LongTensor, capacity: int) -> int:
+        """Start a call on ``input_ids`` (B, T), keeping what the cache already holds of them: each row takes
+        the keys and values of the cached row sharing its longest prefix (at most T - 1 positions, so that a
+        step is left to give the logits). Returns the positions kept (0: a fresh start, as ``start``).
+
+        Search while composing (``search.py``) calls ``generate()`` once a chunk on K copies of the chosen
+        candidate: only the positions where the cached rows differ are copied, no prompt is run again. The
+        logits of a kept position were computed one step at a time rather than in one prompt pass, so they
+        can differ from a fresh call's in the last bits: only callers that ask for it (``reuse_cache=True``)
+        get this."""
+        rows, length = input_ids.shape
+        cached = self.ids
+        fits = (self.kv is not None and cached is not None and self.kv.shape[4] >= capacity
+                and self.kv.is_inference() == torch.is_inference_mode_enabled())
+        n = min(cached.shape[1], length - 1) if fits else 0
+        if n <= 0:
+            self.start(rows, capacity)
+            return 0
+        same = input_ids[:, None, :n] == cached[None, :, :n].to(input_ids.device)  # (B, cached rows, n)
+        common = same.long().cumprod(2).sum(2)
+        best, source = common.max(1)
+        keep = int(best.min())
+        if keep == 0:
+            self.start(rows, capacity)
+            return 0
+        if rows != self.kv.shape[2]:
+            kv = torch.empty(self.kv.shape[:2] + (rows,) + self.kv.shape[3:], dtype=self.dtype, device=self.device)
+            kv[:, :, :, :, :keep] = self.kv[:, :, source, :, :keep]
+            self.kv = kv
+            self.layer_kv = [(layer, layer[0], layer[1]) for layer in self.kv]
+        elif not torch.equal(source, torch.arange(rows, device=source.device)):
+            a = min(self.shared, keep)  # positions before it are alike in every row: nothing to copy
+            self.kv[:, :, :, :, a:keep] = self.kv[:, :, source, :, a:keep]
+        self.length = keep
+        self.remember(input_ids[:, :keep])
+        return keep
+
+    def remember(self, ids: torch.LongTensor) -> None:
+        """Note that the cache holds the keys and values of ``ids`` (B, length), for ``resume``."""
+        self.ids = ids
+        alike = (ids == ids[:1]).all(0)
+        self.shared = int(alike.long().cumprod(0).sum())
 
     @property
     def capacity(self) -> int:
@@ -202,13 +247,16 @@ class FastGPT2:
         if end > self.capacity:
             raise FastPathError(f"the cache holds {self.capacity} positions; position {end - 1} asked for")
         causal = T > 1 and pos == 0
+        # several ids after a kept prefix (``resume``): each sees the prefix and the ids before it
+        mask = torch.ones(T, end, dtype=torch.bool, device=ids.device).tril(pos) if T > 1 and pos > 0 else None
         shape, rows, split = (E,), B * T, (B, T, 3, self.heads, self.head_dim)
         x = self.wte[ids] + self.wpe[pos:end]
         for (w1, b1, qkv_proj, out_proj, w2, b2, fc, proj, scale), (kv, k, v) in zip(self.blocks, self.layer_kv):
             h = torch.layer_norm(x, shape, w1, b1, eps)
             qkv = qkv_proj(h.view(rows, E)).view(split).permute(2, 0, 3, 1, 4)  # (3, B, heads, T, head_dim)
             kv[:, :, :, pos:end] = qkv[1:]
-            a = F.scaled_dot_product_attention(qkv[0], k[:, :, :end], v[:, :, :end], scale=scale, is_causal=causal)
+            a = F.scaled_dot_product_attention(qkv[0], k[:, :, :end], v[:, :, :end], attn_mask=mask, scale=scale,
+                                               is_causal=causal)
             x = x + out_proj(a.transpose(1, 2).reshape(rows, E)).view(B, T, E)
             h = torch.layer_norm(x, shape, w2, b2, eps)
             x = x + proj(self.act(fc(h.view(rows, E)))).view(B, T, E)
@@ -281,8 +329,16 @@ def _pad_id(generation_config, device) -> torch.Tensor | None:
     return None if pad is None else torch.tensor(pad, device=device)
 
 
+def _start(decoder: FastGPT2, input_ids: torch.Tensor, max_length: int, reuse_cache: bool) -> int:
+    """Ready the cache for a call; the positions it keeps from the last call (0 unless ``reuse_cache``)."""
+    if reuse_cache:  # the whole context: the next chunk's call finds the cache big enough
+        return decoder.resume(input_ids, decoder.positions)
+    decoder.start(input_ids.shape[0], min(max_length, decoder.positions))
+    return 0
+
+
 def fast_sample(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
-                streamer=None, weights: str = "auto", stream=None, **model_kwargs):
+                streamer=None, weights: str = "auto", stream=None, reuse_cache: bool = False, **model_kwargs):
     """``model.generate(..., custom_generate=fast_sample)``: generate()'s sampling (or greedy) loop with
     ``FastGPT2`` as the forward. ``weights`` (auto / float32 / float16 / int8; passed to ``generate()``
     as a keyword): auto is ``AUTO_CPU`` on a CPU with fbgemm, float32 elsewhere.
@@ -310,7 +366,7 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
     if length >= decoder.positions:
         raise FastPathError(f"the prompt has {length} tokens; the model's context holds {decoder.positions} "
                             "(continue from its last part)")
-    decoder.start(batch, min(max_length, decoder.positions))
+    kept = _start(decoder, input_ids, max_length, reuse_cache)
     pad = _pad_id(generation_config, input_ids.device)
     processors, criteria, eos = _plan(logits_processor, stopping_criteria)
     if eos is not None and pad is None:
@@ -320,7 +376,7 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
     # The whole output, preallocated; processors and criteria see views of its first columns.
     out = torch.empty(batch, max(max_length, length + 1), dtype=input_ids.dtype, device=input_ids.device)
     out[:, :length] = input_ids
-    step_ids = input_ids
+    step_ids = input_ids[:, kept:]
     while length < max_length and decoder.length + step_ids.shape[1] <= decoder.capacity:
         scores = decoder.step(step_ids)
         ids = out[:, :length]
@@ -348,6 +404,8 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
         step_ids = next_tokens[:, None]
     if streamer is not None:
         streamer.end()
+    if reuse_cache:
+        decoder.remember(out[:, : decoder.length].clone())
     return out[:, :length].clone()
 
 

@@ -69,6 +69,7 @@ from .processors import (
     PerformanceGrammarLogitsProcessor,
     SoundAtOnceLogitsProcessor,
 )
+from .search import check_candidates, check_select, search_music
 from .streaming import _OneStream
 
 
@@ -209,6 +210,12 @@ def generate_music(
     allow_early_end: bool = GENERATION_DEFAULTS.allow_early_end,
     controls: MusicControls | None = None,
     canonical_order: bool = GENERATION_DEFAULTS.canonical_order,
+    candidates: int = GENERATION_DEFAULTS.candidates,
+    critic=None,
+    select: str = GENERATION_DEFAULTS.select,
+    logprob_share: float = GENERATION_DEFAULTS.logprob_share,
+    search_seconds: float = GENERATION_DEFAULTS.search_seconds,
+    search_report: list | None = None,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -231,16 +238,63 @@ def generate_music(
     new id across all windows, one ``end()``. ``assistant_model``: a smaller model of the same vocabulary
     drafting for ``model`` (assisted generation, speculative sampling; one row, ``generate()``'s own
     loop; on one CPU thread slower than the fast loop alone, benchmarks/RESULTS.md).
+    ``candidates`` K > 1: search while composing (``search.py``): each row in chunks of ``search_seconds``,
+    K candidates a chunk in one batch, the ``critic`` (a ``MusicCritic``, required then) choosing by
+    ``select`` ("best" or "sample"), plus ``logprob_share`` x the candidate's mean log-probability;
+    ``search_report``: a list receiving each chunk's scores and choice.
     """
     check_length(seconds, max_new_tokens)
+    candidates = check_candidates(candidates)
+    if candidates > 1:
+        check_select(select)
+        if critic is None:
+            raise GenerationError("candidates > 1 needs a critic (a MusicCritic) to choose among them")
+        if seconds is None:
+            raise GenerationError("search while composing (candidates > 1) composes to a length: give seconds")
+        if assistant_model is not None:
+            raise GenerationError("search while composing (candidates > 1) runs the fast loop; leave out "
+                                  "assistant_model")
+        settings = dict(grammar=grammar, generation_config=generation_config, window=window, keep=keep,
+                        max_note_seconds=max_note_seconds, fast=fast, weights=weights,
+                        max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once,
+                        allow_early_end=allow_early_end, controls=controls, canonical_order=canonical_order)
+
+        def compose(rows, span, first, logprob, chunk_progress):
+            return _compose(model, rows, seconds=span, max_new_tokens=math.ceil(span * MAX_TOKENS_PER_SECOND),
+                            progress=chunk_progress, stop_event=stop_event, reuse_cache=not first,
+                            logprob=logprob, **settings)
+
+        pieces = [search_music(compose, input_ids[i : i + 1], critic, candidates, seconds, select=select,
+                               chunk_seconds=search_seconds, logprob_share=logprob_share, streamer=streamer,
+                               progress=progress, stop_event=stop_event, report=search_report)[0]
+                  for i in range(input_ids.shape[0])]
+        return _padded(pieces, input_ids.shape[1])
+    return _compose(model, input_ids, seconds, max_new_tokens, grammar, generation_config, progress, stop_event,
+                    window, keep, max_note_seconds, fast, weights, streamer, assistant_model, max_silence_seconds,
+                    sound_at_once, allow_early_end, controls, canonical_order)
+
+
+def _compose(model, input_ids, seconds, max_new_tokens=None, grammar=True, generation_config=None, progress=None,
+             stop_event=None, window=None, keep=None, max_note_seconds=None, fast=True, weights="auto",
+             streamer=None, assistant_model=None, max_silence_seconds=GENERATION_DEFAULTS.max_silence_seconds,
+             sound_at_once=GENERATION_DEFAULTS.sound_at_once, allow_early_end=GENERATION_DEFAULTS.allow_early_end,
+             controls=None, canonical_order=GENERATION_DEFAULTS.canonical_order, reuse_cache=False, logprob=None):
+    """``generate_music`` without search: one ``generate()`` call, or the sliding window. ``reuse_cache``:
+    the fast loop keeps its cache of the rows' shared past (a search's later chunks); ``logprob``
+    (``ChunkLogProb``): sums each row's log-probability."""
     budget = max_new_tokens if max_new_tokens is not None else math.ceil(seconds * MAX_TOKENS_PER_SECOND)
     window, keep = _window_size(model, window, keep)
     config = copy.deepcopy(generation_config) if generation_config is not None else music_generation_config(model)
     fast, extra = _loop_arguments(model, input_ids.shape[0], window, fast, weights, assistant_model)
+    if reuse_cache and fast:
+        extra["reuse_cache"] = True
 
     state = PerformanceState(start=input_ids.shape[1])
     processors, criteria = music_processors(state, seconds, grammar, max_note_seconds, max_silence_seconds,
                                             sound_at_once, allow_early_end, controls, canonical_order)
+    if logprob is not None:  # first: it reads the model's own scores
+        processors.insert(0, logprob)
+        criteria.append(logprob.criterion)
     tracker = MusicProgressCriteria(seconds, progress, stop_event, state)
     if progress is not None or stop_event is not None:
         criteria.append(tracker)
@@ -253,6 +307,8 @@ def generate_music(
         state.set_history(history)
         config.max_new_tokens = budget - made if window is None else min(budget - made, window - context.shape[1])
         call_streamer = None if streamer is None else _OneStream(streamer, skip_prompt=not fast)
+        if logprob is not None:
+            logprob.begin(alive, len(rows))
         out = model.generate(
             context, attention_mask=torch.ones_like(context), generation_config=config,
             logits_processor=processors, stopping_criteria=criteria,

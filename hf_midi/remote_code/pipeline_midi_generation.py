@@ -47,6 +47,7 @@ from .codec import (
     PAD_ID,
     STEPS_PER_SECOND,
     TICKS_PER_STEP,
+    VOCAB_SIZE,
     drum_note,
     load_score,
     performance_to_ids,
@@ -54,14 +55,19 @@ from .codec import (
     shift_steps,
 )
 from .controls import MusicControls
+from .critic import MusicCritic
 from .defaults import GENERATION_DEFAULTS
 from .generation import cut_events, generate_music, music_generation_config
 from .private_api import optional_pipeline_components
+from .search import check_candidates, check_select, critic_for_model
 from .streaming import MusicStreamer
 from .threads import check_threads, set_threads
 
 logger = logging.getLogger(__name__)
 _DEFAULT = object()  # tells "seconds not given" from seconds=None
+# Set by ``register_pipeline_task``: the critic a model without its own searches with (hf_midi's bundled one).
+_BUNDLED: dict = {"critic": None}
+_SAID: set = set()  # models already told they compose without a critic
 
 
 @optional_pipeline_components  # so a folder without a tokenizer reaches our own clear error
@@ -137,7 +143,8 @@ class MidiGenerationPipeline(Pipeline):
         progress=None, stop_event=None, max_note_seconds=_DEFAULT, fast=None, weights=None, streamer=None,
         assistant_model=None, max_silence_seconds=_DEFAULT, sound_at_once=None, allow_early_end=None,
         key=None, key_strength=None, pitch_range=None, velocity_range=None, dynamics=None, density=None,
-        max_polyphony=None, pedal=None, threads=_DEFAULT, canonical_order=None,
+        max_polyphony=None, pedal=None, threads=_DEFAULT, canonical_order=None, candidates=None, critic=None,
+        select=None, logprob_share=None, search_report=None,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         controls = MusicControls(key=key, key_strength=key_strength, pitch_range=pitch_range,
@@ -187,6 +194,24 @@ class MidiGenerationPipeline(Pipeline):
             forward[name] = None if value is None else positive_number(name, value, unit=" or None")  # None: off
         if threads is not _DEFAULT:
             forward["threads"] = check_threads(threads)
+        if candidates is not None:
+            forward["candidates"] = check_candidates(candidates)
+        if select is not None:
+            forward["select"] = check_select(select)
+        if logprob_share is not None:
+            if isinstance(logprob_share, bool) or not isinstance(logprob_share, (int, float)) \
+                    or not np.isfinite(logprob_share) or logprob_share < 0:
+                raise GenerationError(f"logprob_share must be a number >= 0, got {logprob_share!r}")
+            forward["logprob_share"] = float(logprob_share)
+        if critic is not None:
+            if not isinstance(critic, (str, os.PathLike, MusicCritic)):
+                raise GenerationError(f"critic must be a critic folder or a MusicCritic, got {type(critic).__name__}")
+            forward["critic"] = critic_for_model(self.model, critic)  # a missing or foreign file: its error, now
+        if search_report is not None:
+            if not isinstance(search_report, list):
+                raise GenerationError(f"search_report must be a list (it receives each chunk's scores), got "
+                                      f"{type(search_report).__name__}")
+            forward["search_report"] = search_report
         postprocess = {} if return_prompt is None else {"return_prompt": bool(return_prompt)}
         return preprocess, forward, postprocess
 
@@ -291,7 +316,8 @@ class MidiGenerationPipeline(Pipeline):
                  stop_event=None, max_note_seconds=_DEFAULT, fast=True, weights="auto", streamer=None,
                  assistant_model=None, max_silence_seconds=GENERATION_DEFAULTS.max_silence_seconds,
                  sound_at_once=None, allow_early_end=None, controls=None, threads=GENERATION_DEFAULTS.threads,
-                 canonical_order=None):
+                 canonical_order=None, candidates=None, critic=None, select=None,
+                 logprob_share=GENERATION_DEFAULTS.logprob_share, search_report=None):
         check_length(seconds, max_new_tokens)
         input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
         if max_note_seconds is _DEFAULT:
@@ -302,6 +328,9 @@ class MidiGenerationPipeline(Pipeline):
             allow_early_end = bool(model_setting(self.model, "allow_early_end"))
         if canonical_order is None:
             canonical_order = bool(model_setting(self.model, "canonical_order"))
+        candidates, critic = self._search_setting(candidates, critic, seconds, assistant_model)
+        if select is None:
+            select = model_setting(self.model, "select")
         config = music_generation_config(self.model, temperature=temperature, top_k=top_k, top_p=top_p)
         set_threads(self.model, threads, weights if fast else "float32")  # after every check: a bad call costs nothing
         if seed is not None:
@@ -311,10 +340,46 @@ class MidiGenerationPipeline(Pipeline):
             generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
             fast=bool(fast), weights=weights, streamer=streamer, assistant_model=assistant_model,
             max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once, allow_early_end=allow_early_end,
-            controls=controls, canonical_order=canonical_order,
+            controls=controls, canonical_order=canonical_order, candidates=candidates, critic=critic, select=select,
+            logprob_share=logprob_share, search_report=search_report,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}
+
+    def _search_setting(self, candidates, critic, seconds, assistant_model):
+        """(K, critic) for this call: K given, else the model's ``candidates`` setting; the critic given,
+        else the model folder's, else the bundled one (same vocabulary: the codec's). A default K > 1 with
+        no critic at hand, no ``seconds`` or a draft model composes with K = 1 (said once a model)."""
+        asked = candidates is not None
+        candidates = int(candidates) if asked else int(model_setting(self.model, "candidates"))
+        if candidates == 1:
+            return 1, None
+        why = None
+        if seconds is None:
+            why = "search composes to a length (seconds=None was given)"
+        elif assistant_model is not None:
+            why = "search runs the fast loop, not assisted generation"
+        if why is not None:
+            if asked:
+                raise GenerationError(f"candidates={candidates}: {why}")
+            return 1, None
+        name = getattr(self.model, "name_or_path", "") or type(self.model).__name__
+        if critic is None:
+            own = critic_for_model(self.model)
+            vocab = getattr(self.model.config, "vocab_size", 0) or 0
+            critic = own if own is not None or vocab < VOCAB_SIZE else critic_for_model(
+                self.model, default=_BUNDLED["critic"])
+            if own is None and critic is not None and name not in _SAID:
+                _SAID.add(name)
+                logger.info("model %s: no critic beside it; the bundled critic chooses among its %d candidates",
+                            name, candidates)
+        if critic is None:
+            if name not in _SAID:
+                _SAID.add(name)
+                logger.warning("model %s: no critic (critic.json) beside it and none bundled for its vocabulary: "
+                               "composing with candidates=1 (pass critic=FOLDER to search)", name)
+            return 1, None
+        return candidates, critic
 
     def postprocess(self, model_outputs, return_prompt=True):
         results = []
@@ -372,11 +437,15 @@ def continuation_score(score: symusic.Score, cut_steps: int) -> symusic.Score:
     return out
 
 
-def register_pipeline_task(registry=None, default_model=None) -> None:
+def register_pipeline_task(registry=None, default_model=None, default_critic=None) -> None:
     """Register ``"midi-generation"`` (``PIPELINE_REGISTRY.register_pipeline``). ``default_model``, a local
     model folder, is what ``pipeline("midi-generation")`` with no model loads (hf_midi passes its bundled
-    model; a Hub folder's copy of this file knows no such folder and registers none)."""
+    model; a Hub folder's copy of this file knows no such folder and registers none). ``default_critic``: the
+    folder of the critic that searches for a model that has none beside it (hf_midi's bundled one)."""
     from transformers import AutoModelForCausalLM
+
+    if default_critic is not None:
+        _BUNDLED["critic"] = os.fspath(default_critic)
 
     if registry is None:
         from transformers.pipelines import PIPELINE_REGISTRY as registry
