@@ -29,7 +29,8 @@ from torch import nn
 from .codec import NUM_EVENTS, PIANO_KEYS, VOCAB_SIZE, ids_to_notes
 from .errors import HfMidiError
 
-CRITIC_CONFIG, CRITIC_WEIGHTS = "critic.json", "critic.safetensors"
+CRITIC_CONFIG = "critic.json"
+CRITIC_WEIGHTS = "critic.safetensors"
 CRITIC_FORMAT = "hf-midi-critic"
 CRITIC_SECONDS = 30.0  # the longest stretch it learned to score (4-30 s)
 STEPS_PER_FRAME = 5  # 10-ms steps per frame: 50-ms frames
