@@ -139,12 +139,6 @@ class NoteBank:
         return out
 
 
-def stretches(pieces: list[np.ndarray], count: int, rng: np.random.Generator, transpose: int = 0,
-              seconds: tuple[float, float] = (SHORTEST, LONGEST)) -> list[np.ndarray]:
-    """``count`` piano rolls of random stretches of random ``pieces`` (``NoteBank.draw``)."""
-    return NoteBank(pieces).draw(count, rng, transpose, seconds)
-
-
 def _tails(rolls: list[np.ndarray], rng: np.random.Generator) -> list[int]:
     """The frames each stretch is judged on: its last 2 s or more, up to all of it (the rest is context), as a
     search scores the chunk its candidates differ in after the music before it."""
@@ -286,4 +280,4 @@ def run_critic(args: argparse.Namespace) -> int:
 
 
 __all__ = ["CriticTrainingError", "NoteBank", "auc", "compose_samples", "configure_critic", "critic_accuracy",
-           "load_pieces", "real_pieces", "run_critic", "save_pieces", "stretches", "train_critic"]
+           "load_pieces", "real_pieces", "run_critic", "save_pieces", "train_critic"]
