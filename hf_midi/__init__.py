@@ -1,8 +1,8 @@
 """hf-midi: expressive piano music generation, the Hugging Face way.
 
 The public names are here: ``from hf_midi import load_pipeline, load_model, generate_music, fast_sample,
-MusicStreamer, MusicControls, SoundAtOnceLogitsProcessor, ...``. ``import hf_midi`` also registers the tokenizer with
-``AutoTokenizer``, the LSTM with ``AutoConfig`` and ``AutoModelForCausalLM``, and the
+MusicStreamer, MusicControls, SoundAtOnceLogitsProcessor, FillPlan, AccompanyPlan, ...``. ``import hf_midi``
+also registers the tokenizer with ``AutoTokenizer``, the LSTM with ``AutoConfig`` and ``AutoModelForCausalLM``, and the
 ``"midi-generation"`` pipeline task (``_register``). Heavy optional dependencies (accelerate, datasets,
 peft, gradio) are imported only where used.
 """
@@ -24,6 +24,8 @@ from .remote_code.fast_generation import fast_sample
 from .remote_code.generation import generate_music, music_processors
 from .remote_code.processors import (
     CanonicalOrderLogitsProcessor,
+    GivenNotes,
+    GivenNotesLogitsProcessor,
     MaxNoteLengthLogitsProcessor,
     MaxSilenceLogitsProcessor,
     MusicTimeLimitLogitsProcessor,
@@ -33,6 +35,7 @@ from .remote_code.processors import (
 )
 from .remote_code.streaming import MusicChunk, MusicStreamer
 from .remote_code.tokenization_midi import MidiTokenizer
+from .remote_code.writing import AccompanyPlan, FillPlan
 
 __version__ = "0.1.0"
 
@@ -64,7 +67,7 @@ def _register() -> None:
 _register()
 
 __all__ = [
-    "CanonicalOrderLogitsProcessor",
+    "AccompanyPlan", "CanonicalOrderLogitsProcessor", "FillPlan", "GivenNotes", "GivenNotesLogitsProcessor",
     "KeyProfileLogitsProcessor", "MaxPolyphonyLogitsProcessor", "MusicControls", "NoPedalLogitsProcessor",
     "NoteDensityLogitsProcessor", "PitchSetLogitsProcessor", "VelocityRangeLogitsProcessor", "music_processors",
     "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor", "HfMidiError", "MidiError", "MidiReadError",

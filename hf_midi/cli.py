@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import re
 import sys
@@ -27,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "hf-midi evaluate default --dataset data/mine --split test"),
     "generate": ("hf_midi.cli", "compose or continue a piece; write MIDI, WAV, PNG",
                  "hf-midi generate --seconds 30 -o piece.mid --wav piece.wav"),
+    "infill": ("hf_midi.cli", "fill a gap in a piece: compose its notes from START to END anew, keep the rest",
+               "hf-midi infill song.mid --start 8 --end 12 -o filled.mid --wav filled.wav"),
+    "accompany": ("hf_midi.cli", "accompany a melody: every melody note as given, the model playing around it",
+                  "hf-midi accompany tune.mid --track MELODY -o together.mid --wav together.wav"),
     "render": ("hf_midi.render", "MIDI -> WAV (SoundFont) and piano-roll PNG",
                "hf-midi render piece.mid --wav piece.wav --png piece.png"),
     "finetune": ("hf_midi.training.finetune", "fine-tune the bundled model on your own MIDI folder (fully or LoRA)",
@@ -134,17 +139,43 @@ def _note_limit(text: str):
     return _positive_seconds(text)
 
 
-def configure_generate(p: argparse.ArgumentParser) -> None:
+def configure_infill(p: argparse.ArgumentParser) -> None:
+    p.add_argument("piece", help="the MIDI file with a gap to fill")
+    p.add_argument("--start", type=_seconds_at, required=True, help="where the span begins, in seconds")
+    p.add_argument("--end", type=_seconds_at, required=True, help="where it ends: the notes that begin from "
+                   "--start to --end are composed anew; everything before and after is kept")
+    configure_generate(p, writing=True)
+
+
+def configure_accompany(p: argparse.ArgumentParser) -> None:
+    p.add_argument("melody", help="a MIDI file holding the melody (drum tracks are ignored)")
+    p.add_argument("--track", default=None, metavar="NAME|INDEX",
+                   help="the melody's track, by name (MELODY) or index from 0 (default: every non-drum track)")
+    configure_generate(p, writing=True)
+
+
+def _seconds_at(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def configure_generate(p: argparse.ArgumentParser, writing: bool = False) -> None:
     from .remote_code.defaults import GENERATION_DEFAULTS as d
 
     p.add_argument("--model", default=None,
                    help="a bundled model (base, the default; small, the fast one), a model folder or a Hub repo id")
-    p.add_argument("--prompt", default=None, help="a MIDI file to continue")
-    p.add_argument("--prompt-seconds", type=_positive_seconds, default=None,
-                   help="keep only the prompt's first S seconds")
-    p.add_argument("--seconds", type=_positive_seconds, default=d.seconds,
-                   help=f"seconds of new music (default {d.seconds:g})")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="also stop after this many tokens")
+    if not writing:
+        p.add_argument("--prompt", default=None, help="a MIDI file to continue")
+        p.add_argument("--prompt-seconds", type=_positive_seconds, default=None,
+                       help="keep only the prompt's first S seconds")
+        p.add_argument("--seconds", type=_positive_seconds, default=d.seconds,
+                       help=f"seconds of new music (default {d.seconds:g})")
+        p.add_argument("--max-new-tokens", type=int, default=None, help="also stop after this many tokens")
     p.add_argument("--temperature", type=float, default=None, help="default: the model's generation config")
     p.add_argument("--top-k", type=int, default=None, help="0 turns it off; default: the generation config")
     p.add_argument("--top-p", type=float, default=None, help="default: the model's generation config")
@@ -167,9 +198,20 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
                    help="only what the encoder could have written: one order within each 10-ms step, no blips, no "
                         "key the piano lacks (default: the model's generation config, canonical_order; off unless "
                         "it sets it)")
-    search = p.add_argument_group("search", "compose in chunks, K candidates each, the critic choosing what is heard")
-    search.add_argument("--candidates", type=_candidates, default=None, metavar="K",
-                        help="candidates a chunk (1: no search; default: the model's generation config, candidates)")
+    if writing:
+        search = p.add_argument_group("search", "compose in chunks, K candidates each, weighed by the model's "
+                                      "log-probability of what follows (plus the critic's score)")
+        search.add_argument("--candidates", type=_candidates, default=None, metavar="K",
+                            help=f"candidates a chunk (1: no weighing; default {d.fill_candidates} to fill, "
+                                 f"{d.accompany_candidates} to accompany)")
+        search.add_argument("--follow-seconds", type=_positive_seconds, default=None, metavar="S",
+                            help=f"weigh by the next S seconds of what is written (default {d.follow_seconds:g})")
+    else:
+        search = p.add_argument_group("search", "compose in chunks, K candidates each, the critic choosing what "
+                                      "is heard")
+        search.add_argument("--candidates", type=_candidates, default=None, metavar="K",
+                            help="candidates a chunk (1: no search; default: the model's generation config, "
+                                 "candidates)")
     search.add_argument("--select", choices=("best", "sample"), default=None,
                         help="keep the critic's best candidate, or draw one by its scores (default: the model's)")
     search.add_argument("--critic", default=None, metavar="DIR",
@@ -199,7 +241,8 @@ def configure_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_threads, default=d.threads, metavar="N|auto",
                    help="torch CPU threads (default auto: time a few steps of this model with 1, 2, 4, ... up to "
                         "torch's default and keep the fastest; one small model's step is too short to share)")
-    p.add_argument("--no-prompt-in-output", action="store_true", help="write only the continuation")
+    if not writing:
+        p.add_argument("--no-prompt-in-output", action="store_true", help="write only the continuation")
     p.add_argument("-o", "--output", required=True, help="the MIDI file to write")
     p.add_argument("--wav", default=None, help="also render audio to this WAV file")
     p.add_argument("--png", default=None, help="also draw a piano roll to this PNG file")
@@ -229,11 +272,19 @@ def numbered(path: str | None, index: int, count: int) -> Path | None:
 _CLI_NAMES = {"num_return_sequences": "num", "pedal": "no-pedal"}
 
 
+def run_infill(args: argparse.Namespace) -> int:
+    return run_generate(args)
+
+
+def run_accompany(args: argparse.Namespace) -> int:
+    return run_generate(args)
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .loading import load_pipeline
-    from .remote_code.arguments import ArgumentError, GenerationError, check_generation_args
+    from .remote_code.arguments import ArgumentError, check_generation_args
     from .remote_code.codec import load_score
     from .remote_code.controls import CONTROL_NAMES, MusicControls
     from .remote_code.threads import set_threads
@@ -241,18 +292,17 @@ def run_generate(args: argparse.Namespace) -> int:
     from .utils import atomic_write_bytes
 
     # Everything that can be checked is checked before the model loads.
+    length, total = _length_arguments(args)
     try:
         check_generation_args(
-            seconds=args.seconds, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-            top_k=args.top_k, top_p=args.top_p, num_return_sequences=args.num, seed=args.seed,
-            prompt_seconds=args.prompt_seconds,
+            seconds=total, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, num_return_sequences=args.num,
+            seed=args.seed, prompt_seconds=args.prompt_seconds,
         )
         controls = {name: getattr(args, name) for name in CONTROL_NAMES if getattr(args, name) is not None}
         MusicControls(**controls)
     except ArgumentError as e:  # name the option as the user typed it
         raise ArgumentError(f"--{_CLI_NAMES.get(e.argument, e.argument).replace('_', '-')}", e.problem) from None
-    if args.prompt_seconds is not None and args.prompt is None:
-        raise GenerationError("--prompt-seconds needs --prompt")
     prompt = load_score(args.prompt, source=f"--prompt {args.prompt}") if args.prompt else None
     soundfont = find_soundfont(args.soundfont) if args.wav else None
     search = {name: value for name, value in (("candidates", args.candidates), ("select", args.select))
@@ -263,7 +313,7 @@ def run_generate(args: argparse.Namespace) -> int:
         # a missing or foreign file: said before the model loads
         search["critic"] = MusicCritic.from_pretrained(args.critic)
     pipe = load_pipeline(args.model, device=args.device)
-    bar = tqdm(total=args.seconds, unit="s", desc="music", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s "
+    bar = tqdm(total=total, unit="s", desc="music", bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} s "
                "[{elapsed}<{remaining}{postfix}]", file=sys.stderr)
     started = time.perf_counter()
 
@@ -276,10 +326,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
     try:
         results = pipe(
-            prompt=prompt, prompt_seconds=args.prompt_seconds, seconds=args.seconds,
-            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+            prompt=prompt, **length, temperature=args.temperature, top_k=args.top_k,
             top_p=args.top_p, seed=args.seed, num_return_sequences=args.num,
-            return_prompt=not args.no_prompt_in_output, grammar=not args.no_grammar, progress=progress,
+            grammar=not args.no_grammar, progress=progress,
             fast=not args.slow, weights=args.weights, threads=args.threads, **controls, **search,
             **{name: value for name, value in (("sound_at_once", args.sound_at_once),
                                                ("allow_early_end", args.allow_early_end),
@@ -298,7 +347,7 @@ def run_generate(args: argparse.Namespace) -> int:
             render_wav(r["score"], path=numbered(args.wav, i, len(results)), soundfont=soundfont)
             written.append(str(numbered(args.wav, i, len(results))))
         if args.png:
-            piano_roll_png(r["score"], path=numbered(args.png, i, len(results)))
+            piano_roll_png(r["score"], path=numbered(args.png, i, len(results)), mark=r.get("span"))
             written.append(str(numbered(args.png, i, len(results))))
         print(f"{r['seconds']:.2f} s, {len(r['token_ids'])} tokens -> {', '.join(written)}", file=sys.stderr)
     threads, timed = set_threads(pipe.model, args.threads, args.weights if not args.slow else "float32")
@@ -309,6 +358,32 @@ def run_generate(args: argparse.Namespace) -> int:
     print(f"composed {bar.n:.1f} s of new music{f' x {pieces}' if pieces > 1 else ''} in {took:.2f} s: "
           f"{real_time_factor(bar.n * pieces, took)} real time", file=sys.stderr)
     return 0
+
+
+def _length_arguments(args: argparse.Namespace) -> tuple[dict, float]:
+    """(the pipeline's arguments for how long the music is, the seconds composed). ``hf-midi generate``: its
+    seconds, tokens and prompt; ``infill`` and ``accompany``: the span or the melody, planned (and so checked:
+    the span against the piece, the melody's notes) before the model loads."""
+    from .remote_code.arguments import GenerationError
+    from .remote_code.writing import AccompanyPlan, FillPlan
+
+    if args.command == "infill":
+        plan = FillPlan.from_piece(args.piece, args.start, args.end, source=args.piece)
+        args.prompt, args.prompt_seconds, args.max_new_tokens = args.piece, None, None  # read as a prompt is
+        out = {"infill": (args.start, args.end)}
+    elif args.command == "accompany":
+        track = int(args.track) if args.track is not None and args.track.isdigit() else args.track
+        plan = AccompanyPlan.from_melody(args.melody, track, source=args.melody)
+        args.prompt, args.prompt_seconds, args.max_new_tokens = None, None, None
+        out = {"melody": args.melody, "accompany": True, "melody_track": track}
+    else:
+        if args.prompt_seconds is not None and args.prompt is None:
+            raise GenerationError("--prompt-seconds needs --prompt")
+        return {"seconds": args.seconds, "max_new_tokens": args.max_new_tokens, "prompt_seconds": args.prompt_seconds,
+                "return_prompt": not args.no_prompt_in_output}, args.seconds
+    if args.follow_seconds is not None:
+        out["follow_seconds"] = args.follow_seconds
+    return out, plan.seconds
 
 
 def real_time_factor(music_seconds: float, wall_seconds: float) -> str:

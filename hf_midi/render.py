@@ -167,6 +167,8 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
 _BACKGROUND = np.array([30, 30, 36], np.uint8)
 _BLACK_KEY_ROW = np.array([24, 24, 29], np.uint8)
 _PEDAL = np.array([44, 52, 74], np.uint8)  # background while the pedal is down
+_MARK = np.array([150, 90, 40], np.uint8)  # a marked span (a filled gap): warm, behind the notes
+_MARK_EDGE = np.array([235, 150, 60], np.uint8)
 _PEDAL_STRIP = np.array([150, 170, 220], np.uint8)
 _GRID = np.array([52, 52, 60], np.uint8)
 # Velocity colours (viridis anchors): quiet = dark violet, loud = yellow.
@@ -186,11 +188,13 @@ def velocity_colour(velocity) -> np.ndarray:
 
 def piano_roll(
     score: MidiLike, px_per_second: float = 50.0, px_per_pitch: int = 4, max_width: int = 4000,
+    mark: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """(height, width, 3) uint8 image: time left to right, pitch bottom to top (piano range at
     least), notes coloured by velocity, the background lighter while the sustain pedal is down and
     a strip at the bottom showing the pedal alone. Width is ``ceil(seconds * px_per_second)``, with
-    ``px_per_second`` lowered when that would pass ``max_width``."""
+    ``px_per_second`` lowered when that would pass ``max_width``. ``mark=(start, end)`` in seconds: that span
+    tinted and edged (a filled gap: the new music)."""
     if not (px_per_second > 0 and isinstance(px_per_pitch, int) and px_per_pitch >= 1 and max_width >= 1):
         raise RenderError("px_per_second must be > 0, px_per_pitch and max_width integers >= 1")
     score = load_score(score)
@@ -232,6 +236,10 @@ def piano_roll(
             x = int(s * pps)
             if x < width:
                 img[: height - PEDAL_STRIP, x] = _GRID if s % 10 else _GRID * 2
+    if mark is not None:
+        x0, x1 = int(mark[0] * pps), max(int(mark[0] * pps) + 1, math.ceil(mark[1] * pps))
+        img[: height - PEDAL_STRIP, x0:x1] = (img[: height - PEDAL_STRIP, x0:x1] * 0.6 + _MARK * 0.4).astype(np.uint8)
+        img[: height - PEDAL_STRIP, [x0, min(x1, width) - 1]] = _MARK_EDGE
     colours = velocity_colour(velocity)
     for a, b, p, c in zip(start, end, pitch, colours):
         x0 = int(a * pps)

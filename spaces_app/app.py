@@ -85,7 +85,9 @@ STYLE_LABELS = {"key": "Key", "pitch_range": "Pitch range", "dynamics": "Dynamic
                 "max_polyphony": "Keys down at once", "pedal": "Sustain pedal"}
 
 COMPOSE, UPLOAD, LAST = "Compose from scratch", "Continue a MIDI file", "Continue the last result"
-SOURCES = (COMPOSE, UPLOAD, LAST)
+FILL, ACCOMPANY = "Fill a gap in a MIDI file", "Accompany a melody (MIDI file)"
+SOURCES = (COMPOSE, UPLOAD, LAST, FILL, ACCOMPANY)
+WRITING = (FILL, ACCOMPANY)  # they write around an upload's notes: the upload sets the length
 EXAMPLES_DIR = HERE / "examples"
 # Each example names the inputs it sets; the others keep the page's starting values (the model's own
 # sampling settings, the Style group left to the model). The MIDI files are POP909 test-split songs (MIT).
@@ -100,6 +102,8 @@ EXAMPLES = [
     ("Continue POP909 #860, bolder", dict(source=UPLOAD, upload=str(EXAMPLES_DIR / "pop909-860.mid"), keep=6,
                                           seconds=15, temperature=1.1, top_p=1.0, top_k=40, seed=3, new_seed=False,
                                           variations=2)),
+    ("Fill 6-10 s of POP909 #720", dict(source=FILL, upload=str(EXAMPLES_DIR / "pop909-720.mid"), fill_start=6,
+                                        fill_end=10, seed=2, new_seed=False)),
 ]
 WAITING = ("Press **Generate**: the music plays here while it is composed, then its recording, piano roll and "
            "MIDI file appear below.")
@@ -276,8 +280,11 @@ def make_controls(key=ANY, pitch_low=PIANO_LOW, pitch_high=PIANO_HIGH, dynamics=
         raise InputError(f"{STYLE_LABELS.get(e.argument, e.argument)}: {e.problem}.") from None
 
 
-def generate(pipe, settings: Settings, prompt: bytes | None = None, progress=None, stop=None) -> list[dict]:
-    """Run the pipeline. ``progress(done, total)`` in music seconds; a set ``stop`` event ends it."""
+def generate(pipe, settings: Settings, prompt: bytes | None = None, progress=None, stop=None,
+             writing: dict | None = None) -> list[dict]:
+    """Run the pipeline. ``progress(done, total)`` in music seconds; a set ``stop`` event ends it. ``writing``:
+    the pipeline's fill (``infill``, the upload as ``prompt``) or accompaniment (``melody``, ``accompany``)
+    arguments; the upload sets the length."""
 
     def report(done: float, total: float) -> None:
         if stop is not None and stop.is_set():
@@ -285,8 +292,12 @@ def generate(pipe, settings: Settings, prompt: bytes | None = None, progress=Non
         if progress is not None:
             progress(done, total)
 
-    return pipe(prompt=prompt, num_return_sequences=settings.variations, progress=report,
-                **_pipe_arguments(settings, prompt))
+    arguments = _pipe_arguments(settings, prompt)
+    if writing:
+        for name in ("seconds", "prompt_seconds", "return_prompt"):
+            arguments.pop(name)
+        arguments.update(writing)
+    return pipe(prompt=prompt, num_return_sequences=settings.variations, progress=report, **arguments)
 
 
 def _pipe_arguments(settings: Settings, prompt: bytes | None) -> dict:
@@ -381,7 +392,7 @@ def package(result: dict, folder: Path, stem: str) -> Variation:
     midi, wav, png = (folder / f"{stem}.{ext}" for ext in ("mid", "wav", "png"))
     midi.write_bytes(result["midi"])
     render_wav(result["score"], path=wav)
-    piano_roll_png(result["score"], path=png)
+    piano_roll_png(result["score"], path=png, mark=result.get("span"))  # a fill: its new span marked
     notes = sum(len(t.notes) for t in result["score"].tracks)
     return Variation(midi, wav, png, float(result["seconds"]), notes, result["midi"])
 
@@ -411,9 +422,9 @@ def _prune_outputs(root: Path, keep_seconds: float) -> None:
 
 
 def make_music(pipe, settings: Settings, prompt: bytes | None = None, progress=None, stop=None,
-               out_root: Path = OUTPUT_ROOT) -> list[Variation]:
+               out_root: Path = OUTPUT_ROOT, writing: dict | None = None) -> list[Variation]:
     """Generate, render and package every variation into a fresh folder under ``out_root``."""
-    results = generate(pipe, settings, prompt, progress=progress, stop=stop)
+    results = generate(pipe, settings, prompt, progress=progress, stop=stop, writing=writing)
     folder = _request_folder(out_root)
     return [package(r, folder, f"hf-midi-{settings.seed}-{i + 1}") for i, r in enumerate(results)]
 
@@ -513,7 +524,8 @@ class Studio:
     def compose(self, source=COMPOSE, upload=None, keep=DEFAULT_PROMPT_SECONDS, last=(), which="1",
                 seconds=GENERATION_DEFAULTS.seconds, temperature=GENERATION_DEFAULTS.temperature, top_p=1.0, top_k=0,
                 seed=0, new_seed=True, variations=1, model=None, key=ANY, pitch_low=PIANO_LOW, pitch_high=PIANO_HIGH,
-                dynamics=ANY, density=0, max_polyphony=0, pedal=True, quality=MODEL_QUALITY, request: gr.Request = None,
+                dynamics=ANY, density=0, max_polyphony=0, pedal=True, quality=MODEL_QUALITY, fill_start=8.0,
+                fill_end=12.0, melody_track="", request: gr.Request = None,
                 progress=gr.Progress()):  # noqa: B008 (gradio injects the tracker here)
         """The Generate button: yields the page's outputs while a lone variation plays, then the pieces. Every
         input has a default (the API lists them as optional: ``upload`` is needed only to continue a file)."""
@@ -526,8 +538,13 @@ class Studio:
             settings = make_settings(seconds, temperature, top_p, top_k, None if new_seed else seed,
                                      variations, keep if source == UPLOAD else None, style=style, quality=quality)
             pipe = self.pipe(model)
-            prompt = None
-            if source == UPLOAD:
+            prompt, writing = None, None
+            if source in WRITING:
+                up = read_upload(upload)
+                writing, total = _writing(source, up, fill_start, fill_end, melody_track)
+                prompt = up.data if source == FILL else None
+                settings = replace(settings, seconds=total)
+            elif source == UPLOAD:
                 up = read_upload(upload)
                 if up.first >= settings.prompt_seconds:
                     raise InputError(f"{up.name} has no notes in its first {settings.prompt_seconds:g} s "
@@ -537,11 +554,11 @@ class Studio:
                 prompt, settings = continue_last(last, which, settings)
             progress((0, int(settings.seconds)), desc="Composing", unit="s of music")
             start = time.perf_counter()
-            if settings.variations == 1:  # heard while it is composed
+            if settings.variations == 1 and writing is None:  # heard while it is composed
                 pieces = yield from _play_while_composing(pipe, settings, prompt, stop, progress, start)
             else:
                 pieces = make_music(
-                    pipe, settings, prompt, stop=stop,
+                    pipe, settings, prompt, stop=stop, writing=writing,
                     progress=lambda done, total: progress(
                         (min(int(done), int(total)), int(total)), desc="Composing", unit="s of music"),
                 )
@@ -570,6 +587,24 @@ class Studio:
         if flag is not None:
             flag.set()
         return "Stopped."
+
+
+def _writing(source, up: Prompt, fill_start, fill_end, melody_track) -> tuple[dict, float]:
+    """The pipeline's arguments for "Fill a gap" (the span, checked against the upload) or "Accompany a
+    melody" (the track: a name, an index from 0, or blank for every track), and the seconds composed."""
+    if source == FILL:
+        start, end = _number(fill_start, "Gap start"), _number(fill_end, "Gap end")
+        if not 0 <= start < end:
+            raise InputError(f"The gap must start at 0 s or later and end after it starts (got {start:g}-{end:g} s).")
+        if end > up.seconds:
+            raise InputError(f"{up.name} lasts {up.seconds:.1f} s; the gap must end by then (got {end:g} s).")
+        return {"infill": (start, end)}, end - start
+    track = str(melody_track or "").strip()
+    track = int(track) if track.isdigit() else (track or None)
+    if up.seconds > MAX_PIECE_SECONDS:
+        raise InputError(f"{up.name} is {_minutes(up.seconds)} long; a melody here may last "
+                         f"{_minutes(MAX_PIECE_SECONDS)}.")
+    return {"melody": up.data, "accompany": True, "melody_track": track}, up.seconds
 
 
 def _play_while_composing(pipe, settings: Settings, prompt, stop, progress, start):
@@ -605,6 +640,11 @@ def _input_column(studio: Studio) -> dict:
     c["source"] = gr.Radio(list(SOURCES), value=COMPOSE, label="Start from", elem_id="source")
     c["upload"] = gr.File(label="MIDI file (.mid, up to 4 MB)", type="filepath", visible=False, elem_id="upload")
     c["upload_info"] = gr.Markdown(visible=False, elem_id="upload-info")
+    with gr.Row():
+        c["fill_start"] = gr.Number(value=8.0, minimum=0, label="Gap start (s)", visible=False, elem_id="fill-start")
+        c["fill_end"] = gr.Number(value=12.0, minimum=0, label="Gap end (s)", visible=False, elem_id="fill-end")
+    c["melody_track"] = gr.Textbox(value="", label="Melody track (a name or number; blank: the whole file)",
+                                   visible=False, elem_id="melody-track")
     c["keep"] = gr.Slider(1, MAX_PROMPT_SECONDS, value=DEFAULT_PROMPT_SECONDS, step=1,
                           label="Seconds of the file to keep as the prompt", visible=False, elem_id="keep")
     c["which"] = gr.Radio(["1"], value="1", label="Variation to continue", visible=False, elem_id="which")
@@ -669,7 +709,7 @@ def _output_column() -> tuple:
 # that sends only the first eleven gets the defaults of the rest).
 GENERATE_INPUTS = ("source", "upload", "keep", "which", "seconds", "temperature", "top_p", "top_k", "seed",
                    "new_seed", "variations", "model", "key", "pitch_low", "pitch_high", "dynamics", "density",
-                   "max_polyphony", "pedal", "quality")
+                   "max_polyphony", "pedal", "quality", "fill_start", "fill_end", "melody_track")
 
 
 def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
@@ -681,14 +721,17 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
     studio = Studio(pipe if pipe is not None else load_pipeline(model))
 
     def on_source(source):
-        return gr.update(visible=source == UPLOAD), gr.update(visible=source == UPLOAD), gr.update(
-            visible=source == UPLOAD), gr.update(visible=source == LAST)
+        upload = source in (UPLOAD, *WRITING)
+        return (gr.update(visible=upload), gr.update(visible=upload), gr.update(visible=source == UPLOAD),
+                gr.update(visible=source == LAST), gr.update(visible=source == FILL), gr.update(visible=source == FILL),
+                gr.update(visible=source == ACCOMPANY), gr.update(visible=source not in WRITING))
 
     with gr.Blocks(title="hf-midi piano", delete_cache=(1800, KEEP_OUTPUTS_SECONDS)) as demo:
         gr.Markdown(
             "# hf-midi: expressive piano\n"
             "A GPT-2 over performance events (Oore et al. 2018) composes piano music with timing and "
-            "dynamics. Compose from scratch or continue a MIDI file, steer it in *Style*; listen, look, download."
+            "dynamics. Compose from scratch or continue a MIDI file, fill a gap in it or accompany its melody, steer it "
+            "in *Style*; listen, look, download."
         )
         if not studio.pipes:
             gr.Markdown(NO_MODEL, elem_id="no-model")
@@ -704,7 +747,9 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
 
         # Light page events (a few ms) skip the queue: they never wait behind a generation.
         light = dict(queue=False, show_progress="hidden", api_visibility="private")
-        c["source"].change(on_source, c["source"], [c["upload"], c["upload_info"], c["keep"], c["which"]], **light)
+        c["source"].change(on_source, c["source"], [c["upload"], c["upload_info"], c["keep"], c["which"],
+                                                    c["fill_start"], c["fill_end"], c["melody_track"], c["seconds"]],
+                           **light)
         c["upload"].change(describe_upload, c["upload"], c["upload_info"], **light)
         c["dice"].click(lambda: random.randint(0, MAX_SEED), None, c["seed"], **light)
         generate_inputs = [c[name] for name in GENERATE_INPUTS]

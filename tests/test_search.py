@@ -72,6 +72,27 @@ def test_resumed_cache_gives_the_logits_of_a_fresh_call():
     torch.testing.assert_close(resumed, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_a_shared_prompt_runs_once_and_samples_as_a_fresh_call():
+    """A search's first chunk: K copies of one prompt. The prompt runs for one row, its cache copied to the
+    others; the logits each row then sees are a fresh call's, and the cache is kept for the next chunk."""
+    from hf_midi.remote_code.fast_generation import _start
+
+    model = tiny_model(n_positions=128)
+    torch.manual_seed(2)
+    rows = torch.randint(0, 300, (1, 30)).expand(4, -1)
+    with torch.no_grad():
+        shared = FastGPT2(model, "float32")
+        kept = _start(shared, rows, 128, reuse_cache=False, share_prompt=True)
+        assert kept == 29 and shared.kv.shape[2] == 4 and shared.capacity == 128
+        got = shared.step(rows[:, kept:])
+        fresh = FastGPT2(model, "float32")
+        _start(fresh, rows, 128, reuse_cache=False)
+        expected = fresh.step(rows)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        different = torch.randint(0, 300, (2, 30))  # rows that differ: an ordinary start
+        assert _start(FastGPT2(model, "float32"), different, 128, reuse_cache=False, share_prompt=True) == 0
+
+
 def test_a_cache_with_nothing_in_common_starts_fresh():
     model = tiny_model(n_positions=64)
     decoder = FastGPT2(model, "float32")

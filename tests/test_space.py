@@ -512,6 +512,29 @@ def test_bad_upload_through_the_api_is_a_readable_error(app, server):
     assert "test-not-a-midi-file.mid: not a MIDI file" in str(e.value)
 
 
+def test_the_api_fills_a_gap_and_accompanies_an_upload(app, server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    tune = tmp_path / "tune.mid"  # the melody's first phrase (it enters at 12.7 s), with the arrangement
+    symusic.Score(PROMPT_MIDI).to("second").clip(12.5, 20.0).shift_time(-12.5).dump_midi(tune)
+    song = handle_file(str(PROMPT_MIDI))
+    filled = client.predict(source=app.FILL, upload=song, fill_start=3, fill_end=5, seed=2, new_seed=False,
+                            quality="Quick (1)", api_name="/generate")
+    original = symusic.Score(PROMPT_MIDI).to("second")
+    score = symusic.Score.from_midi(Path(filled[5]).read_bytes()).to("second")
+    kept = {(round(n.time, 2), n.pitch) for t in original.tracks for n in t.notes if not 2.99 <= n.time < 5}
+    got = {(round(n.time, 2), n.pitch) for t in score.tracks for n in t.notes}
+    assert len(kept - got) <= len(kept) // 100  # the rest kept (to the 10-ms grid: a few round the other way)
+    assert "Seed 2" in filled[0]
+    together = client.predict(source=app.ACCOMPANY, upload=handle_file(str(tune)), melody_track="MELODY", seed=2,
+                              new_seed=False, quality="Quick (1)", api_name="/generate")
+    assert [t.name for t in symusic.Score.from_midi(Path(together[5]).read_bytes()).tracks] == [
+        "Melody", "Accompaniment"]
+    with pytest.raises(Exception, match="the gap must end by then"):
+        client.predict(source=app.FILL, upload=song, fill_start=3, fill_end=5000, api_name="/generate")
+
+
 def test_the_api_works_as_gradio_client_lists_it(app, server):
     """What ``view_api()`` lists is what the endpoint takes: every input optional (``upload`` only matters
     to continue a file), the variation to continue a string choice that is accepted as listed."""

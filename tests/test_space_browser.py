@@ -176,6 +176,29 @@ def test_upload_a_midi_and_continue_it(page):
     shot(page, "continue-upload")
 
 
+def test_fill_a_gap_in_an_upload(page):
+    """Choose "Fill a gap", upload, set the span: the piece comes back whole, the notes outside the span kept, its
+    roll marked; the length slider (the upload sets the length) is hidden meanwhile."""
+    from playwright.sync_api import expect
+
+    page.get_by_label("Fill a gap in a MIDI file").check()
+    expect(page.locator("#seconds").first).to_be_hidden()
+    expect(page.locator("#fill-start").first).to_be_visible()
+    page.locator("#upload input[type=file]").set_input_files(str(POP909_FIXTURES[0]))
+    page.wait_for_function("el => /notes/.test(el.innerText)", arg=page.locator("#upload-info").element_handle())
+    set_number(page, "fill-start", 2)
+    set_number(page, "fill-end", 4)
+    page.get_by_label("Quick (1)").check()
+    page.get_by_role("button", name="Generate").click()
+    prompt = symusic.Score.from_midi(POP909_FIXTURES[0].read_bytes(), ttype="second")
+    assert wait_for_variation(page) >= prompt.end() - 5  # the whole piece, not 2 s of it
+    score = download_midi(page)
+    before = {(round(n.start, 2), n.pitch) for t in prompt.tracks for n in t.notes if n.start < 1.99}
+    got = {(round(n.start, 2), n.pitch) for t in score.tracks for n in t.notes}
+    assert len(before - got) <= len(before) // 50  # the notes before the gap kept (to the 10-ms grid)
+    shot(page, "fill-a-gap")
+
+
 def test_bad_uploads_show_a_message_not_a_traceback(page):
     page.get_by_label("Continue a MIDI file").check()
     upload = page.locator("#upload input[type=file]")

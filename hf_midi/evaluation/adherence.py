@@ -21,6 +21,7 @@ from ..remote_code.codec import TIME_SHIFT, ids_to_notes, keys_down
 from ..remote_code.controls import MAJOR_PROFILE as KK_MAJOR
 from ..remote_code.controls import MINOR_PROFILE as KK_MINOR
 from ..remote_code.controls import MusicControls
+from ..remote_code.controls import find_key as notes_key
 
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first (the controls' own, in one home).
 MAJOR_PROFILE = np.array(KK_MAJOR)
@@ -48,18 +49,7 @@ def find_key(ids) -> tuple[int, str] | None:
     """(tonic pitch class, "major" | "minor") of a piece of event ids, by Krumhansl-Schmuckler over its
     notes' durations per pitch class; None for a piece without notes."""
     n = ids_to_notes(_events(ids))
-    if not len(n["pitch"]):
-        return None
-    weights = np.bincount(n["pitch"] % 12, weights=(n["end"] - n["start"]).astype(np.float64), minlength=12)
-    if not weights.any():
-        return None
-    best, found = -np.inf, None
-    for tonic in range(12):
-        for mode, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
-            r = np.corrcoef(weights, np.roll(profile, tonic))[0, 1]
-            if r > best:
-                best, found = r, (tonic, mode)
-    return found
+    return notes_key(n["pitch"], n["end"] - n["start"])
 
 
 def key_name(key: tuple[int, str] | None) -> str | None:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -81,6 +82,26 @@ def note_pitch_class(text: str, argument: str = "key") -> int:
     letter, accidentals = m.groups()
     return (PITCH_CLASSES[letter.upper()] + accidentals.count("#") + accidentals.count("♯")
             - accidentals.count("b") - accidentals.count("♭")) % 12
+
+
+def find_key(pitch, weights) -> tuple[int, str] | None:
+    """(tonic pitch class, "major" | "minor") of notes by Krumhansl-Schmuckler (Krumhansl, *Cognitive
+    Foundations of Musical Pitch*, 1990): their pitch classes weighed by ``weights`` (durations) correlated
+    with the 24 rotations of the Krumhansl-Kessler profiles; the best correlation names the key. None without
+    notes."""
+    pitch = np.asarray(pitch, dtype=np.int64)
+    if not len(pitch):
+        return None
+    total = np.bincount(pitch % 12, weights=np.asarray(weights, dtype=np.float64), minlength=12)
+    if not total.any() or np.ptp(total) == 0:
+        return None
+    best, found = -np.inf, None
+    for tonic in range(12):
+        for mode, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
+            r = np.corrcoef(total, np.roll(profile, tonic))[0, 1]
+            if r > best:
+                best, found = r, (tonic, mode)
+    return found
 
 
 def parse_key(key) -> tuple[frozenset[int], str]:
@@ -522,7 +543,7 @@ CONTROL_NAMES = ("key", "key_strength", "pitch_range", "velocity_range", "dynami
                  "pedal")
 
 __all__ = [
-    "CONTROL_NAMES", "DYNAMICS", "KeyProfileLogitsProcessor", "MAJOR_PROFILE", "MINOR_PROFILE",
+    "CONTROL_NAMES", "DYNAMICS", "KeyProfileLogitsProcessor", "MAJOR_PROFILE", "MINOR_PROFILE", "find_key",
     "MaxPolyphonyLogitsProcessor", "MusicControls", "NoPedalLogitsProcessor", "NoteDensityLogitsProcessor",
     "PitchSetLogitsProcessor", "VelocityRangeLogitsProcessor", "note_pitch_class", "parse_key", "parse_pitch",
     "velocity_bins",

@@ -51,6 +51,26 @@ class GenerationDefaults:
     first_search_seconds: float = 1.0  # the first chunk: short, so that the first sound comes at once
     critic_seconds: float = 12.0  # the stretch the critic scores, ending with the candidate
     logprob_share: float = 0.0  # weight of the candidate's mean log-probability a token beside the critic
+    # Writing with given notes (writing.py): a candidate is weighed by the model's log-probability of the
+    # next follow_seconds of what is already written (the piece after a gap, the melody's next notes), each
+    # seeing follow_context tokens before it.
+    follow_seconds: float = 4.0
+    follow_context: int = 512
+    # Candidates a chunk when writing and none are asked for (benchmarks/RESULTS.md, "Write with the model"):
+    # a fill's join to what follows improves with K (small, 20 spans: best of 4 closed 35 % of the NLL gap
+    # from unweighed to true spans, best of 8 56 %); an accompaniment composes 30 s, where K costs more.
+    fill_candidates: int = 8
+    accompany_candidates: int = 4
+    # An accompaniment's density, unless a density control is given: onsets a second, melody included, as a
+    # multiple of the melody's own rate (POP909 train, the first 30 s from each song's melody: median 3.26;
+    # left alone, the models play 20-40 notes a second around a melody of 1-2).
+    accompany_density: float = 3.25
+    # ... and towards the melody's key (Krumhansl-Schmuckler on the melody): a note outside it loses this many
+    # nats, so that the harmony under the melody is the melody's (a soft key: chromatic notes stay possible).
+    accompany_key_strength: float = 2.0
+    # ... and its onsets towards the pitch classes of the melody notes near them in time (nats, GivenNotes):
+    # chord tones under the tune.
+    accompany_harmony: float = 3.0
     # Music a streamed chunk holds (pipe.stream, the Space's live audio).
     chunk_seconds: float = 0.5
     # torch CPU threads while composing: "auto" measures the fastest count once a process (threads.py;

@@ -329,19 +329,32 @@ def _pad_id(generation_config, device) -> torch.Tensor | None:
     return None if pad is None else torch.tensor(pad, device=device)
 
 
-def _start(decoder: FastGPT2, input_ids: torch.Tensor, max_length: int, reuse_cache: bool) -> int:
-    """Ready the cache for a call; the positions it keeps from the last call (0 unless ``reuse_cache``)."""
-    if reuse_cache:  # the whole context: the next chunk's call finds the cache big enough
-        return decoder.resume(input_ids, decoder.positions)
-    decoder.start(input_ids.shape[0], min(max_length, decoder.positions))
+def _start(decoder: FastGPT2, input_ids: torch.Tensor, max_length: int, reuse_cache: bool,
+           share_prompt: bool = False) -> int:
+    """Ready the cache for a call; the positions it keeps from the last call (0 unless ``reuse_cache``).
+    ``share_prompt``: the rows are copies of one prompt (a search's first chunk): the prompt runs once, for one
+    row, and its keys and values are copied to the others (``resume``)."""
+    # a search's calls take the whole context, so that the next chunk's call finds the cache big enough
+    capacity = decoder.positions if reuse_cache or share_prompt else min(max_length, decoder.positions)
+    if share_prompt and input_ids.shape[0] > 1 and input_ids.shape[1] > 2 and bool(
+            (input_ids == input_ids[:1]).all()):
+        decoder.start(1, capacity)
+        decoder.step(input_ids[:1, :-1])
+        decoder.remember(input_ids[:1, :-1])
+        return decoder.resume(input_ids, capacity)
+    if reuse_cache:
+        return decoder.resume(input_ids, capacity)
+    decoder.start(input_ids.shape[0], capacity)
     return 0
 
 
 def fast_sample(model, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
-                streamer=None, weights: str = "auto", stream=None, reuse_cache: bool = False, **model_kwargs):
+                streamer=None, weights: str = "auto", stream=None, reuse_cache: bool = False,
+                share_prompt: bool = False, **model_kwargs):
     """``model.generate(..., custom_generate=fast_sample)``: generate()'s sampling (or greedy) loop with
     ``FastGPT2`` as the forward. ``weights`` (auto / float32 / float16 / int8; passed to ``generate()``
-    as a keyword): auto is ``AUTO_CPU`` on a CPU with fbgemm, float32 elsewhere.
+    as a keyword): auto is ``AUTO_CPU`` on a CPU with fbgemm, float32 elsewhere. ``reuse_cache``: keep what the
+    cache holds of these rows from the last call; ``share_prompt``: the rows are copies of one prompt, run once.
     Returns the ids, as ``generate()`` does (prompt + new tokens, ``<pad>`` after a row's end). Falls
     back to ``generate()``'s own loop where the fast one does not apply (logged).
 
@@ -366,7 +379,7 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
     if length >= decoder.positions:
         raise FastPathError(f"the prompt has {length} tokens; the model's context holds {decoder.positions} "
                             "(continue from its last part)")
-    kept = _start(decoder, input_ids, max_length, reuse_cache)
+    kept = _start(decoder, input_ids, max_length, reuse_cache, share_prompt)
     pad = _pad_id(generation_config, input_ids.device)
     processors, criteria, eos = _plan(logits_processor, stopping_criteria)
     if eos is not None and pad is None:
@@ -404,7 +417,7 @@ def fast_sample(model, input_ids, logits_processor, stopping_criteria, generatio
         step_ids = next_tokens[:, None]
     if streamer is not None:
         streamer.end()
-    if reuse_cache:
+    if reuse_cache or share_prompt:
         decoder.remember(out[:, : decoder.length].clone())
     return out[:, :length].clone()
 

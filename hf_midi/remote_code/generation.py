@@ -61,6 +61,8 @@ from .fast_generation import fast_sample
 from .performance_state import PerformanceState, step_counts
 from .processors import (
     CanonicalOrderLogitsProcessor,
+    GivenNotes,
+    GivenNotesLogitsProcessor,
     MaxNoteLengthLogitsProcessor,
     MaxSilenceLogitsProcessor,
     MusicProgressCriteria,
@@ -133,13 +135,16 @@ def music_processors(state: PerformanceState | None = None, seconds: float | Non
                      allow_early_end: bool = GENERATION_DEFAULTS.allow_early_end,
                      controls: MusicControls | None = None,
                      canonical_order: bool = GENERATION_DEFAULTS.canonical_order,
+                     given: GivenNotes | None = None, given_offset: int = 0,
                      ) -> tuple[LogitsProcessorList, StoppingCriteriaList]:
     """The music's processors and criteria for one ``generate()`` call, sharing ``state`` (a new one, counting
     time from the end of the prompt, by default): what ``generate_music`` runs, for a plain
     ``model.generate(ids, logits_processor=processors, stopping_criteria=criteria)``. ``controls``
     (``MusicControls``): their processors go after the grammar and the guards, before the time limit.
     ``canonical_order``: ``CanonicalOrderLogitsProcessor`` last (it yields where the others corner a row),
-    its keys the piano's, widened to a ``pitch_range`` control's."""
+    its keys the piano's, widened to a ``pitch_range`` control's. ``given`` (``GivenNotes``, counted from
+    ``given_offset`` steps before the state's start): ``GivenNotesLogitsProcessor`` after everything, so that the
+    given notes sound as given whatever the controls ask of the new ones."""
     state = state if state is not None else PerformanceState()
     processors, criteria = LogitsProcessorList(), StoppingCriteriaList()
     if grammar:
@@ -160,6 +165,8 @@ def music_processors(state: PerformanceState | None = None, seconds: float | Non
         if controls is not None and controls.pitch_range is not None:
             low, high = min(low, controls.pitch_range[0]), max(high, controls.pitch_range[1])
         processors.append(CanonicalOrderLogitsProcessor(state, keys=(low, high)))
+    if given is not None:
+        processors.append(GivenNotesLogitsProcessor(given, state, offset=given_offset))
     return processors, criteria
 
 
@@ -215,7 +222,10 @@ def generate_music(
     select: str = GENERATION_DEFAULTS.select,
     logprob_share: float = GENERATION_DEFAULTS.logprob_share,
     search_seconds: float = GENERATION_DEFAULTS.search_seconds,
+    first_search_seconds: float = GENERATION_DEFAULTS.first_search_seconds,
     search_report: list | None = None,
+    given: GivenNotes | None = None,
+    weigh=None,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -241,13 +251,18 @@ def generate_music(
     ``candidates`` K > 1: search while composing (``search.py``): each row in chunks of ``search_seconds``,
     K candidates a chunk in one batch, the ``critic`` (a ``MusicCritic``, required then) choosing by
     ``select`` ("best" or "sample"), plus ``logprob_share`` x the candidate's mean log-probability;
-    ``search_report``: a list receiving each chunk's scores and choice.
+    ``search_report``: a list receiving each chunk's scores and choice; ``first_search_seconds``: the first
+    chunk's music (short, so that the first sound comes at once).
+    ``given`` (``GivenNotes``, steps from the end of the prompt): notes the new music holds exactly, the model
+    playing around them (``GivenNotesLogitsProcessor``; ``writing.py`` fills gaps and accompanies melodies with
+    it). ``weigh(rows, seconds_done)``: with K > 1, each candidate's weight beside (or, with no critic, instead
+    of) the critic's score, e.g. the model's log-probability of what follows (``writing.follow_logprob``).
     """
     check_length(seconds, max_new_tokens)
     candidates = check_candidates(candidates)
     if candidates > 1:
         check_select(select)
-        if critic is None:
+        if critic is None and weigh is None:
             raise GenerationError("candidates > 1 needs a critic (a MusicCritic) to choose among them")
         if seconds is None:
             raise GenerationError("search while composing (candidates > 1) composes to a length: give seconds")
@@ -257,41 +272,49 @@ def generate_music(
         settings = dict(grammar=grammar, generation_config=generation_config, window=window, keep=keep,
                         max_note_seconds=max_note_seconds, fast=fast, weights=weights,
                         max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once,
-                        allow_early_end=allow_early_end, controls=controls, canonical_order=canonical_order)
+                        allow_early_end=allow_early_end, controls=controls, canonical_order=canonical_order,
+                        given=given)
+        prompt = input_ids.shape[1]
 
         def compose(rows, span, first, logprob, chunk_progress):
+            done = int(shift_steps(rows[0, prompt:].cpu().numpy()).sum())  # the steps chosen so far
             return _compose(model, rows, seconds=span, max_new_tokens=math.ceil(span * MAX_TOKENS_PER_SECOND),
-                            progress=chunk_progress, stop_event=stop_event, reuse_cache=not first,
-                            logprob=logprob, **settings)
+                            progress=chunk_progress, stop_event=stop_event, reuse_cache=not first, share_prompt=first,
+                            logprob=logprob, given_offset=done, **settings)
 
         pieces = [search_music(compose, input_ids[i : i + 1], critic, candidates, seconds, select=select,
-                               chunk_seconds=search_seconds, logprob_share=logprob_share, streamer=streamer,
-                               progress=progress, stop_event=stop_event, report=search_report)[0]
+                               chunk_seconds=search_seconds, first_chunk_seconds=first_search_seconds,
+                               logprob_share=logprob_share, streamer=streamer,
+                               progress=progress, stop_event=stop_event, report=search_report, weigh=weigh)[0]
                   for i in range(input_ids.shape[0])]
         return _padded(pieces, input_ids.shape[1])
     return _compose(model, input_ids, seconds, max_new_tokens, grammar, generation_config, progress, stop_event,
                     window, keep, max_note_seconds, fast, weights, streamer, assistant_model, max_silence_seconds,
-                    sound_at_once, allow_early_end, controls, canonical_order)
+                    sound_at_once, allow_early_end, controls, canonical_order, given=given)
 
 
 def _compose(model, input_ids, seconds, max_new_tokens=None, grammar=True, generation_config=None, progress=None,
              stop_event=None, window=None, keep=None, max_note_seconds=None, fast=True, weights="auto",
              streamer=None, assistant_model=None, max_silence_seconds=GENERATION_DEFAULTS.max_silence_seconds,
              sound_at_once=GENERATION_DEFAULTS.sound_at_once, allow_early_end=GENERATION_DEFAULTS.allow_early_end,
-             controls=None, canonical_order=GENERATION_DEFAULTS.canonical_order, reuse_cache=False, logprob=None):
+             controls=None, canonical_order=GENERATION_DEFAULTS.canonical_order, reuse_cache=False, logprob=None,
+             given=None, given_offset=0, share_prompt=False):
     """``generate_music`` without search: one ``generate()`` call, or the sliding window. ``reuse_cache``:
     the fast loop keeps its cache of the rows' shared past (a search's later chunks); ``logprob``
-    (``ChunkLogProb``): sums each row's log-probability."""
+    (``ChunkLogProb``): sums each row's log-probability; ``given``/``given_offset``: ``music_processors``'."""
     budget = max_new_tokens if max_new_tokens is not None else math.ceil(seconds * MAX_TOKENS_PER_SECOND)
     window, keep = _window_size(model, window, keep)
     config = copy.deepcopy(generation_config) if generation_config is not None else music_generation_config(model)
     fast, extra = _loop_arguments(model, input_ids.shape[0], window, fast, weights, assistant_model)
     if reuse_cache and fast:
         extra["reuse_cache"] = True
+    elif share_prompt and fast:
+        extra["share_prompt"] = True
 
     state = PerformanceState(start=input_ids.shape[1])
     processors, criteria = music_processors(state, seconds, grammar, max_note_seconds, max_silence_seconds,
-                                            sound_at_once, allow_early_end, controls, canonical_order)
+                                            sound_at_once, allow_early_end, controls, canonical_order, given,
+                                            given_offset)
     if logprob is not None:  # first: it reads the model's own scores
         processors.insert(0, logprob)
         criteria.append(logprob.criterion)

@@ -7,6 +7,8 @@
     [piece] = pipe(seconds=30, seed=0)                          # compose from scratch
     pieces = pipe("song.mid", prompt_seconds=10, seconds=20, num_return_sequences=3)
     [piece] = pipe(seconds=30, key="D minor", dynamics="p", density=4, pedal=False)  # steered
+    [piece] = pipe("song.mid", infill=(8.0, 12.0))              # compose 8-12 s anew, keep the rest
+    [piece] = pipe(melody="tune.mid", accompany=True)           # play around a melody
     piece["score"], piece["midi"], piece["token_ids"], piece["seconds"]
 
     for chunk in pipe.stream(seconds=30, seed=0):               # play while it composes
@@ -62,6 +64,7 @@ from .private_api import optional_pipeline_components
 from .search import check_candidates, check_select, critic_for_model
 from .streaming import MusicStreamer
 from .threads import check_threads, set_threads
+from .writing import AccompanyPlan, FillPlan
 
 logger = logging.getLogger(__name__)
 _DEFAULT = object()  # tells "seconds not given" from seconds=None
@@ -108,6 +111,13 @@ class MidiGenerationPipeline(Pipeline):
       the iterator built on it;
     - ``assistant_model``: a draft model of the same vocabulary (assisted generation, one sequence,
       ``generate()``'s own loop; see ``generate_music``);
+    - ``infill=(start, end)`` seconds: fill a gap of the prompt: the notes that begin in the span are
+      composed anew, everything else is kept (``writing.FillPlan``); ``seconds`` is the span's;
+    - ``melody`` (a MIDI file, bytes, a ``symusic.Score`` or a list of ``(start, end, pitch[, velocity])``
+      notes in seconds) with ``accompany=True``: every melody note sounds as given and the model plays around
+      it (``writing.AccompanyPlan``); ``melody_track``: one track of the file (index or name; default all);
+      with both, ``candidates`` > 1 weighs each chunk's candidates by the model's log-probability of what
+      follows (``follow_seconds``), plus the critic's score where there is one;
     - ``threads``: torch CPU threads while composing: ``"auto"`` (default) the count that decodes this
       model fastest here, measured once a process in a fraction of a second (never more than torch was
       set to: a process that set one thread keeps one); a number; None: torch as it is.
@@ -144,9 +154,12 @@ class MidiGenerationPipeline(Pipeline):
         assistant_model=None, max_silence_seconds=_DEFAULT, sound_at_once=None, allow_early_end=None,
         key=None, key_strength=None, pitch_range=None, velocity_range=None, dynamics=None, density=None,
         max_polyphony=None, pedal=None, threads=_DEFAULT, canonical_order=None, candidates=None, critic=None,
-        select=None, logprob_share=None, search_report=None,
+        select=None, logprob_share=None, search_report=None, infill=None, melody=None, accompany=None,
+        melody_track=None, follow_seconds=None,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
+        writing = self._writing_parameters(infill, melody, accompany, melody_track, seconds, prompt_seconds,
+                                           max_new_tokens, follow_seconds)
         controls = MusicControls(key=key, key_strength=key_strength, pitch_range=pitch_range,
                                  velocity_range=velocity_range, dynamics=dynamics, density=density,
                                  max_polyphony=max_polyphony, pedal=pedal)
@@ -160,7 +173,8 @@ class MidiGenerationPipeline(Pipeline):
             raise GenerationError(f"progress must be callable, got {type(progress).__name__}")
         if stop_event is not None and not callable(getattr(stop_event, "is_set", None)):
             raise GenerationError("stop_event must have is_set() (a threading.Event)")
-        preprocess = {} if prompt_seconds is None else {"prompt_seconds": checked["prompt_seconds"]}
+        preprocess = writing["preprocess"] | ({} if prompt_seconds is None else
+                                              {"prompt_seconds": checked["prompt_seconds"]})
         given = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "seed": seed, "num_return_sequences": num_return_sequences}
         forward = {k: checked[k] for k, v in given.items() if v is not None}
@@ -212,8 +226,42 @@ class MidiGenerationPipeline(Pipeline):
                 raise GenerationError(f"search_report must be a list (it receives each chunk's scores), got "
                                       f"{type(search_report).__name__}")
             forward["search_report"] = search_report
+        forward.update(writing["forward"])
         postprocess = {} if return_prompt is None else {"return_prompt": bool(return_prompt)}
         return preprocess, forward, postprocess
+
+    @staticmethod
+    def _writing_parameters(infill, melody, accompany, melody_track, seconds, prompt_seconds, max_new_tokens,
+                            follow_seconds) -> dict:
+        """The writing arguments checked (``infill``, ``melody``/``accompany``): what preprocessing and the
+        forward pass take of them."""
+        out = {"preprocess": {}, "forward": {}}
+        if accompany not in (None, True, False):
+            raise GenerationError(f"accompany must be True or False, got {accompany!r}")
+        if melody is not None and not accompany:
+            raise GenerationError("melody= is accompanied with accompany=True")
+        if accompany and melody is None:
+            raise GenerationError("accompany=True needs melody= (a MIDI file, bytes, a Score or a list of notes)")
+        if melody_track is not None and melody is None:
+            raise GenerationError("melody_track needs melody=")
+        if infill is not None:
+            if accompany:
+                raise GenerationError("give infill= or accompany=True, not both")
+            if not isinstance(infill, (tuple, list)) or len(infill) != 2:
+                raise GenerationError(f"infill must be (start, end) in seconds, got {infill!r}")
+            out["preprocess"]["infill"] = tuple(infill)
+        if accompany:
+            out["preprocess"].update(melody=melody, melody_track=melody_track)
+        if infill is not None or accompany:
+            what = "infill" if infill is not None else "accompany"
+            for name, value in (("seconds", None if seconds is _DEFAULT else seconds),
+                                ("prompt_seconds", prompt_seconds), ("max_new_tokens", max_new_tokens)):
+                if value is not None:
+                    sets = "span" if what == "infill" else "melody"
+                    raise GenerationError(f"{name} does not go with {what} (the {sets} sets the length)")
+        if follow_seconds is not None:
+            out["forward"]["follow_seconds"] = positive_number("follow_seconds", follow_seconds, most=30)
+        return out
 
     def stream(self, prompt=None, chunk_seconds: float = GENERATION_DEFAULTS.chunk_seconds,
                first_chunk_seconds: float | None = None, **kwargs):
@@ -239,6 +287,8 @@ class MidiGenerationPipeline(Pipeline):
         if kwargs.get("num_return_sequences") not in (None, 1):
             raise GenerationError(f"stream() composes one piece; num_return_sequences="
                                   f"{kwargs['num_return_sequences']!r} asks for several (call the pipeline instead)")
+        if kwargs.get("infill") is not None:
+            raise GenerationError("stream() composes forward; a fill returns the whole piece: call the pipeline")
         if "max_new_tokens" in kwargs and "seconds" not in kwargs:
             kwargs["seconds"] = None
         streamer = MusicStreamer(chunk_seconds, first_chunk_seconds=first_chunk_seconds)
@@ -278,18 +328,21 @@ class MidiGenerationPipeline(Pipeline):
             thread.join()
 
     # ------------------------------------------------------------------ steps
-    def preprocess(self, inputs, prompt_seconds=None):
+    def preprocess(self, inputs, prompt_seconds=None, infill=None, melody=None, melody_track=None):
         prompt = inputs["prompt"] if isinstance(inputs, dict) else inputs
+        if infill is not None:
+            if prompt is None:
+                raise GenerationError("infill needs a piece to fill: pipe('song.mid', infill=(start, end))")
+            return {"plan": FillPlan.from_piece(prompt, *infill, source=_source(prompt))}
+        if melody is not None:
+            if prompt is not None:
+                raise GenerationError("accompany takes the melody as melody=, not a prompt as well")
+            return {"plan": AccompanyPlan.from_melody(melody, melody_track, source=_source(melody, "melody"))}
         if prompt is None:
             if prompt_seconds is not None:
                 raise GenerationError("prompt_seconds needs a prompt")
             return {"input_ids": torch.tensor([[BOS_ID]]), "prompt_steps": 0}
-        if isinstance(prompt, (bytes, bytearray, memoryview)):
-            source = "prompt <bytes>"
-        elif isinstance(prompt, (str, os.PathLike)):
-            source = f"prompt {os.fspath(prompt)}"
-        else:
-            source = "prompt"
+        source = _source(prompt)
         score = load_score(prompt, source=source)
         events = performance_to_ids(score_to_performance(score), getattr(self.tokenizer, "sustain", "events"))
         if prompt_seconds is not None:
@@ -317,9 +370,12 @@ class MidiGenerationPipeline(Pipeline):
                  assistant_model=None, max_silence_seconds=GENERATION_DEFAULTS.max_silence_seconds,
                  sound_at_once=None, allow_early_end=None, controls=None, threads=GENERATION_DEFAULTS.threads,
                  canonical_order=None, candidates=None, critic=None, select=None,
-                 logprob_share=GENERATION_DEFAULTS.logprob_share, search_report=None):
+                 logprob_share=GENERATION_DEFAULTS.logprob_share, search_report=None,
+                 follow_seconds=GENERATION_DEFAULTS.follow_seconds):
+        plan = model_inputs.get("plan")
+        if plan is not None:
+            seconds, max_new_tokens = plan.seconds, None
         check_length(seconds, max_new_tokens)
-        input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
         if max_note_seconds is _DEFAULT:
             max_note_seconds = model_note_limit(self.model)
         if sound_at_once is None:
@@ -328,13 +384,27 @@ class MidiGenerationPipeline(Pipeline):
             allow_early_end = bool(model_setting(self.model, "allow_early_end"))
         if canonical_order is None:
             canonical_order = bool(model_setting(self.model, "canonical_order"))
-        candidates, critic = self._search_setting(candidates, critic, seconds, assistant_model)
+        if plan is not None:
+            candidates, critic = self._writing_setting(plan, candidates, critic, assistant_model)
+        else:
+            candidates, critic = self._search_setting(candidates, critic, seconds, assistant_model)
         if select is None:
             select = model_setting(self.model, "select")
         config = music_generation_config(self.model, temperature=temperature, top_k=top_k, top_p=top_p)
         set_threads(self.model, threads, weights if fast else "float32")  # after every check: a bad call costs nothing
         if seed is not None:
             torch.manual_seed(seed)
+        if plan is not None:
+            written = [plan.compose(
+                self.model, candidates=candidates, critic=critic, follow_seconds=follow_seconds, select=select,
+                generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
+                fast=bool(fast), weights=weights, streamer=streamer, max_silence_seconds=max_silence_seconds,
+                allow_early_end=allow_early_end, controls=controls, canonical_order=canonical_order,
+                logprob_share=logprob_share, search_report=search_report,
+                **({} if isinstance(plan, AccompanyPlan) else {"sound_at_once": sound_at_once}),
+            ) for _ in range(num_return_sequences)]
+            return {"written": written}
+        input_ids = model_inputs["input_ids"].repeat(num_return_sequences, 1)
         sequences = generate_music(
             self.model, input_ids, seconds=seconds, max_new_tokens=max_new_tokens, grammar=grammar,
             generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
@@ -381,7 +451,30 @@ class MidiGenerationPipeline(Pipeline):
             return 1, None
         return candidates, critic
 
+    def _writing_setting(self, plan, candidates, critic, assistant_model):
+        """(K, critic) for a fill or an accompaniment: K given, else ``GENERATION_DEFAULTS``' ``fill_candidates``
+        or ``accompany_candidates``
+        (the candidates are weighed by what follows, which needs no critic); the critic given, else the model's
+        or the bundled one when there is one (its score is added), else none."""
+        if assistant_model is not None:
+            raise GenerationError("infill and accompany run the fast loop, not assisted generation: leave out "
+                                  "assistant_model")
+        if candidates is None:
+            candidates = GENERATION_DEFAULTS.accompany_candidates if isinstance(plan, AccompanyPlan) else \
+                GENERATION_DEFAULTS.fill_candidates
+        candidates = int(candidates)
+        if candidates == 1:
+            return 1, None
+        if critic is None:
+            critic = critic_for_model(self.model)
+            vocab = getattr(self.model.config, "vocab_size", 0) or 0
+            if critic is None and vocab >= VOCAB_SIZE:
+                critic = critic_for_model(self.model, default=_BUNDLED["critic"])
+        return candidates, critic
+
     def postprocess(self, model_outputs, return_prompt=True):
+        if "written" in model_outputs:
+            return [dict(r, midi=r["score"].dumps_midi()) for r in model_outputs["written"]]
         results = []
         for row in model_outputs["sequences"].tolist():
             while row and row[-1] == PAD_ID:
@@ -409,6 +502,15 @@ class _AnyEvent:
 
     def is_set(self) -> bool:
         return any(e.is_set() for e in self.events)
+
+
+def _source(value, what: str = "prompt") -> str:
+    """How an error names a MIDI input: ``prompt song.mid``, ``prompt <bytes>``, ``prompt``."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{what} <bytes>"
+    if isinstance(value, (str, os.PathLike)):
+        return f"{what} {os.fspath(value)}"
+    return what
 
 
 def continuation_score(score: symusic.Score, cut_steps: int) -> symusic.Score:

@@ -6,7 +6,9 @@ a plain ``model.generate(logits_processor=[...], stopping_criteria=[...])``."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import (
     LogitsProcessor,
@@ -22,12 +24,14 @@ from .codec import (
     PAD_ID,
     PIANO_KEYS,
     STEPS_PER_SECOND,
+    SUSTAIN_OFF,
     SUSTAIN_ON,
     TIME_SHIFT,
     VELOCITY,
     VOCAB_SIZE,
     never_generated,
     seconds_to_steps,
+    velocity_bin,
 )
 from .performance_state import PerformanceState
 
@@ -305,8 +309,176 @@ class MusicProgressCriteria(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
+# --------------------------------------------------------------------------- given notes
+SOON_STEPS = 10  # the model strikes no pitch in the 100 ms before a given note of that pitch
+NEAR_STEPS = (25, 50)  # a given note is near from 250 ms before it sounds until 500 ms after it ends
+
+
+@dataclass(frozen=True, eq=False)
+class GivenNotes:
+    """Notes a composition must hold as given, in 10-ms steps counted from where composing starts: ``start``
+    (< 0 for a note struck before, still sounding), ``end`` (> ``start``), ``pitch`` (0..127) and ``velocity``
+    (1..127; the events carry its bin, SPEC rule 6). One pitch's notes do not overlap (the writing plans check).
+    ``harmony``: nats added to the model's onsets of the pitch classes of given notes near in time
+    (``NEAR_STEPS``): an accompaniment leans towards the melody's harmony (0: off)."""
+
+    start: np.ndarray
+    end: np.ndarray
+    pitch: np.ndarray
+    velocity: np.ndarray
+    harmony: float = 0.0
+
+    def __post_init__(self):
+        for name in ("start", "end", "pitch", "velocity"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64).reshape(-1))
+        object.__setattr__(self, "_tables", {})
+
+    def __len__(self) -> int:
+        return len(self.pitch)
+
+    @property
+    def last_step(self) -> int:
+        """The step of the last given event (0 when there is none)."""
+        return int(max(self.end.max(), self.start.max(), 0)) if len(self) else 0
+
+    def tables(self, device: torch.device) -> dict:
+        """Per step t (0 .. the horizon, where later times are clamped): ``on`` (pitches struck at t), ``vel``
+        (their VELOCITY ids), ``off`` (given notes ending at t), ``hold`` (given notes sounding through t),
+        ``soon`` (pitches a given note strikes within ``SOON_STEPS`` after t), ``near`` (the 128 pitches whose
+        pitch class a given note near t holds, ``NEAR_STEPS``), ``next`` (the next step after t with a given
+        event)."""
+        if device not in self._tables:
+            horizon = self.last_step + 1 + NEAR_STEPS[1]  # its last row, where time is clamped, holds nothing
+            on, off, hold, soon = (np.zeros((horizon + 1, 128), bool) for _ in range(4))
+            near = np.zeros((horizon + 1, 12), bool)
+            vel = np.zeros((horizon + 1, 128), np.int64)
+            bins = VELOCITY - 1 + velocity_bin(self.velocity)
+            for a, b, p, v in zip(self.start, self.end, self.pitch, bins):
+                if a >= 0:
+                    on[a, p], vel[a, p] = True, v
+                    soon[max(0, a - SOON_STEPS):a, p] = True
+                if b >= 0:
+                    off[b, p] = True
+                hold[max(a + 1, 0):max(b, 0), p] = True
+                near[max(a - NEAR_STEPS[0], 0):max(b + NEAR_STEPS[1], 0), p % 12] = True
+            steps = np.arange(horizon + 1)
+            first_at = np.where(on.any(1) | off.any(1), steps, np.iinfo(np.int64).max // 2)
+            at_or_after = np.minimum.accumulate(first_at[::-1])[::-1]
+            after = np.concatenate((at_or_after[1:], [np.iinfo(np.int64).max // 2]))
+            self._tables[device] = {
+                "on": torch.from_numpy(on).to(device), "vel": torch.from_numpy(vel).to(device),
+                "off": torch.from_numpy(off).to(device), "hold": torch.from_numpy(hold).to(device),
+                "soon": torch.from_numpy(soon).to(device), "next": torch.from_numpy(after).to(device),
+                "near": torch.from_numpy(np.tile(near, (1, 11))[:, :128]).to(device),
+                "pitch": torch.arange(128, device=device),
+                "velocity": torch.arange(VELOCITY, SUSTAIN_ON, device=device),
+                "shift": torch.arange(1, MAX_SHIFT + 1, device=device),
+            }
+        return self._tables[device]
+
+
+def _land_on(scores: torch.Tensor, rows: torch.Tensor, left: torch.Tensor, steps: torch.Tensor) -> None:
+    """In ``rows``, the probability of every TIME_SHIFT of ``left`` steps or more goes to the one of ``left``."""
+    if bool(rows.any()):
+        shifts = scores[:, TIME_SHIFT:VELOCITY]
+        reach = steps >= left[:, None]
+        folded = torch.logsumexp(shifts.masked_fill(~reach, -math.inf), 1)
+        clipped = shifts.masked_fill(reach, -math.inf)
+        clipped.scatter_(1, (left - 1).clamp(0, MAX_SHIFT - 1)[:, None], folded[:, None])
+        scores[:, TIME_SHIFT:VELOCITY] = torch.where(rows[:, None], clipped, shifts)
+
+
+class GivenNotesLogitsProcessor(LogitsProcessor):
+    """Every given note (``GivenNotes``) sounds as given: its NOTE_ON (after its VELOCITY when the velocity
+    changes) at its step and its NOTE_OFF at its end, while the model plays around it.
+
+    Within a step that holds given events the model may add its own, in the encoder's order (SPEC rule 7):
+    NOTE_OFFs below the lowest pending given NOTE_OFF, then (the pedal and) onsets below the lowest pending
+    given onset; the step does not end (no TIME_SHIFT, no ``<eos>``) before the given events are written:
+    the probability of what the step cannot hold yet (ending the step, an onset above a pending one) goes to
+    the next given event, so the model is given its note where it would move on. A note of the model's
+    sounding on a pitch a given note strikes is ended first. Between given events, a TIME_SHIFT never jumps
+    past the next one (a longer shift's probability goes to the shift that lands on it, as
+    ``MusicTimeLimitLogitsProcessor`` clips at the limit); the model never ends or re-strikes a sounding given
+    note, nor strikes a pitch a given note strikes within the next ``SOON_STEPS``.
+
+    ``offset``: the steps composed before the state's start (a search's later chunk). Put it last (after
+    the controls and ``CanonicalOrderLogitsProcessor``): given notes pass every control. Where the processors
+    before it leave a row nothing it allows, the row takes the next given event (or the shift towards it).
+    """
+
+    def __init__(self, given: GivenNotes, state: PerformanceState | None = None, offset: int = 0):
+        self.given, self.offset = given, int(offset)
+        self.state = state if state is not None else PerformanceState()
+        if not self.state.in_order:  # on_top/off_top/phase: what the current step has written
+            self.state.in_order = True
+            self.state.set_history(self.state.history)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        s = self.state.sync(input_ids)
+        c = self.given.tables(scores.device)
+        horizon = c["next"].shape[0] - 1
+        t = (s.elapsed + self.offset).clamp(0, horizon)
+        on, off, hold, soon = c["on"][t], c["off"][t], c["hold"][t], c["soon"][t]
+        pitch, none = c["pitch"][None], 128
+        struck = pitch <= s.on_top[:, None]  # the step's onsets come in ascending pitch
+        pending_on = on & ~struck
+        pending_off = (off | pending_on) & s.sounding & (s.phase <= 1)[:, None]
+        low_off = torch.where(pending_off, pitch, none).amin(1)
+        low_on = torch.where(pending_on, pitch, none).amin(1)
+        rows_off = low_off < none
+        rows_on = (low_on < none) & ~rows_off
+        idle = ~(rows_off | rows_on)
+        own_on = ~(hold | soon | off | on)  # the model's own onsets
+        own_off = ~(hold | (on & struck))  # never end a given note
+        velocity = c["vel"][t].gather(1, low_on.clamp(max=127)[:, None])[:, 0]  # the lowest pending onset's
+
+        # time: an idle row's shift lands on the next given event at the latest
+        left = c["next"][t] - t
+        _land_on(scores, idle & (left <= MAX_SHIFT), left, c["shift"])
+
+        # A step with given events pending keeps the encoder's order for the model's own events too (NOTE_OFFs
+        # ascending, the pedal, onsets ascending, no re-strike), so it ends: the given ones come within it.
+        busy = ~idle
+        order = busy[:, None]
+        late = (s.phase >= 2)[:, None]
+        if self.given.harmony:  # the model's own onsets lean towards the pitch classes of given notes near now
+            scores[:, NOTE_ON:NOTE_OFF] += self.given.harmony * c["near"][t].float()
+        allowed = torch.ones_like(scores, dtype=torch.bool)
+        allowed[:, NOTE_ON:NOTE_OFF] = own_on & ~(order & (~(pitch > s.on_top[:, None]) | s.sounding)) & ~(
+            rows_on[:, None] & (pitch >= low_on[:, None])) & ~rows_off[:, None]
+        given_now = rows_on & (s.velocity == velocity)  # the lowest pending onset, at its velocity
+        allowed[:, NOTE_ON:NOTE_OFF] |= given_now[:, None] & (pitch == low_on[:, None])
+        allowed[:, NOTE_OFF:TIME_SHIFT] = own_off & ~(order & (late | ~(pitch > s.off_top[:, None]))) & ~(
+            rows_off[:, None] & (pitch > low_off[:, None]))
+        allowed[:, TIME_SHIFT:VELOCITY] = idle[:, None]
+        allowed[:, VELOCITY:SUSTAIN_ON] = ~order | (rows_on[:, None] & (c["velocity"] == velocity[:, None])
+                                                    & (s.velocity != velocity)[:, None])
+        allowed[:, SUSTAIN_ON] = idle | (rows_on & (s.phase < 3))
+        allowed[:, SUSTAIN_OFF] = idle | (rows_on & (s.phase < 2))
+        allowed[:, EOS_ID] = idle & (s.elapsed + self.offset > self.given.last_step)
+        must = torch.where(rows_off, NOTE_OFF + low_off, torch.where(
+            rows_on, torch.where(s.velocity == velocity, NOTE_ON + low_on, velocity),
+            TIME_SHIFT - 1 + left.clamp(1, MAX_SHIFT)))  # the next given event (or the shift towards it)
+        masked = scores.masked_fill(~allowed, -math.inf)
+        if bool(busy.any()):
+            # What the model would play that the step cannot hold yet (ending the step, an onset above a given
+            # one) goes to the next given event: the model is given its note where it would move on, rather
+            # than made to pile up its own notes until it happens to pick the given one.
+            held = torch.logsumexp(scores.masked_fill(allowed, -math.inf), 1)
+            take = busy & torch.isfinite(held)
+            rows = torch.nonzero(take)[:, 0]
+            if len(rows):
+                masked[rows, must[rows]] = torch.logaddexp(masked[rows, must[rows]], held[rows])
+        cornered = torch.isneginf(masked).all(1)
+        if bool(cornered.any()):  # the next given event (or the shift towards it) is always allowed
+            masked[cornered, must[cornered]] = 0.0
+        return masked
+
+
 __all__ = [
-    "CanonicalOrderLogitsProcessor", "MaxNoteLengthLogitsProcessor", "MaxSilenceLogitsProcessor",
+    "CanonicalOrderLogitsProcessor", "GivenNotes", "GivenNotesLogitsProcessor", "MaxNoteLengthLogitsProcessor",
+    "MaxSilenceLogitsProcessor",
     "MusicProgressCriteria", "MusicTimeLimitLogitsProcessor", "MusicTimeStoppingCriteria",
     "PerformanceGrammarLogitsProcessor", "SoundAtOnceLogitsProcessor",
 ]

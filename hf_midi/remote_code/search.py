@@ -103,12 +103,14 @@ def search_music(compose, input_ids: torch.LongTensor, critic, candidates: int, 
                  critic_seconds: float = GENERATION_DEFAULTS.critic_seconds,
                  logprob_share: float = GENERATION_DEFAULTS.logprob_share,
                  streamer: BaseStreamer | None = None, progress=None, stop_event=None, report: list | None = None,
-                 ) -> torch.LongTensor:
+                 weigh=None) -> torch.LongTensor:
     """Compose ``seconds`` of music after ``input_ids`` (1, P) in chunks, each the critic's choice of
     ``candidates`` sampled in one batch. ``compose(rows, seconds, first, logprob)`` is ``generate_music``'s
     single-chunk composer: (K, T) ids -> (K, T + n) ids padded after an ``<eos>``. Returns (1, P + n) ids.
     ``report``: a list that receives, per chunk, its music seconds, the candidates' scores, the index kept and
-    ``wall``, the seconds since the search began when it was kept."""
+    ``wall``, the seconds since the search began when it was kept. ``weigh(rows, seconds_done)``: each
+    candidate's weight, added to the critic's score (``critic`` None: the weight alone), e.g. the model's
+    log-probability of what follows a gap (``writing.py``)."""
     check_candidates(candidates)
     check_select(select)
     if input_ids.shape[0] != 1:
@@ -132,7 +134,12 @@ def search_music(compose, input_ids: torch.LongTensor, critic, candidates: int, 
         out = compose(rows, span, first, logprob, chunk_progress if progress is not None else None)
         new = out[:, piece.shape[1]:]
         # the critic hears the last critic_seconds and judges the chunk the candidates differ in
-        scores = critic.score_ids([r[r != PAD_ID].cpu().numpy() for r in out], seconds=critic_seconds, tail=span)
+        scores = np.zeros(candidates)
+        if critic is not None:
+            scores = scores + critic.score_ids([r[r != PAD_ID].cpu().numpy() for r in out], seconds=critic_seconds,
+                                               tail=span)
+        if candidates > 1 and weigh is not None:
+            scores = scores + np.asarray(weigh(out, done + span), dtype=np.float64)
         if logprob is not None and logprob.total is not None:
             scores = scores + float(logprob_share) * logprob.mean().cpu().numpy()
         if select == "best" or candidates == 1:
