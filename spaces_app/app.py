@@ -730,8 +730,8 @@ def build_demo(model: str | None = None, pipe=None, concurrency: int = DEFAULT_C
         gr.Markdown(
             "# hf-midi: expressive piano\n"
             "A GPT-2 over performance events (Oore et al. 2018) composes piano music with timing and "
-            "dynamics. Compose from scratch or continue a MIDI file, fill a gap in it or accompany its melody, steer it "
-            "in *Style*; listen, look, download."
+            "dynamics. Compose from scratch or continue a MIDI file, fill a gap in it or accompany its melody, "
+            "steer it in *Style*; listen, look, download."
         )
         if not studio.pipes:
             gr.Markdown(NO_MODEL, elem_id="no-model")
