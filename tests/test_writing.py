@@ -368,7 +368,15 @@ def test_an_accompaniment_is_steered_to_an_accompaniments_density_unless_one_is_
     assert seen[1] is None or seen[1].density is None
     assert counts["steered"] < counts["free"]  # the tiny model plays a flurry unless steered
     plan.compose(model, generation_config=config, controls=MusicControls(density=7.0, key="C major"))
-    assert seen[-1].density == 7.0 and seen[-1].key == "C major"  # the caller's own density is kept
+    assert seen[-1].density == 7.0 and seen[-1].key == "C major"  # the caller's own density and key are kept
+    # under the tune: no new note above the melody's median pitch (63 here), unless the caller gives a range
+    assert seen[0].pitch_range == (21, 63) and seen[0].key is not None and seen[0].key_strength == 2.0
+    plan.compose(model, generation_config=config, controls=MusicControls(pitch_range=(40, 90)))
+    assert seen[-1].pitch_range == (40, 90)
+    torch.manual_seed(1)
+    out = plan.compose(model, generation_config=config)
+    own = out["score"].tracks[1].notes.numpy()
+    assert len(own["pitch"]) and own["pitch"].max() <= 63
 
 
 def test_a_fill_honours_the_controls_for_its_new_notes(pipe):

@@ -456,6 +456,11 @@ def seconds_to_steps(seconds: float) -> int:
     return int(_quantise(np.float64(seconds)))
 
 
+def to_steps(seconds) -> np.ndarray:
+    """Times in seconds (an array) as 10 ms steps, by rule 2's rounding: ``seconds_to_steps`` for many."""
+    return _quantise(seconds)
+
+
 def _quantise(t: np.ndarray) -> np.ndarray:
     """Rule 2: floor(t * 100 + 0.5) on absolute float64 times.
 
@@ -732,6 +737,7 @@ __all__ = [
     "VELOCITY", "VOCAB_SIZE", "MidiLike", "MidiReadError", "Performance",
     "TokenIdError", "bin_velocity", "check_ids", "check_smf", "decode", "encode", "event_family",
     "drum_note", "ids_to_notes", "jitter_velocity", "load_score", "performance_to_ids", "score_to_performance",
-    "keys_down", "never_generated", "seconds_to_steps", "shift_steps", "stretch", "token_names", "transpose",
+    "keys_down", "never_generated", "seconds_to_steps", "shift_steps", "stretch", "to_steps", "token_names",
+    "transpose",
     "velocity_bin",
 ]

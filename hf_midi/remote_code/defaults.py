@@ -71,6 +71,9 @@ class GenerationDefaults:
     # ... and its onsets towards the pitch classes of the melody notes near them in time (nats, GivenNotes):
     # chord tones under the tune.
     accompany_harmony: float = 3.0
+    # ... and under the tune: no new note above the melody's median pitch (left alone, the models often play
+    # above a melody, hiding it).
+    accompany_below: bool = True
     # Music a streamed chunk holds (pipe.stream, the Space's live audio).
     chunk_seconds: float = 0.5
     # torch CPU threads while composing: "auto" measures the fastest count once a process (threads.py;

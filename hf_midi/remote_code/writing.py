@@ -38,6 +38,7 @@ from .codec import (
     MAX_SECONDS,
     NOTE_OFF,
     PAD_ID,
+    PIANO_KEYS,
     STEPS_PER_SECOND,
     TICKS_PER_STEP,
     Performance,
@@ -425,12 +426,14 @@ class AccompanyPlan:
                 follow_seconds: float = GENERATION_DEFAULTS.follow_seconds,
                 context: int = GENERATION_DEFAULTS.follow_context,
                 density_ratio: float | None = GENERATION_DEFAULTS.accompany_density,
-                key_strength: float | None = GENERATION_DEFAULTS.accompany_key_strength, **settings) -> dict:
+                key_strength: float | None = GENERATION_DEFAULTS.accompany_key_strength,
+                below: bool = GENERATION_DEFAULTS.accompany_below, **settings) -> dict:
         """Accompany the melody with ``generate_music`` (``settings``: its arguments; ``streamer`` streams the
         music as it is decided). Unless ``settings`` hold a density control, the music is steered towards
         ``density_ratio`` x the melody's onsets a second, melody included (None: left to the model); unless they
         hold a key, towards the melody's key (Krumhansl-Schmuckler on its notes), notes outside it taking
-        ``key_strength`` nats (None: left to the model). Returns
+        ``key_strength`` nats (None: left to the model); unless they hold a pitch range and ``below``, no new
+        note above the melody's middle pitch (its median), so that the tune stays on top. Returns
         ``score`` (tracks "Melody" and "Accompaniment"), ``token_ids`` (``<bos>`` and the events composed,
         melody included), ``seconds``, ``melody_notes`` and ``accompaniment_notes``."""
         weigh = self.weigh(model, follow_seconds, context) if candidates > 1 else None
@@ -442,6 +445,9 @@ class AccompanyPlan:
         key = find_key(self.melody["pitch"], self.melody["end"] - self.melody["start"])
         if controls.key is None and key_strength and key is not None:  # the melody's key, softly
             controls = replace(controls, key=f"{SHARP_NAMES[key[0]]} {key[1]}", key_strength=key_strength)
+        if controls.pitch_range is None and below:  # under the tune (POP909's arrangements play below it)
+            top = int(np.median(self.melody["pitch"]))
+            controls = replace(controls, pitch_range=(PIANO_KEYS[0], max(top, PIANO_KEYS[0] + 24)))
         settings["controls"] = controls
         out = generate_music(model, torch.tensor([[BOS_ID]]), seconds=self.seconds, candidates=candidates,
                              critic=critic, weigh=weigh, given=self.given, **settings)
