@@ -4,7 +4,8 @@
         [--pieces 40] [--seconds 30] [--data ../shared/data] [--out results/search_base.json] [--keep DIR]
 
 A setting is ``k1`` (no search), ``bestK`` (the critic's best of K, chunk by chunk), ``sampleK`` (one of K drawn
-by the critic's weights) or ``bestK-lpW`` (best of K by the critic plus W x the mean log-probability a token).
+by the critic's weights) or ``bestK-lpW`` (best of K by the critic plus W x the mean log-probability a token),
+each with ``-rpN`` (``restrike_penalty`` N nats) or ``-rpoff`` (none) where not the model's own.
 Each composes ``--pieces`` pieces (seeds 0..N-1) of ``--seconds`` with the model's other shipped settings, one
 thread, one after another. Per setting:
 
@@ -37,16 +38,18 @@ from hf_midi.evaluation.listener import DEGENERATE, degenerate, listen_ids, list
 from hf_midi.loading import load_pipeline
 from hf_midi.remote_code.codec import PAD_ID, ids_to_notes
 
-SETTING = re.compile(r"^(k1|(best|sample)(\d+)(-lp([\d.]+))?)$")
+SETTING = re.compile(r"^(k1|(best|sample)(\d+)(-lp([\d.]+))?)(-rp([\d.]+|off))?$")
 
 
 def parse_setting(text: str) -> dict:
     m = SETTING.match(text)
     if not m:
-        raise SystemExit(f"--setting {text!r}: k1, bestK, sampleK or bestK-lpW")
-    if text == "k1":
-        return {"candidates": 1}
-    return {"candidates": int(m.group(3)), "select": m.group(2), "logprob_share": float(m.group(5) or 0.0)}
+        raise SystemExit(f"--setting {text!r}: k1, bestK, sampleK or bestK-lpW, each with -rpN (restrike_penalty "
+                         "N nats) or -rpoff (none) if not the model's own")
+    restrike = {} if m.group(6) is None else {"restrike_penalty": None if m.group(7) == "off" else float(m.group(7))}
+    if m.group(1) == "k1":
+        return {"candidates": 1} | restrike
+    return {"candidates": int(m.group(3)), "select": m.group(2), "logprob_share": float(m.group(5) or 0.0)} | restrike
 
 
 def waits(report: list[dict]) -> tuple[float, float]:
@@ -139,7 +142,9 @@ def main(argv=None) -> None:
     seeds = range(args.first_seed, args.first_seed + args.pieces)
     report = {}
     for text in settings:
-        setting = parse_setting(text) | ({"critic": args.critic} if args.critic and text != "k1" else {})
+        setting = parse_setting(text)
+        if args.critic and setting["candidates"] > 1:
+            setting["critic"] = args.critic
         pieces = compose(pipe, setting, seeds, args.seconds, Path(args.keep) if args.keep else None,
                          f"{args.model}-{text}", args.threads)
         report[text] = summary(pieces, real, args.seconds)

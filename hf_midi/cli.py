@@ -125,6 +125,19 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(e.problem) from None
 
 
+def _nats_or_off(text: str):
+    from .remote_code.arguments import ArgumentError, positive_number
+
+    if text == "off":
+        return "off"
+    try:
+        return positive_number("nats", float(text), unit=" (nats), or off")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected nats > 0 or off, got {text!r}") from None
+    except ArgumentError as e:
+        raise argparse.ArgumentTypeError(e.problem) from None
+
+
 def _threads(text: str):
     if text == "auto":
         return "auto"
@@ -198,6 +211,9 @@ def configure_generate(p: argparse.ArgumentParser, writing: bool = False) -> Non
                    help="only what the encoder could have written: one order within each 10-ms step, no blips, no "
                         "key the piano lacks (default: the model's generation config, canonical_order; off unless "
                         "it sets it)")
+    p.add_argument("--restrike-penalty", type=_nats_or_off, default=None, metavar="NATS|off",
+                   help="against hammering: an onset striking a pitch again within 0.3 s loses NATS for each "
+                        "re-strike in a row (default: the model's generation config, restrike_penalty; off: none)")
     if writing:
         search = p.add_argument_group("search", "compose in chunks, K candidates each, weighed by the model's "
                                       "log-probability of what follows (plus the critic's score)")
@@ -335,7 +351,8 @@ def run_generate(args: argparse.Namespace) -> int:
                                                ("canonical_order", args.canonical_order)) if value is not None},
             **{name: None if value == "off" else value
                for name, value in (("max_note_seconds", args.max_note_seconds),
-                                   ("max_silence_seconds", args.max_silence_seconds)) if value is not None},
+                                   ("max_silence_seconds", args.max_silence_seconds),
+                                   ("restrike_penalty", args.restrike_penalty)) if value is not None},
         )
     finally:
         bar.close()

@@ -37,6 +37,7 @@ from hf_midi.remote_code.codec import (
 from hf_midi.remote_code.generation import cut_events, generate_music, music_generation_config
 from hf_midi.remote_code.performance_state import PerformanceState
 from hf_midi.remote_code.processors import (
+    OPENING_STEPS,
     MusicProgressCriteria,
     MusicTimeLimitLogitsProcessor,
     MusicTimeStoppingCriteria,
@@ -235,7 +236,32 @@ def test_sound_at_once_forbids_time_and_eos_until_the_first_note():
     for row in range(3):  # no note yet: neither time nor the end may come; notes, velocity, pedal may
         assert (out[row, TIME_SHIFT:VELOCITY] == -math.inf).all() and out[row, EOS_ID] == -math.inf
         assert (out[row, :TIME_SHIFT] == 0).all() and (out[row, VELOCITY:EOS_ID] == 0).all()
-    assert torch.equal(out[3], scores[3])  # a note has sounded: nothing changes
+    # one note has sounded, at step 0 of a piece from scratch: the next onset comes within 0.6 s
+    assert torch.equal(out[3, :TIME_SHIFT], scores[3, :TIME_SHIFT]) and out[3, EOS_ID] == 0
+    assert torch.isfinite(out[3, TIME_SHIFT:TIME_SHIFT + OPENING_STEPS]).all()
+    assert (out[3, TIME_SHIFT + OPENING_STEPS:VELOCITY] == -math.inf).all()
+    # the longer shifts' probability lands on the one of 0.6 s
+    assert out[3, TIME_SHIFT + OPENING_STEPS - 1] == pytest.approx(math.log(100 - OPENING_STEPS + 1))
+
+
+def test_the_second_onset_of_a_piece_from_scratch_comes_within_0_6_s():
+    scores = torch.zeros(3, VOCAB_SIZE)
+    lone = [BOS_ID, SUSTAIN_ON, VELOCITY + 3, 60, TIME_SHIFT + 59]  # 0.6 s after the first onset, nothing else
+    ids = torch.tensor([lone, [BOS_ID, VELOCITY + 3, 60, 64, TIME_SHIFT + 59], lone])
+    out = SoundAtOnceLogitsProcessor(PerformanceState(start=1))(ids, scores.clone())
+    assert (out[0, TIME_SHIFT:VELOCITY] == -math.inf).all() and out[0, EOS_ID] == -math.inf  # time waits
+    assert (out[0, :TIME_SHIFT] == 0).all()  # for an onset (a NOTE_OFF or the pedal may come first)
+    assert torch.equal(out[1], scores[1])  # two onsets: the opening is not a lone note
+    # a prompt with notes has opened already: the same ids with the first note in the prompt change nothing
+    prompted = SoundAtOnceLogitsProcessor(PerformanceState(start=4))(ids[2:], scores[2:].clone())
+    assert torch.equal(prompted[0], scores[2])
+    # composed: a model that would hold its first note alone for seconds strikes the next by 0.6 s
+    model = _silence_and_end_model()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        [piece] = generate_music(model, torch.tensor([[BOS_ID]]), seconds=3.0).tolist()
+        starts = np.sort(ids_to_notes(piece)["start"])  # a chord's second note is a second onset too
+        assert starts[0] == 0 and starts[1] <= OPENING_STEPS, starts[:3]
 
 
 def test_the_two_rules_make_a_waiting_model_play_at_once_and_last_as_asked():

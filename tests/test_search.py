@@ -161,20 +161,21 @@ def test_search_keeps_what_the_critic_prefers():
     config = music_generation_config(model)
     config.suppress_tokens = [PAD_ID, BOS_ID, codec.EOS_ID]
     ids = torch.tensor([[BOS_ID]])
-    onsets = {}
-    for k in (1, 8):
-        torch.manual_seed(3)
-        report = []
-        out = generate_music(model, ids, seconds=4.0, generation_config=config, candidates=k,
-                             critic=OnsetCounter() if k > 1 else None, search_report=report)
-        row = out[0][out[0] != PAD_ID]
-        assert codec.shift_steps(row.numpy()).sum() == 400  # exactly the asked 4 s
-        onsets[k] = int((row < NOTE_OFF).sum())
-        if k > 1:
-            assert [r["seconds"] for r in report] == [1.0, 2.0, 1.0]  # a short first chunk, then 2 s
-            for r in report:
-                assert len(r["scores"]) == 8 and r["kept"] == int(np.argmax(r["scores"]))
-    assert onsets[8] > onsets[1]
+    onsets = {1: 0, 8: 0}
+    for seed in range(3):  # summed over three seeds: one seed's best of 8 may tie with its K = 1
+        for k in (1, 8):
+            torch.manual_seed(seed)
+            report = []
+            out = generate_music(model, ids, seconds=4.0, generation_config=config, candidates=k,
+                                 critic=OnsetCounter() if k > 1 else None, search_report=report)
+            row = out[0][out[0] != PAD_ID]
+            assert codec.shift_steps(row.numpy()).sum() == 400  # exactly the asked 4 s
+            onsets[k] += int((row < NOTE_OFF).sum())
+            if k > 1:
+                assert [r["seconds"] for r in report] == [1.0, 2.0, 1.0]  # a short first chunk, then 2 s
+                for r in report:
+                    assert len(r["scores"]) == 8 and r["kept"] == int(np.argmax(r["scores"]))
+    assert onsets[8] > 1.5 * onsets[1], onsets
 
 
 def test_search_streams_what_it_keeps_and_is_reproducible(critic):

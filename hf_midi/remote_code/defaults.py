@@ -42,6 +42,9 @@ class GenerationDefaults:
     # Only what the encoder could have written (CanonicalOrderLogitsProcessor): one order within a step,
     # no blips, no key the piano lacks. Off for a model whose generation config does not turn it on.
     canonical_order: bool = False
+    # Against hammering (RestrikeLogitsProcessor): nats taken from an onset that strikes a pitch again within
+    # 0.3 s, times the re-strikes in a row. None: off, for a model whose generation config sets none.
+    restrike_penalty: float | None = None
     # Search while composing (search.py): K candidates for each chunk of music, in one batch, the one the
     # critic scores highest kept ("best") or one drawn by the critic's weights ("sample"). 1: off, as for a
     # model whose generation config sets none; the bundled models set their own (benchmarks/RESULTS.md).
@@ -83,7 +86,8 @@ class GenerationDefaults:
 
 GENERATION_DEFAULTS = GenerationDefaults()
 # The settings that are ours, not generate()'s: read from a model's generation config by name.
-MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end", "canonical_order", "candidates", "select")
+MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end", "canonical_order", "restrike_penalty",
+                  "candidates", "select")
 
 
 def generation_config_for(vocab_size: int, bos_id: int, eos_id: int, pad_id: int, never: list[int],

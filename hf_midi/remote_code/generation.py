@@ -69,6 +69,7 @@ from .processors import (
     MusicTimeLimitLogitsProcessor,
     MusicTimeStoppingCriteria,
     PerformanceGrammarLogitsProcessor,
+    RestrikeLogitsProcessor,
     SoundAtOnceLogitsProcessor,
 )
 from .search import check_candidates, check_select, search_music
@@ -136,6 +137,7 @@ def music_processors(state: PerformanceState | None = None, seconds: float | Non
                      controls: MusicControls | None = None,
                      canonical_order: bool = GENERATION_DEFAULTS.canonical_order,
                      given: GivenNotes | None = None, given_offset: int = 0,
+                     restrike_penalty: float | None = GENERATION_DEFAULTS.restrike_penalty,
                      ) -> tuple[LogitsProcessorList, StoppingCriteriaList]:
     """The music's processors and criteria for one ``generate()`` call, sharing ``state`` (a new one, counting
     time from the end of the prompt, by default): what ``generate_music`` runs, for a plain
@@ -144,7 +146,8 @@ def music_processors(state: PerformanceState | None = None, seconds: float | Non
     ``canonical_order``: ``CanonicalOrderLogitsProcessor`` last (it yields where the others corner a row),
     its keys the piano's, widened to a ``pitch_range`` control's. ``given`` (``GivenNotes``, counted from
     ``given_offset`` steps before the state's start): ``GivenNotesLogitsProcessor`` after everything, so that the
-    given notes sound as given whatever the controls ask of the new ones."""
+    given notes sound as given whatever the controls ask of the new ones. ``restrike_penalty`` (nats; None: off):
+    ``RestrikeLogitsProcessor`` before the controls, against hammering."""
     state = state if state is not None else PerformanceState()
     processors, criteria = LogitsProcessorList(), StoppingCriteriaList()
     if grammar:
@@ -155,6 +158,8 @@ def music_processors(state: PerformanceState | None = None, seconds: float | Non
         processors.append(MaxSilenceLogitsProcessor(max_silence_seconds, state))
     if sound_at_once:
         processors.append(SoundAtOnceLogitsProcessor(state))
+    if restrike_penalty is not None:
+        processors.append(RestrikeLogitsProcessor(restrike_penalty, state))
     if controls:
         processors.extend(controls.processors(state))
     if seconds is not None:
@@ -226,6 +231,7 @@ def generate_music(
     search_report: list | None = None,
     given: GivenNotes | None = None,
     weigh=None,
+    restrike_penalty: float | None = GENERATION_DEFAULTS.restrike_penalty,
 ) -> torch.LongTensor:
     """Continue each row of ``input_ids`` (N, P) with ``model.generate()``; returns (N, P + n) ids,
     each row ending with ``<eos>`` when the model ended the piece, then ``<pad>``.
@@ -241,6 +247,8 @@ def generate_music(
     before ``seconds``; False: each row lasts ``seconds`` (the token budget aside).
     ``controls``: ``MusicControls`` (key, register, dynamics, density, polyphony, pedal) for the new music.
     ``canonical_order``: only what the encoder could have written (``CanonicalOrderLogitsProcessor``).
+    ``restrike_penalty``: nats taken from striking a pitch again within 0.3 s, times the re-strikes in a row
+    (``RestrikeLogitsProcessor``, against hammering); None: off.
     ``fast``: ``generate()`` with ``custom_generate=fast_sample`` (the same sampling, a lean forward;
     models it does not cover take ``generate()``'s own loop); ``weights``: its format (``float32``: the
     tokens of ``fast=False`` under one seed; ``float16``/``int8``: fbgemm's CPU kernels; ``auto``: float16
@@ -273,7 +281,7 @@ def generate_music(
                         max_note_seconds=max_note_seconds, fast=fast, weights=weights,
                         max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once,
                         allow_early_end=allow_early_end, controls=controls, canonical_order=canonical_order,
-                        given=given)
+                        given=given, restrike_penalty=restrike_penalty)
         prompt = input_ids.shape[1]
 
         def compose(rows, span, first, logprob, chunk_progress):
@@ -290,7 +298,8 @@ def generate_music(
         return _padded(pieces, input_ids.shape[1])
     return _compose(model, input_ids, seconds, max_new_tokens, grammar, generation_config, progress, stop_event,
                     window, keep, max_note_seconds, fast, weights, streamer, assistant_model, max_silence_seconds,
-                    sound_at_once, allow_early_end, controls, canonical_order, given=given)
+                    sound_at_once, allow_early_end, controls, canonical_order, given=given,
+                    restrike_penalty=restrike_penalty)
 
 
 def _compose(model, input_ids, seconds, max_new_tokens=None, grammar=True, generation_config=None, progress=None,
@@ -298,7 +307,8 @@ def _compose(model, input_ids, seconds, max_new_tokens=None, grammar=True, gener
              streamer=None, assistant_model=None, max_silence_seconds=GENERATION_DEFAULTS.max_silence_seconds,
              sound_at_once=GENERATION_DEFAULTS.sound_at_once, allow_early_end=GENERATION_DEFAULTS.allow_early_end,
              controls=None, canonical_order=GENERATION_DEFAULTS.canonical_order, reuse_cache=False, logprob=None,
-             given=None, given_offset=0, share_prompt=False):
+             given=None, given_offset=0, share_prompt=False,
+             restrike_penalty=GENERATION_DEFAULTS.restrike_penalty):
     """``generate_music`` without search: one ``generate()`` call, or the sliding window. ``reuse_cache``:
     the fast loop keeps its cache of the rows' shared past (a search's later chunks); ``logprob``
     (``ChunkLogProb``): sums each row's log-probability; ``given``/``given_offset``: ``music_processors``'."""
@@ -314,7 +324,7 @@ def _compose(model, input_ids, seconds, max_new_tokens=None, grammar=True, gener
     state = PerformanceState(start=input_ids.shape[1])
     processors, criteria = music_processors(state, seconds, grammar, max_note_seconds, max_silence_seconds,
                                             sound_at_once, allow_early_end, controls, canonical_order, given,
-                                            given_offset)
+                                            given_offset, restrike_penalty)
     if logprob is not None:  # first: it reads the model's own scores
         processors.insert(0, logprob)
         criteria.append(logprob.criterion)

@@ -23,6 +23,9 @@ from .codec import (
 )
 
 # --------------------------------------------------------------------------- state
+# An onset within this many 10-ms steps of the last onset of its pitch re-strikes it (the listener's
+# degenerate-mode check counts re-strikes within the same 0.3 s: hf_midi.evaluation.listener.RESTRIKE_SECONDS).
+RESTRIKE_STEPS = 30
 _TABLES: dict[torch.device, dict[str, torch.Tensor]] = {}
 
 
@@ -52,6 +55,20 @@ def _tables(device: torch.device) -> dict[str, torch.Tensor]:
     return _TABLES[device]
 
 
+def _restrike_runs(ids: torch.Tensor, clock: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``struck`` and ``run`` (``PerformanceState``) from whole rows of ids and the clock at each position."""
+    rows = ids.shape[0]
+    struck = np.full((rows, 129), -RESTRIKE_STEPS - 1, dtype=np.int64)
+    run = np.zeros((rows, 129), dtype=np.int64)
+    ids_np, clock_np = ids.cpu().numpy(), clock.cpu().numpy()
+    for r in range(rows):
+        at = np.flatnonzero(ids_np[r] < NOTE_OFF)
+        for pitch, now in zip(ids_np[r, at].tolist(), clock_np[r, at].tolist()):
+            run[r, pitch] = run[r, pitch] + 1 if now - struck[r, pitch] <= RESTRIKE_STEPS else 0
+            struck[r, pitch] = now
+    return torch.from_numpy(struck).to(ids.device), torch.from_numpy(run).to(ids.device)
+
+
 def step_counts(ids: torch.Tensor) -> torch.Tensor:
     """The 10 ms steps each id advances the clock (the codec's ``shift_steps``, as a table gather)."""
     return _tables(ids.device)["steps"][ids.clamp(0, VOCAB_SIZE)]
@@ -76,10 +93,15 @@ class PerformanceState:
     ``last`` (B,) the last id; ``ended`` (B,) the last id is ``<eos>`` or ``<pad>``; ``noted`` (B,) a
     NOTE_ON has come (history included); ``velocity`` (B,) the id of the last VELOCITY (history
     included; ``VOCAB_SIZE + 1`` before any: the decoder's default applies); ``onsets`` (B,) NOTE_ONs
-    since ``start``; with ``track_pitch_classes`` (set by ``KeyProfileLogitsProcessor``) ``pitch_time``
+    since ``start``, ``prompt_onsets`` (B,) before it; with ``track_pitch_classes`` (set by
+    ``KeyProfileLogitsProcessor``) ``pitch_time``
     (B, 12) steps each pitch class has sounded (keys down, summed over its pitches) since ``start``; with
     ``track_onsets`` (set by ``MaxNoteLengthLogitsProcessor``) also ``clock`` (B,) steps since the
-    first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON. With ``in_order`` (set by
+    first id and ``onset`` (B, 129) the clock at each pitch's last NOTE_ON; with ``track_restrikes`` (set by
+    ``RestrikeLogitsProcessor``, with ``track_onsets``) ``struck`` (B, 129) the clock at each pitch's last
+    NOTE_ON (``-RESTRIKE_STEPS - 1`` before any) and ``run`` (B, 129) how many times in a row each pitch was
+    struck again at most ``RESTRIKE_STEPS`` after its previous onset (0 after an onset that re-struck
+    nothing). With ``in_order`` (set by
     ``CanonicalOrderLogitsProcessor``), within the current step (since the last TIME_SHIFT; the encoder's
     order, SPEC rule 7): ``phase`` (B,) how far the step has come (0 nothing yet, 1 NOTE_OFFs, 2
     SUSTAIN_OFF, 3 SUSTAIN_ON, 4 onsets), ``off_top`` and ``on_top`` (B,) the highest pitch ended and
@@ -90,6 +112,7 @@ class PerformanceState:
         self.start, self.lag = start, lag
         self.track_onsets = False  # clock/onset cost a step's work: kept only for the note guard
         self.track_pitch_classes = False  # pitch_time: kept only for the key's profile
+        self.track_restrikes = False  # struck/run: kept only for the re-strike penalty
         # set by CanonicalOrderLogitsProcessor: phase/on_top/off_top are kept (a step's work, only then) and
         # the note guard keeps the encoder's order
         self.in_order = False
@@ -158,6 +181,8 @@ class PerformanceState:
             self.onset = torch.zeros(rows, 129, dtype=torch.long, device=ids.device).scatter_reduce(
                 1, on_col, clock, "amax")
             self.clock = clock[:, -1].clone()
+            if self.track_restrikes:
+                self.struck, self.run = _restrike_runs(ids, clock)
         pedal_on = torch.where(ids == SUSTAIN_ON, pos, -1).amax(1)
         pedal_off = torch.where(ids == SUSTAIN_OFF, pos, -1).amax(1)
         self.pedal = (pedal_on > pedal_off).long()
@@ -168,6 +193,7 @@ class PerformanceState:
                                     VOCAB_SIZE + 1)
         counted_on = (ids < NOTE_OFF) & (pos >= start)
         self.onsets = counted_on.sum(1)
+        self.prompt_onsets = ((ids < NOTE_OFF) & (pos < start)).sum(1)
         if self.track_pitch_classes:  # keys down x steps per pitch class, from the counted part only
             self._pc_matrix = (torch.arange(128, device=ids.device)[:, None] % 12
                                == torch.arange(12, device=ids.device)).float()  # (128, 12)
@@ -199,6 +225,12 @@ class PerformanceState:
             self.clock += steps
             self.onset[self._row_index, col] = torch.where(token < NOTE_OFF, self.clock,
                                                            self.onset[self._row_index, col])
+            if self.track_restrikes:
+                rows, onset = self._row_index, token < NOTE_OFF
+                before, run = self.struck[rows, col], self.run[rows, col]
+                again = self.clock - before <= RESTRIKE_STEPS
+                self.run[rows, col] = torch.where(onset, torch.where(again, run + 1, 0), run)
+                self.struck[rows, col] = torch.where(onset, self.clock, before)
         self._silent[self._row_index, col] = t["silent"][i]
         pedal = t["pedal"][i]
         self.pedal = torch.where(pedal < 0, self.pedal, pedal)
@@ -219,5 +251,5 @@ class PerformanceState:
 
 
 __all__ = [
-    "PerformanceState", "step_counts",
+    "RESTRIKE_STEPS", "PerformanceState", "step_counts",
 ]

@@ -97,6 +97,9 @@ class MidiGenerationPipeline(Pipeline):
     - ``canonical_order``: only what the encoder could have written, one order within each 10-ms step, no
       blips, no key the piano lacks (``CanonicalOrderLogitsProcessor``); default: the model's generation
       config, else off;
+    - ``restrike_penalty``: nats taken from an onset that strikes a pitch again within 0.3 s, times the
+      re-strikes in a row (``RestrikeLogitsProcessor``, against hammering; None: off); default: the model's
+      generation config, else off;
     - the controls (``MusicControls``; each None by default: left to the model), steering the new music
       only: ``key`` (``"D minor"`` or a set of pitch classes) and ``key_strength`` (None: hard; nats: a
       soft bias), ``pitch_range=(low, high)``, ``velocity_range=(low, high)`` or ``dynamics`` (``"pp"`` ...
@@ -155,7 +158,7 @@ class MidiGenerationPipeline(Pipeline):
         key=None, key_strength=None, pitch_range=None, velocity_range=None, dynamics=None, density=None,
         max_polyphony=None, pedal=None, threads=_DEFAULT, canonical_order=None, candidates=None, critic=None,
         select=None, logprob_share=None, search_report=None, infill=None, melody=None, accompany=None,
-        melody_track=None, follow_seconds=None,
+        melody_track=None, follow_seconds=None, restrike_penalty=_DEFAULT,
     ):
         # Every value is checked here, before preprocessing reads a prompt or the model runs.
         writing = self._writing_parameters(infill, melody, accompany, melody_track, seconds, prompt_seconds,
@@ -202,7 +205,8 @@ class MidiGenerationPipeline(Pipeline):
                 if not isinstance(value, bool):
                     raise GenerationError(f"{name} must be True or False, got {value!r}")
                 forward[name] = value
-        for name, value in (("max_note_seconds", max_note_seconds), ("max_silence_seconds", max_silence_seconds)):
+        for name, value in (("max_note_seconds", max_note_seconds), ("max_silence_seconds", max_silence_seconds),
+                            ("restrike_penalty", restrike_penalty)):
             if value is _DEFAULT:
                 continue
             forward[name] = None if value is None else positive_number(name, value, unit=" or None")  # None: off
@@ -371,7 +375,7 @@ class MidiGenerationPipeline(Pipeline):
                  sound_at_once=None, allow_early_end=None, controls=None, threads=GENERATION_DEFAULTS.threads,
                  canonical_order=None, candidates=None, critic=None, select=None,
                  logprob_share=GENERATION_DEFAULTS.logprob_share, search_report=None,
-                 follow_seconds=GENERATION_DEFAULTS.follow_seconds):
+                 follow_seconds=GENERATION_DEFAULTS.follow_seconds, restrike_penalty=_DEFAULT):
         plan = model_inputs.get("plan")
         if plan is not None:
             seconds, max_new_tokens = plan.seconds, None
@@ -384,6 +388,8 @@ class MidiGenerationPipeline(Pipeline):
             allow_early_end = bool(model_setting(self.model, "allow_early_end"))
         if canonical_order is None:
             canonical_order = bool(model_setting(self.model, "canonical_order"))
+        if restrike_penalty is _DEFAULT:
+            restrike_penalty = model_setting(self.model, "restrike_penalty")
         if plan is not None:
             candidates, critic = self._writing_setting(plan, candidates, critic, assistant_model)
         else:
@@ -400,7 +406,7 @@ class MidiGenerationPipeline(Pipeline):
                 generation_config=config, progress=progress, stop_event=stop_event, max_note_seconds=max_note_seconds,
                 fast=bool(fast), weights=weights, streamer=streamer, max_silence_seconds=max_silence_seconds,
                 allow_early_end=allow_early_end, controls=controls, canonical_order=canonical_order,
-                logprob_share=logprob_share, search_report=search_report,
+                logprob_share=logprob_share, search_report=search_report, restrike_penalty=restrike_penalty,
                 **({} if isinstance(plan, AccompanyPlan) else {"sound_at_once": sound_at_once}),
             ) for _ in range(num_return_sequences)]
             return {"written": written}
@@ -411,7 +417,7 @@ class MidiGenerationPipeline(Pipeline):
             fast=bool(fast), weights=weights, streamer=streamer, assistant_model=assistant_model,
             max_silence_seconds=max_silence_seconds, sound_at_once=sound_at_once, allow_early_end=allow_early_end,
             controls=controls, canonical_order=canonical_order, candidates=candidates, critic=critic, select=select,
-            logprob_share=logprob_share, search_report=search_report,
+            logprob_share=logprob_share, search_report=search_report, restrike_penalty=restrike_penalty,
         )
         return {"sequences": sequences, "prompt_length": input_ids.shape[1],
                 "prompt_steps": model_inputs["prompt_steps"]}
