@@ -218,7 +218,8 @@ def configure_generate(p: argparse.ArgumentParser, writing: bool = False) -> Non
         search = p.add_argument_group("search", "compose in chunks, K candidates each, weighed by the model's "
                                       "log-probability of what follows (plus the critic's score)")
         search.add_argument("--candidates", type=_candidates, default=None, metavar="K",
-                            help=f"candidates a chunk (1: no weighing; default {d.fill_candidates} to fill, "
+                            help=f"candidates a chunk (1: no weighing; default: the model's generation config, "
+                                 f"fill_candidates, accompany_candidates; base 16 to fill, else {d.fill_candidates}, "
                                  f"{d.accompany_candidates} to accompany)")
         search.add_argument("--follow-seconds", type=_positive_seconds, default=None, metavar="S",
                             help=f"weigh by the next S seconds of what is written (default {d.follow_seconds:g})")

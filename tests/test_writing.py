@@ -8,6 +8,8 @@ noise, but what is forced and what is kept does not depend on how well it plays.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import symusic
@@ -389,3 +391,28 @@ def test_a_fill_honours_the_controls_for_its_new_notes(pipe):
     assert grid_notes({k: v[kept] for k, v in original.items()}) <= grid_notes(got)
     changes = got["pedal_time"][(got["pedal_time"] > 600) & (got["pedal_time"] < 900)]
     assert len(changes) == 0  # no pedal of its own in the span
+
+
+def test_a_model_sets_how_many_candidates_it_writes_with(tmp_path, tune):
+    """fill_candidates and accompany_candidates from the model's generation config are the pipeline's K when none
+    is asked for (the bundled base fills with the best of 16); a model that sets none gets GENERATION_DEFAULTS'."""
+    import shutil
+
+    from hf_midi.loading import default_model_path
+    from hf_midi.remote_code.defaults import GENERATION_DEFAULTS
+
+    base = json.loads((default_model_path() / "generation_config.json").read_text())
+    assert base["fill_candidates"] == 16
+    folder = tmp_path / "small"
+    shutil.copytree(default_model_path().parent / "small", folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    assert "fill_candidates" not in config
+    for setting, expected in (({}, (GENERATION_DEFAULTS.fill_candidates, GENERATION_DEFAULTS.accompany_candidates)),
+                              ({"fill_candidates": 3, "accompany_candidates": 2}, (3, 2))):
+        (folder / "generation_config.json").write_text(json.dumps(config | setting))
+        pipe = load_pipeline(folder)
+        fill, accompany = [], []
+        pipe(str(SONG), infill=(6.0, 7.0), seed=0, search_report=fill)
+        pipe(melody=tune, melody_track="MELODY", accompany=True, seed=0, search_report=accompany)
+        assert {len(r["scores"]) for r in fill} == {expected[0]}
+        assert {len(r["scores"]) for r in accompany} == {expected[1]}

@@ -59,9 +59,10 @@ class GenerationDefaults:
     # seeing follow_context tokens before it.
     follow_seconds: float = 4.0
     follow_context: int = 512
-    # Candidates a chunk when writing and none are asked for (benchmarks/RESULTS.md, "Write with the model"):
-    # a fill's join to what follows improves with K (small, 20 spans: best of 4 closed 35 % of the NLL gap
-    # from unweighed to true spans, best of 8 56 %); an accompaniment composes 30 s, where K costs more.
+    # Candidates a chunk when writing and none are asked for, for a model whose generation config sets none
+    # (benchmarks/RESULTS.md, "Write with the model"): a fill's join to what follows improves with K (small, 20
+    # spans: best of 4 closed 35 % of the NLL gap from unweighed to true spans, best of 8 56 %; the bundled base
+    # sets 16); an accompaniment composes 30 s, where K costs more.
     fill_candidates: int = 8
     accompany_candidates: int = 4
     # An accompaniment's density, unless a density control is given: onsets a second, melody included, as a
@@ -87,7 +88,7 @@ class GenerationDefaults:
 GENERATION_DEFAULTS = GenerationDefaults()
 # The settings that are ours, not generate()'s: read from a model's generation config by name.
 MUSIC_SETTINGS = ("max_note_seconds", "sound_at_once", "allow_early_end", "canonical_order", "restrike_penalty",
-                  "candidates", "select")
+                  "candidates", "select", "fill_candidates", "accompany_candidates")
 
 
 def generation_config_for(vocab_size: int, bos_id: int, eos_id: int, pad_id: int, never: list[int],

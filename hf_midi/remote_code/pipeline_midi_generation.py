@@ -458,16 +458,16 @@ class MidiGenerationPipeline(Pipeline):
         return candidates, critic
 
     def _writing_setting(self, plan, candidates, critic, assistant_model):
-        """(K, critic) for a fill or an accompaniment: K given, else ``GENERATION_DEFAULTS``' ``fill_candidates``
-        or ``accompany_candidates``
+        """(K, critic) for a fill or an accompaniment: K given, else the model's ``fill_candidates`` or
+        ``accompany_candidates`` (its generation config, else ``GENERATION_DEFAULTS``)
         (the candidates are weighed by what follows, which needs no critic); the critic given, else the model's
         or the bundled one when there is one (its score is added), else none."""
         if assistant_model is not None:
             raise GenerationError("infill and accompany run the fast loop, not assisted generation: leave out "
                                   "assistant_model")
         if candidates is None:
-            candidates = GENERATION_DEFAULTS.accompany_candidates if isinstance(plan, AccompanyPlan) else \
-                GENERATION_DEFAULTS.fill_candidates
+            candidates = model_setting(self.model, "accompany_candidates" if isinstance(plan, AccompanyPlan)
+                                       else "fill_candidates")
         candidates = int(candidates)
         if candidates == 1:
             return 1, None
