@@ -18,9 +18,14 @@ with K = 1 (the melody forced, no weighing). Against each song's real accompanim
 same 30 s): pitch-class agreement (the share of accompaniment onsets whose pitch class sounds in the real
 accompaniment in the same half second), key agreement (Krumhansl-Schmuckler on both), notes a second; a third
 baseline: the real accompaniment of another test song in the same key. Every melody note is checked to be
-there, exact (onset, end, pitch on the 10-ms grid).
+there, exact (onset, end, pitch on the 10-ms grid). Clash: the share of accompaniment onsets, struck while a
+melody note sounds, a semitone or a tritone from it in pitch class (the real accompaniment's too).
 
-``speed``: one thread, seconds to fill a 4-s span and to accompany 30 s of melody, for K = 1, 4, 8.
+``--rows FILE`` keeps each span's or song's row as it is measured; the same command run again after a stop
+measures only the rows the file lacks (the seeds are by position, so the rows are the same as in one run).
+
+``speed``: one thread, seconds to fill a 4-s span and to accompany 30 s of melody, for K = 1, 4, 8 and the K
+the model ships with (its ``fill_candidates``, ``accompany_candidates``).
 
 The last line is one JSON object.
 """
@@ -41,6 +46,7 @@ import torch
 from hf_midi.evaluation.adherence import find_key
 from hf_midi.evaluation.listener import DEGENERATE, degenerate, listen
 from hf_midi.loading import load_pipeline
+from hf_midi.remote_code.arguments import model_setting
 from hf_midi.remote_code.codec import BOS_ID, STEPS_PER_SECOND, ids_to_notes, shift_steps
 from hf_midi.remote_code.writing import FillPlan, follow_logprob, notes_to_ids, score_notes
 
@@ -107,11 +113,31 @@ def follow_nll(model, ids, end: int) -> tuple[float, int]:
     return -float(follow_logprob(model, [ids], [mask], CONTEXT)[0]), int(mask.sum())
 
 
+def done_rows(args, key) -> dict:
+    """The rows ``--rows FILE`` already holds (one JSON object a line), by ``key``: a long run stopped goes on."""
+    path = Path(args.rows) if args.rows else None
+    if path is None or not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {key(r): r for r in rows}
+
+
+def keep_row(args, row: dict) -> None:
+    print(json.dumps(row), flush=True)
+    if args.rows:
+        with open(args.rows, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def run_fill(pipe, args) -> dict:
     spans = choose_spans(Path(args.data), args.spans, args.asap)
     keep = Path(args.keep) if args.keep else None
+    done = done_rows(args, lambda r: (r["file"], r["start"]))
     rows = []
     for i, (path, start) in enumerate(spans):
+        if (path.name, start / STEPS_PER_SECOND) in done:
+            rows.append(done[path.name, start / STEPS_PER_SECOND])
+            continue
         plan = FillPlan.from_piece(str(path), start / STEPS_PER_SECOND, (start + SPAN) / STEPS_PER_SECOND)
         true_ids = np.concatenate(([BOS_ID], notes_to_ids(plan.notes, plan.pedal)))
         row = {"file": path.name, "corpus": path.parts[-3] if "pop909" in str(path).lower() else path.parts[-2],
@@ -139,7 +165,7 @@ def run_fill(pipe, args) -> dict:
             row[f"{name}_broken"] = heard["broken"]
             row[f"{name}_faults"] = heard["faults"]
             row[f"{name}_modes"] = degenerate(notes, (SPAN + 2 * AROUND) / STEPS_PER_SECOND)["modes"]
-        print(json.dumps(row), flush=True)
+        keep_row(args, row)
         rows.append(row)
     out = {"spans": len(rows)}
     for name in ("true", "weighed", "sampled"):
@@ -191,6 +217,18 @@ def pc_agreement(notes: dict, real: dict, width: int = 50) -> float | None:
     return hits / len(notes["start"])
 
 
+def clash_share(notes: dict, melody: dict) -> float | None:
+    """The share of ``notes``' onsets struck while a melody note sounds that lie a semitone or a tritone (in pitch
+    class) from one of them: what a listener hears as rubbing against the tune."""
+    hits = heard = 0
+    for s, p in zip(notes["start"], notes["pitch"]):
+        sounding = (melody["start"] <= s) & (melody["end"] > s)
+        if sounding.any():
+            heard += 1
+            hits += bool({(int(p) - int(q)) % 12 for q in melody["pitch"][sounding]} & {1, 6, 11})
+    return hits / heard if heard else None
+
+
 def key_of(notes: dict):
     return find_key(notes_to_ids(notes)) if len(notes["start"]) else None
 
@@ -200,12 +238,16 @@ def run_accompany(pipe, args) -> dict:
     parts = {p.name: song_parts(p) for p in songs}
     parts = {k: v for k, v in parts.items() if v is not None and len(v[0]["start"]) and len(v[1]["start"])}
     keys = {k: key_of(v[1]) for k, v in parts.items()}
+    done = done_rows(args, lambda r: r["song"])
     rows = []
     for i, (name, (melody, real)) in enumerate(parts.items()):
+        if name in done:
+            rows.append(done[name])
+            continue
         given = [(int(a) / 100, int(b) / 100, int(p), int(v)) for a, b, p, v in
                  zip(melody["start"], melody["end"], melody["pitch"], melody["velocity"])]
         row = {"song": name, "melody_notes": len(given), "real_nps": round(len(real["start"]) / 30, 3),
-               "real_key": list(keys[name]) if keys[name] else None}
+               "real_key": list(keys[name]) if keys[name] else None, "real_clash": clash_share(real, melody)}
         for label, k in (("weighed", args.candidates), ("forced", 1)):
             t = time.perf_counter()
             [r] = pipe(melody=given, accompany=True, seed=i, candidates=k, threads=1)
@@ -218,6 +260,7 @@ def run_accompany(pipe, args) -> dict:
                 zip(composed["start"].tolist(), composed["end"].tolist(), composed["pitch"].tolist()))
             row[f"{label}_exact"] = bool(exact and in_events)
             row[f"{label}_agreement"] = pc_agreement(own, real)
+            row[f"{label}_clash"] = clash_share(own, melody)
             key = key_of(own)
             row[f"{label}_key"] = list(key) if key else None
             row[f"{label}_same_key"] = key is not None and key == keys[name]
@@ -230,7 +273,8 @@ def run_accompany(pipe, args) -> dict:
             row["other_song"] = other[i % len(other)]
             row["other_agreement"] = pc_agreement(donor, real)
             row["other_nps"] = round(len(donor["start"]) / 30, 3)
-        print(json.dumps(row), flush=True)
+            row["other_clash"] = clash_share(donor, melody)
+        keep_row(args, row)
         rows.append(row)
     out = {"songs": len(rows)}
     for label in ("weighed", "forced", "other"):
@@ -244,6 +288,9 @@ def run_accompany(pipe, args) -> dict:
             out[f"{label}_all_exact"] = all(r[f"{label}_exact"] for r in rows)
             out[f"{label}_degenerate"] = {m: sum(m in r[f"{label}_modes"] for r in rows) for m in DEGENERATE}
             out[f"{label}_wall_mean"] = round(float(np.mean([r[f"{label}_wall"] for r in rows])), 3)
+    for label in ("real", "weighed", "forced", "other"):
+        values = [r[f"{label}_clash"] for r in rows if r.get(f"{label}_clash") is not None]
+        out[f"{label}_clash"] = round(float(np.mean(values)), 4) if values else None
     out["real_nps"] = round(float(np.mean([r["real_nps"] for r in rows])), 3)
     return out
 
@@ -255,7 +302,11 @@ def run_speed(pipe, args) -> dict:
     songs = [p for p in split(data / "pop909", "split.csv")[:6] if song_parts(p)][:2]
     out = {}
     pipe(str(fills[0][0]), infill=(fills[0][1] / 100, (fills[0][1] + SPAN) / 100), seed=0, threads=1)  # warm
-    for k in (1, 4, 8):
+    shipped = {model_setting(pipe.model, "fill_candidates"), model_setting(pipe.model, "accompany_candidates")}
+    ks = sorted({1, 4, 8} | shipped)
+    out["shipped_fill_candidates"] = model_setting(pipe.model, "fill_candidates")
+    out["shipped_accompany_candidates"] = model_setting(pipe.model, "accompany_candidates")
+    for k in ks:
         walls = []
         for j, (path, start) in enumerate(fills):
             t = time.perf_counter()
@@ -289,14 +340,15 @@ def main(argv=None) -> int:
     p.add_argument("--songs", type=int, default=90)
     p.add_argument("--keep", default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--rows", default=None,
+                   help="a JSON-lines file: each span's or song's row is added as it is measured, and a run "
+                        "started again with the same file measures only what it lacks")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     pipe = load_pipeline(args.model)
     began = time.perf_counter()
     result = {"fill": run_fill, "accompany": run_accompany, "speed": run_speed}[args.part](pipe, args)
-    from hf_midi.remote_code.defaults import GENERATION_DEFAULTS as d
-
-    default = d.fill_candidates if args.part == "fill" else d.accompany_candidates
+    default = model_setting(pipe.model, "accompany_candidates" if args.part == "accompany" else "fill_candidates")
     result.update(part=args.part, model=args.model, candidates=args.candidates or default,
                   wall=round(time.perf_counter() - began),
                   machine=f"{platform.machine()}, {torch.get_num_threads()} thread, torch {torch.__version__}")

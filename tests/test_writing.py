@@ -129,6 +129,23 @@ def test_an_accompaniment_leans_towards_the_pitch_classes_of_melody_notes_near_i
     assert (leaning(far, torch.zeros(1, 393)) == plain(far, torch.zeros(1, 393))).all()
 
 
+def test_an_accompaniment_keeps_off_a_semitone_or_a_tritone_against_the_melody_sounding():
+    ids = torch.tensor([[BOS_ID, TIME_SHIFT - 1 + 20]])  # 20 steps in; a melody note (E4) sounds 25-90
+    plain = GivenNotesLogitsProcessor(GivenNotes([25], [90], [64], [80]))
+    rubbing = GivenNotesLogitsProcessor(GivenNotes([25], [90], [64], [80], clash=2.0))
+    for p in (plain, rubbing):
+        p.state.start = 1
+    drop = rubbing(ids, torch.zeros(1, 393)) - plain(ids, torch.zeros(1, 393))
+    for pitch in (53, 63, 65, 70, 75, 77):  # F3, D#4, F4, A#4, D#5, F5: a semitone or a tritone from E
+        assert drop[0, NOTE_ON + pitch] == -2.0
+    for pitch in (52, 60, 67, 71, 76):  # E3, C4, G4, B4, E5: consonant or the tune's own pitch class
+        assert drop[0, NOTE_ON + pitch] == 0
+    assert drop[0, TIME_SHIFT] == 0
+    for step in (5, 100):  # long before the note (more than 100 ms) and after it ends: nothing
+        at = torch.tensor([[BOS_ID, TIME_SHIFT - 1 + step]])
+        assert (rubbing(at, torch.zeros(1, 393)) == plain(at, torch.zeros(1, 393))).all()
+
+
 # --------------------------------------------------------------------------- weighing what follows
 def test_follow_logprob_is_the_models_log_probability_of_what_follows(model):
     rng = np.random.default_rng(0)
@@ -202,6 +219,47 @@ def test_a_fill_with_the_weights_hears_what_follows(model, monkeypatch):
             after = ids_to_notes(row)
             later = plan.after["start"] < 900
             assert grid_notes({k: v[later] for k, v in plan.after.items()}) <= grid_notes(after)
+
+
+def test_an_accompaniments_weight_hears_the_melody_under_the_chunk_and_after_it(model, tune, monkeypatch):
+    """A candidate's weight is the model's log-probability of the melody's onsets from the chunk's start to
+    ``follow_seconds`` past its end, each heard after the candidate's own notes: how the accompaniment sits under
+    the tune and how it leads into it. Its own onsets, and the melody before the chunk, are not counted."""
+    plan = AccompanyPlan.from_melody(tune, track="MELODY")
+    tune_onsets = set(zip(plan.melody["start"].tolist(), plan.melody["pitch"].tolist()))
+    calls, report = [], []
+    real = follow_logprob
+
+    def spy(model_, rows, counted, context):
+        calls.append((rows, counted))
+        return real(model_, rows, counted, context)
+
+    monkeypatch.setattr("hf_midi.remote_code.writing.follow_logprob", spy)
+    torch.manual_seed(3)
+    plan.compose(model, candidates=2, generation_config=music_generation_config(model), search_report=report)
+    assert len(calls) == len(report) > 1
+    bounds = np.cumsum([0] + [round(c["seconds"] * 100) for c in report])
+    for (rows, counted), since, upto in zip(calls, bounds[:-1], bounds[1:]):
+        want = {(a, p) for a, p in tune_onsets if since <= a < upto + 400}  # follow_seconds = 4 s
+        for row, mask in zip(rows, counted):
+            times = np.cumsum(np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0))
+            times = times - np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0)
+            got = {(int(t), int(i)) for t, i in zip(times[mask], row[mask])}
+            assert (row[mask] < 128).all() and got == want  # the melody's onsets there, and only they
+            own = {(int(t), int(i)) for t, i in zip(times, row) if i < 128} - tune_onsets
+            assert own and all(t <= upto for t, _ in own)  # the candidate's own notes stop where it has come
+    # within=False: the melody after the chunk alone (the first chunk's candidates are the same, same seed)
+    first = calls[0]
+    calls.clear()
+    weigh = plan.weigh(model, 4.0, 512, within=False)
+    monkeypatch.setattr(AccompanyPlan, "weigh", lambda self, *a: weigh)
+    torch.manual_seed(3)
+    plan.compose(model, candidates=2, generation_config=music_generation_config(model))
+    for (row, mask), (row0, mask0) in zip(zip(*calls[0]), zip(*first)):
+        assert (row == row0).all()
+        times = np.cumsum(np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0))
+        times = times - np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0)
+        assert (times[mask] >= bounds[1]).all() and mask.sum() < mask0.sum()
 
 
 @pytest.mark.parametrize("span, problem", [

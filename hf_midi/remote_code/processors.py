@@ -380,13 +380,16 @@ class GivenNotes:
     (< 0 for a note struck before, still sounding), ``end`` (> ``start``), ``pitch`` (0..127) and ``velocity``
     (1..127; the events carry its bin, SPEC rule 6). One pitch's notes do not overlap (the writing plans check).
     ``harmony``: nats added to the model's onsets of the pitch classes of given notes near in time
-    (``NEAR_STEPS``): an accompaniment leans towards the melody's harmony (0: off)."""
+    (``NEAR_STEPS``): an accompaniment leans towards the melody's harmony (0: off). ``clash``: nats taken from
+    the model's onsets a semitone or a tritone (in pitch class) from a given note sounding then, or struck
+    within ``SOON_STEPS``: an accompaniment does not rub against the tune (0: off)."""
 
     start: np.ndarray
     end: np.ndarray
     pitch: np.ndarray
     velocity: np.ndarray
     harmony: float = 0.0
+    clash: float = 0.0
 
     def __post_init__(self):
         for name in ("start", "end", "pitch", "velocity"):
@@ -405,12 +408,13 @@ class GivenNotes:
         """Per step t (0 .. the horizon, where later times are clamped): ``on`` (pitches struck at t), ``vel``
         (their VELOCITY ids), ``off`` (given notes ending at t), ``hold`` (given notes sounding through t),
         ``soon`` (pitches a given note strikes within ``SOON_STEPS`` after t), ``near`` (the 128 pitches whose
-        pitch class a given note near t holds, ``NEAR_STEPS``), ``next`` (the next step after t with a given
-        event)."""
+        pitch class a given note near t holds, ``NEAR_STEPS``), ``rub`` (the 128 pitches a semitone or a
+        tritone in pitch class from a given note sounding at t or struck within ``SOON_STEPS``), ``next`` (the
+        next step after t with a given event)."""
         if device not in self._tables:
             horizon = self.last_step + 1 + NEAR_STEPS[1]  # its last row, where time is clamped, holds nothing
             on, off, hold, soon = (np.zeros((horizon + 1, 128), bool) for _ in range(4))
-            near = np.zeros((horizon + 1, 12), bool)
+            near, rub = np.zeros((horizon + 1, 12), bool), np.zeros((horizon + 1, 12), bool)
             vel = np.zeros((horizon + 1, 128), np.int64)
             bins = VELOCITY - 1 + velocity_bin(self.velocity)
             for a, b, p, v in zip(self.start, self.end, self.pitch, bins):
@@ -421,6 +425,7 @@ class GivenNotes:
                     off[b, p] = True
                 hold[max(a + 1, 0):max(b, 0), p] = True
                 near[max(a - NEAR_STEPS[0], 0):max(b + NEAR_STEPS[1], 0), p % 12] = True
+                rub[max(a - SOON_STEPS, 0):max(b, 0), [(p + 1) % 12, (p + 6) % 12, (p + 11) % 12]] = True
             steps = np.arange(horizon + 1)
             first_at = np.where(on.any(1) | off.any(1), steps, np.iinfo(np.int64).max // 2)
             at_or_after = np.minimum.accumulate(first_at[::-1])[::-1]
@@ -430,6 +435,7 @@ class GivenNotes:
                 "off": torch.from_numpy(off).to(device), "hold": torch.from_numpy(hold).to(device),
                 "soon": torch.from_numpy(soon).to(device), "next": torch.from_numpy(after).to(device),
                 "near": torch.from_numpy(np.tile(near, (1, 11))[:, :128]).to(device),
+                "rub": torch.from_numpy(np.tile(rub, (1, 11))[:, :128]).to(device),
                 "pitch": torch.arange(128, device=device),
                 "velocity": torch.arange(VELOCITY, SUSTAIN_ON, device=device),
                 "shift": torch.arange(1, MAX_SHIFT + 1, device=device),
@@ -493,6 +499,8 @@ class GivenNotesLogitsProcessor(LogitsProcessor):
         late = (s.phase >= 2)[:, None]
         if self.given.harmony:  # the model's own onsets lean towards the pitch classes of given notes near now
             scores[:, NOTE_ON:NOTE_OFF] += self.given.harmony * c["near"][t].float()
+        if self.given.clash:  # ... and away from a semitone or a tritone against a given note sounding now
+            scores[:, NOTE_ON:NOTE_OFF] -= self.given.clash * c["rub"][t].float()
         allowed = torch.ones_like(scores, dtype=torch.bool)
         allowed[:, NOTE_ON:NOTE_OFF] = own_on & ~(order & (~(pitch > s.on_top[:, None]) | s.sounding)) & ~(
             rows_on[:, None] & (pitch >= low_on[:, None])) & ~rows_off[:, None]

@@ -6,10 +6,10 @@ No model was trained for either; both happen at decode time, with the shipped we
   while the model plays around it in the encoder's order;
 - the search that composes a piece (``search.py``: K candidates a chunk in one batch, the fast loop) weighs
   each candidate by the model's own log-probability of what comes next (``follow_logprob``): the piece after
-  the gap, or the melody's next notes. A candidate that leads well into what is already written wins, so the
-  fill joins its right edge and the accompaniment anticipates the melody rather than follows it. The critic's
-  score is added where a critic is at hand; ``select="sample"`` resamples by these weights each chunk
-  (sequential Monte Carlo with one lineage, as in ``search.py``).
+  the gap, or the melody's notes under the chunk and after it. A candidate that leads well into what is already
+  written wins, so the fill joins its right edge and the accompaniment sits under the melody and anticipates it
+  rather than follows it. The critic's score is added where a critic is at hand; ``select="sample"``
+  resamples by these weights each chunk (sequential Monte Carlo with one lineage, as in ``search.py``).
 
 Plans check their input and say what is wrong before anything is composed:
 
@@ -356,7 +356,8 @@ class AccompanyPlan:
     def __post_init__(self):
         m = self.melody
         self.given = GivenNotes(m["start"], m["end"], m["pitch"], m["velocity"],
-                                harmony=GENERATION_DEFAULTS.accompany_harmony)
+                                harmony=GENERATION_DEFAULTS.accompany_harmony,
+                                clash=GENERATION_DEFAULTS.accompany_clash)
 
     @classmethod
     def from_melody(cls, melody, track: int | str | None = None, source: str | None = None) -> AccompanyPlan:
@@ -400,14 +401,20 @@ class AccompanyPlan:
         own = np.array([(int(a), int(p)) not in given for a, p in zip(notes["start"], notes["pitch"])], bool)
         return _take(notes, own if len(own) else np.zeros(0, bool)), pedal
 
-    def weigh(self, model, follow_seconds: float, context: int):
+    def weigh(self, model, follow_seconds: float, context: int, within: bool = True):
         """``generate_music``'s ``weigh``: each candidate's log-probability of the melody's onsets in the next
-        ``follow_seconds`` (the candidate's notes end where it has come; the melody goes on alone)."""
+        ``follow_seconds`` (the candidate's notes end where it has come; the melody goes on alone) and, with
+        ``within``, of the melody's onsets in the chunk just composed, each heard after the candidate's own
+        notes until then: how well the candidate sits under the tune as well as how it leads into it."""
         follow = int(to_steps(follow_seconds))
         m = self.melody
+        tune = {(int(a), int(p)) for a, p in zip(m["start"], m["pitch"])}
+        chunk = {"from": 0}  # the step the chunk being weighed began at (chunks come in order)
 
         def weigh(out, seconds_done):
             upto = int(to_steps(seconds_done))
+            since = chunk["from"] if within else upto
+            chunk["from"] = upto
             ahead = _take(m, m["start"] < upto + follow)
             rows, counted = [], []
             for row in out:
@@ -416,8 +423,10 @@ class AccompanyPlan:
                 notes = _join(own, ahead)
                 ids = np.concatenate(([BOS_ID], notes_to_ids(notes, pedal[:upto])))
                 clock = _clock(ids)
+                onset = ids < NOTE_OFF
+                melody = np.array([o and (int(c), int(i)) in tune for o, c, i in zip(onset, clock, ids)], bool)
                 rows.append(ids)
-                counted.append((ids < NOTE_OFF) & (clock >= upto))
+                counted.append(melody & (clock >= since))
             return follow_logprob(model, rows, counted, context)
 
         return weigh
