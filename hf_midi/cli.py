@@ -305,7 +305,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from .remote_code.codec import load_score
     from .remote_code.controls import CONTROL_NAMES, MusicControls
     from .remote_code.threads import set_threads
-    from .render import find_soundfont, piano_roll_png, render_wav
+    from .render import find_soundfont, piano_roll_png, render_wav, roll_options
     from .utils import atomic_write_bytes
 
     # Everything that can be checked is checked before the model loads.
@@ -365,7 +365,7 @@ def run_generate(args: argparse.Namespace) -> int:
             render_wav(r["score"], path=numbered(args.wav, i, len(results)), soundfont=soundfont)
             written.append(str(numbered(args.wav, i, len(results))))
         if args.png:
-            piano_roll_png(r["score"], path=numbered(args.png, i, len(results)), mark=r.get("span"))
+            piano_roll_png(r["score"], path=numbered(args.png, i, len(results)), **roll_options(r))
             written.append(str(numbered(args.png, i, len(results))))
         print(f"{r['seconds']:.2f} s, {len(r['token_ids'])} tokens -> {', '.join(written)}", file=sys.stderr)
     threads, timed = set_threads(pipe.model, args.threads, args.weights if not args.slow else "float32")

@@ -169,6 +169,7 @@ _BLACK_KEY_ROW = np.array([24, 24, 29], np.uint8)
 _PEDAL = np.array([44, 52, 74], np.uint8)  # background while the pedal is down
 _MARK = np.array([150, 90, 40], np.uint8)  # a marked span (a filled gap): warm, behind the notes
 _MARK_EDGE = np.array([235, 150, 60], np.uint8)
+_ACCENT_LOW, _ACCENT_HIGH = np.array([150, 70, 40], np.float64), np.array([255, 190, 120], np.float64)  # a melody
 _PEDAL_STRIP = np.array([150, 170, 220], np.uint8)
 _GRID = np.array([52, 52, 60], np.uint8)
 # Velocity colours (viridis anchors): quiet = dark violet, loud = yellow.
@@ -186,23 +187,37 @@ def velocity_colour(velocity) -> np.ndarray:
     return np.round(_VIRIDIS[i[..., 0]] * (1 - frac) + _VIRIDIS[i[..., 0] + 1] * frac).astype(np.uint8)
 
 
+def accent_colour(velocity) -> np.ndarray:
+    """(N, 3) uint8 warm colours for MIDI velocities 1..127: the notes of an accented track (a given melody)."""
+    x = (np.clip(np.asarray(velocity, np.float64), 1, 127)[..., None] - 1) / 126
+    return np.round(_ACCENT_LOW * (1 - x) + _ACCENT_HIGH * x).astype(np.uint8)
+
+
+def roll_options(result: dict) -> dict:
+    """``piano_roll``'s ``mark`` and ``accent`` for a pipeline result: a fill's new span tinted, an
+    accompaniment's given melody in warm tones."""
+    return {"mark": result.get("span"), "accent": "Melody" if "melody_notes" in result else None}
+
+
 def piano_roll(
     score: MidiLike, px_per_second: float = 50.0, px_per_pitch: int = 4, max_width: int = 4000,
-    mark: tuple[float, float] | None = None,
+    mark: tuple[float, float] | None = None, accent: str | None = None,
 ) -> np.ndarray:
     """(height, width, 3) uint8 image: time left to right, pitch bottom to top (piano range at
     least), notes coloured by velocity, the background lighter while the sustain pedal is down and
     a strip at the bottom showing the pedal alone. Width is ``ceil(seconds * px_per_second)``, with
     ``px_per_second`` lowered when that would pass ``max_width``. ``mark=(start, end)`` in seconds: that span
-    tinted and edged (a filled gap: the new music)."""
+    tinted and edged (a filled gap: the new music). ``accent``: the name of a track whose notes are drawn in warm
+    tones (``accent_colour``) over the others (an accompaniment's given melody)."""
     if not (px_per_second > 0 and isinstance(px_per_pitch, int) and px_per_pitch >= 1 and max_width >= 1):
         raise RenderError("px_per_second must be > 0, px_per_pitch and max_width integers >= 1")
     score = load_score(score)
-    starts, ends, pitches, velocities, pedals = [], [], [], [], []
+    starts, ends, pitches, velocities, pedals, accented = [], [], [], [], [], []
     for track in score.tracks:
         if track.is_drum:
             continue
         n = track.notes.numpy()
+        accented.append(np.full(len(n["time"]), accent is not None and track.name == accent))
         starts.append(n["time"].astype(np.float64))
         ends.append(n["time"].astype(np.float64) + n["duration"])
         pitches.append(n["pitch"].astype(np.int64))
@@ -211,6 +226,7 @@ def piano_roll(
         if len(cc["time"]):
             pedals.append(_pedal_intervals(cc["time"].astype(np.float64), cc["number"], cc["value"]))
     start, end, pitch, velocity = (np.concatenate(a) if a else np.empty(0) for a in (starts, ends, pitches, velocities))
+    accented = np.concatenate(accented).astype(bool) if accented else np.zeros(0, bool)
     pitch = pitch.astype(np.int64)
     seconds = max(float(score.end()), float(end.max()) if len(end) else 0.0, 0.01)
     pps = min(float(px_per_second), max_width / seconds)
@@ -241,7 +257,10 @@ def piano_roll(
         img[: height - PEDAL_STRIP, x0:x1] = (img[: height - PEDAL_STRIP, x0:x1] * 0.6 + _MARK * 0.4).astype(np.uint8)
         img[: height - PEDAL_STRIP, [x0, min(x1, width) - 1]] = _MARK_EDGE
     colours = velocity_colour(velocity)
-    for a, b, p, c in zip(start, end, pitch, colours):
+    if accented.any():
+        colours[accented] = accent_colour(velocity[accented])
+    order = np.argsort(accented, kind="stable")  # an accented note is drawn over the others
+    for a, b, p, c in zip(start[order], end[order], pitch[order], colours[order]):
         x0 = int(a * pps)
         x1 = max(x0 + 1, math.ceil(b * pps))
         y = (hi - p) * px_per_pitch

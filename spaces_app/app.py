@@ -386,13 +386,13 @@ class Variation:
 
 def package(result: dict, folder: Path, stem: str) -> Variation:
     """Write a pipeline result as ``stem``.mid, .wav and .png in ``folder``."""
-    from hf_midi.render import piano_roll_png, render_wav
+    from hf_midi.render import piano_roll_png, render_wav, roll_options
 
     folder.mkdir(parents=True, exist_ok=True)
     midi, wav, png = (folder / f"{stem}.{ext}" for ext in ("mid", "wav", "png"))
     midi.write_bytes(result["midi"])
     render_wav(result["score"], path=wav)
-    piano_roll_png(result["score"], path=png, mark=result.get("span"))  # a fill: its new span marked
+    piano_roll_png(result["score"], path=png, **roll_options(result))  # a fill's span marked, a given melody warm
     notes = sum(len(t.notes) for t in result["score"].tracks)
     return Variation(midi, wav, png, float(result["seconds"]), notes, result["midi"])
 

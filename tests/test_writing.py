@@ -405,6 +405,29 @@ def test_a_marked_roll_tints_only_its_span():
     assert differs[20:30].all() and not differs[:19].any() and not differs[31:].any()
 
 
+def test_an_accompaniments_roll_draws_the_given_melody_in_warm_tones(pipe):
+    from hf_midi.render import accent_colour, piano_roll, roll_options, velocity_colour
+
+    tune = [(0.0, 1.0, 76, 100), (1.0, 2.0, 79, 100)]
+    [r] = pipe(melody=tune, accompany=True, seed=0, candidates=1)
+    assert roll_options(r) == {"mark": None, "accent": "Melody"}
+    plain = piano_roll(r["score"], px_per_second=10)
+    roll = piano_roll(r["score"], px_per_second=10, **roll_options(r))
+    hi = max(108, max(n.pitch for t in r["score"].tracks for n in t.notes))
+    row = lambda pitch: (hi - pitch) * 4 + 1  # noqa: E731 - a note's row, px_per_pitch 4
+    assert (roll[row(76), 3] == accent_colour([100])[0]).all() and (roll[row(79), 13] == accent_colour([100])[0]).all()
+    assert (plain[row(76), 3] == velocity_colour([100])[0]).all()  # without the accent: by velocity
+    own = r["score"].tracks[1].notes.numpy()
+    checked = 0
+    for t, d, p in zip(own["time"], own["duration"], own["pitch"]):  # the model's own notes keep their colours
+        if p not in (76, 79) and d >= 200:
+            x = int(t / 100) + 1
+            assert (roll[row(int(p)), x] == plain[row(int(p)), x]).all()
+            checked += 1
+    assert checked
+    assert roll_options({"span": (1.0, 2.0)}) == {"mark": (1.0, 2.0), "accent": None}
+
+
 def test_an_accompaniment_is_steered_to_an_accompaniments_density_unless_one_is_given(model, monkeypatch):
     import hf_midi.remote_code.writing as writing
     from hf_midi.remote_code.controls import MusicControls
