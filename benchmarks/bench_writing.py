@@ -48,6 +48,7 @@ from hf_midi.evaluation.listener import DEGENERATE, degenerate, listen
 from hf_midi.loading import load_pipeline
 from hf_midi.remote_code.arguments import model_setting
 from hf_midi.remote_code.codec import BOS_ID, STEPS_PER_SECOND, ids_to_notes, shift_steps
+from hf_midi.remote_code.processors import CLASH_INTERVALS
 from hf_midi.remote_code.writing import FillPlan, follow_logprob, notes_to_ids, score_notes
 
 SPAN, AROUND, FOLLOW, CONTEXT = 400, 300, 400, 1024  # steps: the span, either side, what follows; tokens
@@ -225,7 +226,7 @@ def clash_share(notes: dict, melody: dict) -> float | None:
         sounding = (melody["start"] <= s) & (melody["end"] > s)
         if sounding.any():
             heard += 1
-            hits += bool({(int(p) - int(q)) % 12 for q in melody["pitch"][sounding]} & {1, 6, 11})
+            hits += bool({(int(p) - int(q)) % 12 for q in melody["pitch"][sounding]} & set(CLASH_INTERVALS))
     return hits / heard if heard else None
 
 

@@ -59,6 +59,24 @@ def tune(tmp_path_factory) -> str:
     return str(path)
 
 
+def token_steps(row) -> np.ndarray:
+    """The step at which each token of a row happens (before its own TIME_SHIFT)."""
+    shift = np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0)
+    return np.cumsum(shift) - shift
+
+
+def weight_calls(monkeypatch) -> list:
+    """A list that receives the (rows, counted) of each ``follow_logprob`` call a plan makes to weigh."""
+    calls, real = [], follow_logprob
+
+    def spy(model_, rows, counted, context):
+        calls.append((rows, counted))
+        return real(model_, rows, counted, context)
+
+    monkeypatch.setattr("hf_midi.remote_code.writing.follow_logprob", spy)
+    return calls
+
+
 def grid_notes(notes: dict) -> set:
     return set(zip(notes["start"].tolist(), notes["end"].tolist(), notes["pitch"].tolist()))
 
@@ -199,22 +217,14 @@ def test_a_fill_with_the_weights_hears_what_follows(model, monkeypatch):
     """The weight of a candidate is the model's log-probability of the music after the span, given the candidate:
     the same number ``follow_logprob`` gives on the whole piece as the plan assembles it."""
     plan = FillPlan.from_piece(str(SONG), 3.0, 5.0)
-    calls = []
-    real = follow_logprob
-
-    def spy(model_, rows, counted, context):
-        calls.append((rows, counted))
-        return real(model_, rows, counted, context)
-
-    monkeypatch.setattr("hf_midi.remote_code.writing.follow_logprob", spy)
+    calls = weight_calls(monkeypatch)
     torch.manual_seed(3)
     plan.compose(model, candidates=2, generation_config=music_generation_config(model))
     assert calls
     for rows, counted in calls:
         assert len(rows) == 2
         for row, mask in zip(rows, counted):
-            clock = np.cumsum(np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0))
-            times = clock - np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0)
+            times = token_steps(row)
             assert mask.any() and (times[mask] >= 500).all() and (times[mask] < 900).all()  # 4 s after the span
             after = ids_to_notes(row)
             later = plan.after["start"] < 900
@@ -227,14 +237,7 @@ def test_an_accompaniments_weight_hears_the_melody_under_the_chunk_and_after_it(
     the tune and how it leads into it. Its own onsets, and the melody before the chunk, are not counted."""
     plan = AccompanyPlan.from_melody(tune, track="MELODY")
     tune_onsets = set(zip(plan.melody["start"].tolist(), plan.melody["pitch"].tolist()))
-    calls, report = [], []
-    real = follow_logprob
-
-    def spy(model_, rows, counted, context):
-        calls.append((rows, counted))
-        return real(model_, rows, counted, context)
-
-    monkeypatch.setattr("hf_midi.remote_code.writing.follow_logprob", spy)
+    calls, report = weight_calls(monkeypatch), []
     torch.manual_seed(3)
     plan.compose(model, candidates=2, generation_config=music_generation_config(model), search_report=report)
     assert len(calls) == len(report) > 1
@@ -242,8 +245,7 @@ def test_an_accompaniments_weight_hears_the_melody_under_the_chunk_and_after_it(
     for (rows, counted), since, upto in zip(calls, bounds[:-1], bounds[1:]):
         want = {(a, p) for a, p in tune_onsets if since <= a < upto + 400}  # follow_seconds = 4 s
         for row, mask in zip(rows, counted):
-            times = np.cumsum(np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0))
-            times = times - np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0)
+            times = token_steps(row)
             got = {(int(t), int(i)) for t, i in zip(times[mask], row[mask])}
             assert (row[mask] < 128).all() and got == want  # the melody's onsets there, and only they
             own = {(int(t), int(i)) for t, i in zip(times, row) if i < 128} - tune_onsets
@@ -257,8 +259,7 @@ def test_an_accompaniments_weight_hears_the_melody_under_the_chunk_and_after_it(
     plan.compose(model, candidates=2, generation_config=music_generation_config(model))
     for (row, mask), (row0, mask0) in zip(zip(*calls[0]), zip(*first)):
         assert (row == row0).all()
-        times = np.cumsum(np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0))
-        times = times - np.where((row >= TIME_SHIFT) & (row < VELOCITY), row - TIME_SHIFT + 1, 0)
+        times = token_steps(row)
         assert (times[mask] >= bounds[1]).all() and mask.sum() < mask0.sum()
 
 

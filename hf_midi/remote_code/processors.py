@@ -372,6 +372,7 @@ class MusicProgressCriteria(StoppingCriteria):
 # --------------------------------------------------------------------------- given notes
 SOON_STEPS = 10  # the model strikes no pitch in the 100 ms before a given note of that pitch
 NEAR_STEPS = (25, 50)  # a given note is near from 250 ms before it sounds until 500 ms after it ends
+CLASH_INTERVALS = (1, 6, 11)  # pitch-class intervals that rub against a given note: semitones and the tritone
 
 
 @dataclass(frozen=True, eq=False)
@@ -425,7 +426,7 @@ class GivenNotes:
                     off[b, p] = True
                 hold[max(a + 1, 0):max(b, 0), p] = True
                 near[max(a - NEAR_STEPS[0], 0):max(b + NEAR_STEPS[1], 0), p % 12] = True
-                rub[max(a - SOON_STEPS, 0):max(b, 0), [(p + 1) % 12, (p + 6) % 12, (p + 11) % 12]] = True
+                rub[max(a - SOON_STEPS, 0):max(b, 0), [(p + i) % 12 for i in CLASH_INTERVALS]] = True
             steps = np.arange(horizon + 1)
             first_at = np.where(on.any(1) | off.any(1), steps, np.iinfo(np.int64).max // 2)
             at_or_after = np.minimum.accumulate(first_at[::-1])[::-1]

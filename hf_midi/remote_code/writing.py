@@ -394,12 +394,15 @@ class AccompanyPlan:
     def seconds(self) -> float:
         return int(self.melody["end"].max()) / STEPS_PER_SECOND
 
+    def _is_melody(self, steps, pitches) -> np.ndarray:
+        """Whether each onset (its step, its pitch) is a melody note's: one (start, pitch) is one note."""
+        keys = np.asarray(steps, np.int64) * 128 + np.asarray(pitches, np.int64)
+        return np.isin(keys, self.melody["start"] * 128 + self.melody["pitch"])
+
     def _with_melody(self, row, upto: int) -> tuple[dict, np.ndarray]:
         """(the model's own notes of a composed row, its pedal): the row's notes that are not given."""
         notes, pedal, _ = _row_notes(row)
-        given = {(int(a), int(p)) for a, p in zip(self.melody["start"], self.melody["pitch"])}
-        own = np.array([(int(a), int(p)) not in given for a, p in zip(notes["start"], notes["pitch"])], bool)
-        return _take(notes, own if len(own) else np.zeros(0, bool)), pedal
+        return _take(notes, ~self._is_melody(notes["start"], notes["pitch"])), pedal
 
     def weigh(self, model, follow_seconds: float, context: int, within: bool = True):
         """``generate_music``'s ``weigh``: each candidate's log-probability of the melody's onsets in the next
@@ -408,7 +411,6 @@ class AccompanyPlan:
         notes until then: how well the candidate sits under the tune as well as how it leads into it."""
         follow = int(to_steps(follow_seconds))
         m = self.melody
-        tune = {(int(a), int(p)) for a, p in zip(m["start"], m["pitch"])}
         chunk = {"from": 0}  # the step the chunk being weighed began at (chunks come in order)
 
         def weigh(out, seconds_done):
@@ -423,10 +425,8 @@ class AccompanyPlan:
                 notes = _join(own, ahead)
                 ids = np.concatenate(([BOS_ID], notes_to_ids(notes, pedal[:upto])))
                 clock = _clock(ids)
-                onset = ids < NOTE_OFF
-                melody = np.array([o and (int(c), int(i)) in tune for o, c, i in zip(onset, clock, ids)], bool)
                 rows.append(ids)
-                counted.append(melody & (clock >= since))
+                counted.append((ids < NOTE_OFF) & self._is_melody(clock, ids) & (clock >= since))
             return follow_logprob(model, rows, counted, context)
 
         return weigh
